@@ -1,0 +1,48 @@
+# usage-filter — see README.md. Every target installs what it needs.
+SHELL := /bin/bash
+WASM_TARGET := wasm32-wasip1
+DIST := dist/usage_filter.wasm
+CARGO ?= cargo
+
+.PHONY: build test unit wasm-unit host-test e2e bench run clippy toolchain fmt
+
+toolchain:
+	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+
+## build: the filter, size-optimised, at dist/usage_filter.wasm
+build: toolchain
+	$(CARGO) build -p usage-filter --target $(WASM_TARGET) --profile wasm
+	@mkdir -p dist
+	@cp target/$(WASM_TARGET)/wasm/usage_filter.wasm $(DIST)
+	@echo "built $(DIST) ($$(stat -c %s $(DIST)) bytes)"
+
+## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
+test: build clippy unit wasm-unit host-test e2e
+
+clippy: toolchain
+	$(CARGO) clippy -p usage-filter --target $(WASM_TARGET) --profile wasm -- -D warnings
+
+unit:
+	$(CARGO) test -p usage-filter
+
+# The filter's unit tests compiled for wasm32-wasip1 (libtest) and run on our host's WASI.
+wasm-unit: toolchain
+	$(CARGO) build -p host-tests --bin wasi-test-runner
+	@set -e; for t in $$($(CARGO) test -p usage-filter --target $(WASM_TARGET) --no-run --message-format=json 2>/dev/null \
+	    | python3 -c 'import sys,json; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]'); do \
+	  echo "wasm unit tests: $$t"; target/debug/wasi-test-runner $$t; done
+
+host-test: build
+	$(CARGO) test -p host-tests --release -- --test-threads=2
+
+e2e: build
+	@if [ -x envoy/e2e.sh ]; then envoy/e2e.sh; else echo "e2e: not yet present"; fi
+
+bench: build
+	@if [ -x bench/run.sh ]; then bench/run.sh; else echo "bench: not yet present"; fi
+
+run: build
+	@if [ -x envoy/run.sh ]; then envoy/run.sh; else echo "run: not yet present"; fi
+
+fmt:
+	$(CARGO) fmt --all

@@ -1,0 +1,384 @@
+//! The dispatcher: decides what to send and when, and what a callout's outcome means for the
+//! events in it. It owns the buffer, the batches in flight and those waiting to be retried,
+//! and the delivery counters. It makes no host calls: the root context feeds it the clock,
+//! randomness and callout results, and carries out the sends it returns.
+
+use crate::batch::{Batch, Policy};
+use crate::buffer::Buffer;
+use crate::config::{Compression, Http};
+use crate::encode::{self, Encoded};
+use crate::event::uuid_v4;
+use crate::metrics::Counters;
+use crate::retry::{self, Verdict};
+
+/// A source of randomness for batch ids and jitter.
+pub trait Random {
+    fn bytes16(&mut self) -> [u8; 16];
+    fn u64(&mut self) -> u64 {
+        let b = self.bytes16();
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    }
+}
+
+/// What became of a batch when its callout finished, for the root context to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered {
+        events: usize,
+    },
+    Retrying {
+        attempt: u32,
+        at_ms: u64,
+    },
+    /// Refused by the collector (4xx other than 408/429): dropped, not retried.
+    Rejected {
+        events: usize,
+        status: u32,
+    },
+    /// Out of attempts: dropped.
+    Exhausted {
+        events: usize,
+        attempts: u32,
+    },
+    /// A response for a token this dispatcher does not know (ignored).
+    Unknown,
+}
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    cfg: Http,
+    policy: Policy,
+    buffer: Buffer,
+    /// Batches waiting for their retry time, oldest first.
+    retrying: Vec<Batch>,
+    in_flight: Vec<(u32, Batch)>,
+    pub counters: Counters,
+}
+
+impl Dispatcher {
+    pub fn new(cfg: Http) -> Self {
+        Dispatcher {
+            policy: Policy::from_config(&cfg),
+            buffer: Buffer::new(cfg.buffer_size),
+            cfg,
+            retrying: Vec::new(),
+            in_flight: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &Http {
+        &self.cfg
+    }
+
+    /// Events held: waiting, in flight, or waiting for a retry.
+    pub fn buffered(&self) -> usize {
+        self.buffer.held()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn idle(&self) -> bool {
+        self.buffer.held() == 0
+    }
+
+    /// Takes one captured event. Returns false when the buffer was full and it was dropped.
+    pub fn accept(&mut self, e: Encoded, now_ms: u64) -> bool {
+        self.counters.captured += 1;
+        self.offer(e, now_ms)
+    }
+
+    /// Like `accept` for an event already counted as captured elsewhere (the worker that
+    /// handed it over a shared queue).
+    pub fn offer(&mut self, e: Encoded, now_ms: u64) -> bool {
+        match self.buffer.push(e, now_ms) {
+            Ok(()) => true,
+            Err(_) => {
+                self.counters.dropped_buffer_full += 1;
+                false
+            }
+        }
+    }
+
+    /// The next batch to send now, if any: a retry whose time has come first, then a new
+    /// batch when the policy says so. `flushing` (shutdown) sends everything regardless of
+    /// triggers, backoff and `max_in_flight`.
+    pub fn next_send(
+        &mut self,
+        now_ms: u64,
+        flushing: bool,
+        rng: &mut dyn Random,
+    ) -> Option<Batch> {
+        if !flushing && self.in_flight.len() >= self.cfg.max_in_flight {
+            return None;
+        }
+        if let Some(i) = self
+            .retrying
+            .iter()
+            .position(|b| flushing || b.not_before_ms <= now_ms)
+        {
+            return Some(self.retrying.remove(i));
+        }
+        let due = self.policy.due(
+            self.buffer.waiting(),
+            self.buffer.waiting_bytes(),
+            self.buffer.oldest_ms(),
+            now_ms,
+            flushing,
+        );
+        if !due {
+            return None;
+        }
+        let events = self
+            .buffer
+            .take(self.cfg.batch_size, self.cfg.max_batch_bytes);
+        let mut body = encode::batch_body(self.cfg.format, events.iter());
+        if self.cfg.compression == Compression::Gzip {
+            body = encode::gzip(&body);
+        }
+        Some(Batch {
+            id: uuid_v4(rng.bytes16()),
+            body,
+            events: events.len(),
+            attempts: 0,
+            not_before_ms: now_ms,
+        })
+    }
+
+    /// The batch went out as callout `token`.
+    pub fn sent(&mut self, token: u32, mut batch: Batch) {
+        batch.attempts += 1;
+        self.in_flight.push((token, batch));
+    }
+
+    /// The host refused to start the callout (unknown cluster, bad headers): a failed attempt.
+    pub fn not_sent(&mut self, mut batch: Batch, now_ms: u64, rng: &mut dyn Random) -> Outcome {
+        batch.attempts += 1;
+        self.failed(batch, None, now_ms, rng)
+    }
+
+    /// A callout finished. `status` is None for a failure without a response.
+    pub fn on_response(
+        &mut self,
+        token: u32,
+        status: Option<u32>,
+        retry_after_ms: Option<u64>,
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Outcome {
+        let Some(i) = self.in_flight.iter().position(|(t, _)| *t == token) else {
+            return Outcome::Unknown;
+        };
+        let (_, batch) = self.in_flight.swap_remove(i);
+        match retry::classify(status) {
+            Verdict::Delivered => {
+                self.buffer.release(batch.events);
+                self.counters.delivered += batch.events as u64;
+                self.counters.batches_sent += 1;
+                Outcome::Delivered {
+                    events: batch.events,
+                }
+            }
+            Verdict::Reject => {
+                self.buffer.release(batch.events);
+                self.counters.dropped_send_failed += batch.events as u64;
+                self.counters.batches_failed += 1;
+                Outcome::Rejected {
+                    events: batch.events,
+                    status: status.unwrap_or(0),
+                }
+            }
+            Verdict::Retry => self.failed(batch, retry_after_ms, now_ms, rng),
+        }
+    }
+
+    fn failed(
+        &mut self,
+        mut batch: Batch,
+        retry_after_ms: Option<u64>,
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Outcome {
+        if batch.attempts >= self.cfg.retry.max_attempts {
+            self.buffer.release(batch.events);
+            self.counters.dropped_send_failed += batch.events as u64;
+            self.counters.batches_failed += 1;
+            return Outcome::Exhausted {
+                events: batch.events,
+                attempts: batch.attempts,
+            };
+        }
+        let delay = retry::backoff_ms(&self.cfg.retry, batch.attempts, retry_after_ms, rng.u64());
+        batch.not_before_ms = now_ms.saturating_add(delay);
+        self.counters.batch_retries += 1;
+        let attempt = batch.attempts + 1;
+        let at_ms = batch.not_before_ms;
+        self.retrying.push(batch);
+        Outcome::Retrying { attempt, at_ms }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Format, Retry};
+
+    struct Seq(u64);
+    impl Random for Seq {
+        fn bytes16(&mut self) -> [u8; 16] {
+            self.0 += 1;
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&self.0.to_le_bytes());
+            b
+        }
+    }
+
+    fn cfg() -> Http {
+        Http {
+            cluster: "c".into(),
+            authority: "c".into(),
+            path: "/e".into(),
+            format: Format::Veil,
+            headers: vec![],
+            timeout_ms: 1000,
+            batch_size: 3,
+            max_batch_bytes: 1 << 20,
+            flush_interval_ms: 1000,
+            buffer_size: 10,
+            max_in_flight: 2,
+            retry: Retry {
+                max_attempts: 3,
+                initial_backoff_ms: 100,
+                max_backoff_ms: 1000,
+            },
+            compression: Compression::None,
+        }
+    }
+
+    fn ev() -> Encoded {
+        Encoded {
+            json: b"{\"id\":\"x\"}".to_vec(),
+            core_end: 9,
+            key: (0, 0),
+            timestamp: (0, 0),
+        }
+    }
+
+    fn invariant(d: &Dispatcher) {
+        let c = &d.counters;
+        assert_eq!(
+            c.captured,
+            c.delivered + c.dropped_buffer_full + c.dropped_send_failed + d.buffered() as u64
+        );
+    }
+
+    #[test]
+    fn count_trigger_cuts_full_batches_up_to_max_in_flight() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        for _ in 0..10 {
+            d.accept(ev(), 0);
+        }
+        let b1 = d.next_send(0, false, &mut r).unwrap();
+        assert_eq!(b1.events, 3);
+        d.sent(1, b1);
+        let b2 = d.next_send(0, false, &mut r).unwrap();
+        d.sent(2, b2);
+        assert!(d.next_send(0, false, &mut r).is_none(), "max_in_flight");
+        assert_eq!(
+            d.on_response(1, Some(200), None, 5, &mut r),
+            Outcome::Delivered { events: 3 }
+        );
+        invariant(&d);
+        let b3 = d.next_send(5, false, &mut r).unwrap();
+        d.sent(3, b3);
+        // one event left, not due until the flush interval
+        d.on_response(2, Some(200), None, 5, &mut r);
+        d.on_response(3, Some(200), None, 5, &mut r);
+        assert!(d.next_send(999, false, &mut r).is_none());
+        assert_eq!(d.next_send(1000, false, &mut r).unwrap().events, 1);
+        invariant(&d);
+    }
+
+    #[test]
+    fn retry_keeps_the_batch_id_and_waits_for_backoff() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        for _ in 0..3 {
+            d.accept(ev(), 0);
+        }
+        let b = d.next_send(0, false, &mut r).unwrap();
+        let id = b.id;
+        d.sent(7, b);
+        let Outcome::Retrying { attempt: 2, at_ms } = d.on_response(7, Some(503), None, 10, &mut r)
+        else {
+            panic!()
+        };
+        assert!((110..=210).contains(&at_ms));
+        assert!(d.next_send(at_ms - 1, false, &mut r).is_none());
+        let b = d.next_send(at_ms, false, &mut r).unwrap();
+        assert_eq!(b.id, id);
+        d.sent(8, b);
+        d.on_response(8, None, None, at_ms, &mut r);
+        let b = d.next_send(at_ms + 10_000, false, &mut r).unwrap();
+        d.sent(9, b);
+        assert_eq!(
+            d.on_response(9, Some(500), None, 0, &mut r),
+            Outcome::Exhausted {
+                events: 3,
+                attempts: 3
+            }
+        );
+        assert_eq!(d.counters.dropped_send_failed, 3);
+        invariant(&d);
+    }
+
+    #[test]
+    fn rejected_batches_are_not_retried() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        d.accept(ev(), 0);
+        let b = d.next_send(1000, false, &mut r).unwrap();
+        d.sent(1, b);
+        assert_eq!(
+            d.on_response(1, Some(400), None, 0, &mut r),
+            Outcome::Rejected {
+                events: 1,
+                status: 400
+            }
+        );
+        assert!(d.next_send(100_000, true, &mut r).is_none());
+        invariant(&d);
+    }
+
+    #[test]
+    fn full_buffer_drops_the_newest_and_counts() {
+        let mut d = Dispatcher::new(cfg());
+        for _ in 0..15 {
+            d.accept(ev(), 0);
+        }
+        assert_eq!(d.counters.dropped_buffer_full, 5);
+        assert_eq!(d.buffered(), 10);
+        invariant(&d);
+    }
+
+    #[test]
+    fn flushing_ignores_triggers_and_in_flight_limit() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        for _ in 0..8 {
+            d.accept(ev(), 0);
+        }
+        let mut n = 0;
+        while let Some(b) = d.next_send(0, true, &mut r) {
+            n += b.events;
+            d.sent(n as u32, b);
+        }
+        assert_eq!(n, 8);
+        assert_eq!(d.in_flight(), 3);
+    }
+}

@@ -1,0 +1,277 @@
+//! The usage event: what one request becomes, and the pure rules that derive its fields.
+
+use crate::config::KeyMode;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+
+/// Everything captured about one request, borrowed from what the host handed over.
+#[derive(Debug, Clone, Default)]
+pub struct Event<'a> {
+    /// 16 bytes of a UUID (v7 in practice).
+    pub id: [u8; 16],
+    pub api_path: Cow<'a, str>,
+    pub subscription_key: Cow<'a, str>,
+    pub method: Cow<'a, str>,
+    pub response_time_ms: u64,
+    pub status_code: u32,
+    /// Completion time, nanoseconds since the Unix epoch.
+    pub completed_unix_ns: u64,
+    pub request_size: u64,
+    pub response_size: u64,
+    pub request_id: Option<Cow<'a, str>>,
+    pub authority: Option<Cow<'a, str>>,
+    pub attributes: Vec<(&'a str, Cow<'a, str>)>,
+}
+
+impl Event<'_> {
+    pub fn success(&self) -> bool {
+        (200..=299).contains(&self.status_code)
+    }
+
+    pub fn billable(&self) -> bool {
+        (200..=499).contains(&self.status_code)
+    }
+}
+
+/// The request path without its query string (or fragment).
+pub fn strip_query(path: &[u8]) -> &[u8] {
+    match path.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(i) => &path[..i],
+        None => path,
+    }
+}
+
+pub fn is_excluded(path: &[u8], prefixes: &[String]) -> bool {
+    prefixes.iter().any(|p| path.starts_with(p.as_bytes()))
+}
+
+/// Header bytes as text; invalid UTF-8 is replaced rather than refused, since a header is
+/// client input and the request must still be metered.
+pub fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+/// The subscription key as it should appear in the event.
+pub fn apply_key_mode<'a>(key: Cow<'a, str>, mode: KeyMode) -> Cow<'a, str> {
+    match mode {
+        KeyMode::Raw => key,
+        KeyMode::Sha256 => {
+            let digest = Sha256::digest(key.as_bytes());
+            let mut hex = String::with_capacity(64);
+            for b in digest {
+                hex.push(HEX[(b >> 4) as usize] as char);
+                hex.push(HEX[(b & 15) as usize] as char);
+            }
+            Cow::Owned(hex)
+        }
+        KeyMode::Redact => {
+            let mut out: String = key.chars().take(4).collect();
+            out.push('…');
+            Cow::Owned(out)
+        }
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The integer status of a `:status` header or an Envoy `response.code` property; anything
+/// unparsable is 0 ("no response").
+pub fn parse_status(bytes: &[u8]) -> u32 {
+    let s = bytes.trim_ascii();
+    if s.is_empty() || s.len() > 4 || !s.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    s.iter().fold(0u32, |n, d| n * 10 + (d - b'0') as u32)
+}
+
+/// Envoy encodes integer properties as 8 little-endian bytes; other hosts hand over text.
+pub fn property_u64(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() == 8 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(bytes);
+        return Some(u64::from_le_bytes(a));
+    }
+    let s = std::str::from_utf8(bytes).ok()?;
+    s.trim().parse().ok()
+}
+
+/// A time-ordered UUID (RFC 9562 v7) from the completion time and 10 random bytes.
+pub fn uuid_v7(unix_ms: u64, random: &[u8; 10]) -> [u8; 16] {
+    *uuid::Builder::from_unix_timestamp_millis(unix_ms, random)
+        .into_uuid()
+        .as_bytes()
+}
+
+/// A random (v4) UUID, used for batch ids.
+pub fn uuid_v4(random: [u8; 16]) -> [u8; 16] {
+    *uuid::Builder::from_random_bytes(random)
+        .into_uuid()
+        .as_bytes()
+}
+
+/// Writes the canonical 36-character form.
+pub fn write_uuid(out: &mut Vec<u8>, id: &[u8; 16]) {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let s = uuid::Uuid::from_bytes(*id)
+        .hyphenated()
+        .encode_lower(&mut buf);
+    out.extend_from_slice(s.as_bytes());
+}
+
+pub fn uuid_string(id: &[u8; 16]) -> String {
+    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
+}
+
+/// RFC 3339 in UTC with microseconds: `2025-10-02T13:58:33.001748Z`.
+/// Civil-from-days is Howard Hinnant's algorithm; the filter's dependency budget has no
+/// room for a date crate, and this is the only date arithmetic it needs.
+pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: u64) {
+    let secs = unix_ns / 1_000_000_000;
+    let micros = (unix_ns % 1_000_000_000) / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
+    let mut buf = [0u8; 27];
+    let mut put = |at: usize, v: u64, width: usize| {
+        let mut v = v;
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, y.clamp(0, 9999) as u64, 4);
+    put(5, mo as u64, 2);
+    put(8, d as u64, 2);
+    put(11, h, 2);
+    put(14, m, 2);
+    put(17, s, 2);
+    put(20, micros, 6);
+    buf[4] = b'-';
+    buf[7] = b'-';
+    buf[10] = b'T';
+    buf[13] = b':';
+    buf[16] = b':';
+    buf[19] = b'.';
+    buf[26] = b'Z';
+    out.extend_from_slice(&buf);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_and_fragment_are_stripped() {
+        assert_eq!(strip_query(b"/a/b?x=1&y=2"), b"/a/b");
+        assert_eq!(strip_query(b"/a#frag"), b"/a");
+        assert_eq!(strip_query(b"/plain"), b"/plain");
+        assert_eq!(strip_query(b"?only"), b"");
+    }
+
+    #[test]
+    fn exclusion_is_by_prefix() {
+        let p = vec!["/health".to_string(), "/admin/".to_string()];
+        assert!(is_excluded(b"/healthz", &p));
+        assert!(is_excluded(b"/admin/users", &p));
+        assert!(!is_excluded(b"/api/health", &p));
+        assert!(!is_excluded(b"/admin", &p));
+    }
+
+    #[test]
+    fn key_modes() {
+        assert_eq!(apply_key_mode("abc123".into(), KeyMode::Raw), "abc123");
+        assert_eq!(
+            apply_key_mode("abc".into(), KeyMode::Sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(apply_key_mode("abcdefgh".into(), KeyMode::Redact), "abcd…");
+        assert_eq!(apply_key_mode("ab".into(), KeyMode::Redact), "ab…");
+        // characters, not bytes: never cuts a UTF-8 sequence
+        assert_eq!(apply_key_mode("ключ-123".into(), KeyMode::Redact), "ключ…");
+    }
+
+    #[test]
+    fn success_and_billable() {
+        let mut e = Event::default();
+        for (code, ok, bill) in [
+            (0, false, false),
+            (199, false, false),
+            (200, true, true),
+            (204, true, true),
+            (301, false, true),
+            (404, false, true),
+            (499, false, true),
+            (500, false, false),
+        ] {
+            e.status_code = code;
+            assert_eq!((e.success(), e.billable()), (ok, bill), "{code}");
+        }
+    }
+
+    #[test]
+    fn statuses_parse_or_become_zero() {
+        assert_eq!(parse_status(b"200"), 200);
+        assert_eq!(parse_status(b" 404 "), 404);
+        assert_eq!(parse_status(b"999"), 999);
+        assert_eq!(parse_status(b""), 0);
+        assert_eq!(parse_status(b"abc"), 0);
+        assert_eq!(parse_status(b"-1"), 0);
+        assert_eq!(parse_status(b"99999999999"), 0);
+    }
+
+    #[test]
+    fn properties_in_envoy_and_text_encodings() {
+        assert_eq!(property_u64(&42u64.to_le_bytes()), Some(42));
+        assert_eq!(property_u64(b"17"), Some(17));
+        assert_eq!(property_u64(b"x"), None);
+    }
+
+    #[test]
+    fn rfc3339_utc() {
+        let mut out = Vec::new();
+        write_rfc3339(&mut out, 0);
+        assert_eq!(out, b"1970-01-01T00:00:00.000000Z");
+        out.clear();
+        // 2025-10-02T13:58:33.001748Z
+        write_rfc3339(&mut out, 1_759_413_513_001_748_123);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "2025-10-02T13:58:33.001748Z"
+        );
+        out.clear();
+        // a leap day
+        write_rfc3339(&mut out, 1_709_164_800_000_000_000);
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            "2024-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn uuid_v7_is_time_ordered_and_versioned() {
+        let a = uuid::Uuid::from_bytes(uuid_v7(1_000, &[7; 10]));
+        let b = uuid::Uuid::from_bytes(uuid_v7(2_000, &[0; 10]));
+        assert_eq!(a.get_version_num(), 7);
+        assert!(a < b);
+        let mut s = Vec::new();
+        write_uuid(&mut s, a.as_bytes());
+        assert_eq!(s.len(), 36);
+        assert_eq!(
+            uuid::Uuid::parse_str(std::str::from_utf8(&s).unwrap()).unwrap(),
+            a
+        );
+        assert_eq!(
+            uuid::Uuid::from_bytes(uuid_v4([9; 16])).get_version_num(),
+            4
+        );
+    }
+}

@@ -1,0 +1,250 @@
+//! One downstream request through the filter, in Envoy's callback order:
+//! context create, request headers, request body, (upstream time), response headers,
+//! response body, then `on_log` -> `on_done` -> `on_delete` (Envoy's order, not the spec's).
+
+use crate::abi::Headers;
+use crate::state::{Profile, StreamData};
+use crate::vm::{FuelLog, Vm};
+use anyhow::Result;
+use std::collections::HashMap;
+
+enum Ending {
+    Respond { status: Vec<u8>, code: Option<u32> },
+    LocalReply(u32),
+    Abort,
+}
+
+pub struct Request<'a> {
+    vm: &'a mut Vm,
+    headers: Headers,
+    body: Vec<u8>,
+    response_headers: Headers,
+    response_body: Vec<u8>,
+    upstream_ms: u64,
+}
+
+/// What the host saw of one request.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub context_id: u32,
+    /// Fuel per callback for this request alone.
+    pub fuel: FuelLog,
+    /// What the filter stored with `proxy_set_property` (Envoy filter state `wasm.<key>`).
+    pub filter_state: HashMap<String, Vec<u8>>,
+}
+
+impl Outcome {
+    pub fn total_fuel(&self) -> u64 {
+        self.fuel.values().map(|(_, f)| f).sum()
+    }
+}
+
+impl<'a> Request<'a> {
+    pub(crate) fn new(vm: &'a mut Vm) -> Self {
+        Request {
+            vm,
+            headers: vec![
+                (":method".into(), b"GET".to_vec()),
+                (":path".into(), b"/".to_vec()),
+                (":authority".into(), b"api.example.com".to_vec()),
+                (":scheme".into(), b"http".to_vec()),
+            ],
+            body: Vec::new(),
+            response_headers: Vec::new(),
+            response_body: Vec::new(),
+            upstream_ms: 0,
+        }
+    }
+
+    fn set(mut self, name: &str, value: Vec<u8>) -> Self {
+        self.headers.retain(|(k, _)| k != name);
+        self.headers.push((name.to_string(), value));
+        self
+    }
+
+    pub fn method(self, m: &str) -> Self {
+        self.set(":method", m.as_bytes().to_vec())
+    }
+    pub fn path(self, p: &str) -> Self {
+        self.set(":path", p.as_bytes().to_vec())
+    }
+    pub fn authority(self, a: &str) -> Self {
+        self.set(":authority", a.as_bytes().to_vec())
+    }
+    /// Header names are lowercased as Envoy does.
+    pub fn header(self, k: &str, v: &str) -> Self {
+        let k = k.to_ascii_lowercase();
+        self.set(&k, v.as_bytes().to_vec())
+    }
+    pub fn header_bytes(self, k: &str, v: &[u8]) -> Self {
+        let k = k.to_ascii_lowercase();
+        self.set(&k, v.to_vec())
+    }
+    pub fn key(self, v: &str) -> Self {
+        self.header("x-subscription-key", v)
+    }
+    pub fn without(mut self, name: &str) -> Self {
+        self.headers.retain(|(k, _)| k != name);
+        self
+    }
+    pub fn body(mut self, n: usize) -> Self {
+        self.body = vec![b'q'; n];
+        self
+    }
+    pub fn response_body(mut self, n: usize) -> Self {
+        self.response_body = vec![b'r'; n];
+        self
+    }
+    pub fn response_header(mut self, k: &str, v: &str) -> Self {
+        self.response_headers
+            .push((k.to_ascii_lowercase(), v.as_bytes().to_vec()));
+        self
+    }
+    /// Time the upstream takes before its response headers (ticks fire meanwhile).
+    pub fn upstream_ms(mut self, ms: u64) -> Self {
+        self.upstream_ms = ms;
+        self
+    }
+
+    /// The upstream answers with this status.
+    pub fn respond(self, status: u32) -> Result<Outcome> {
+        self.run(Ending::Respond {
+            status: status.to_string().into_bytes(),
+            code: Some(status),
+        })
+    }
+    /// The upstream answers with a `:status` that is not a number (Envoy would have
+    /// replaced it; other hosts might not).
+    pub fn respond_raw_status(self, status: &[u8]) -> Result<Outcome> {
+        self.run(Ending::Respond {
+            status: status.to_vec(),
+            code: None,
+        })
+    }
+    /// Envoy answers itself (no healthy upstream, direct response, a later filter's reply).
+    pub fn local_reply(self, status: u32) -> Result<Outcome> {
+        self.run(Ending::LocalReply(status))
+    }
+    /// The downstream resets the stream before any response.
+    pub fn abort(self) -> Result<Outcome> {
+        self.run(Ending::Abort)
+    }
+
+    fn run(self, ending: Ending) -> Result<Outcome> {
+        let Request {
+            vm,
+            mut headers,
+            body,
+            mut response_headers,
+            mut response_body,
+            upstream_ms,
+        } = self;
+        // Envoy's connection manager adds x-request-id unless told not to.
+        if !headers.iter().any(|(k, _)| k == "x-request-id") {
+            let id = format!("req-{}", vm.next_context);
+            headers.push(("x-request-id".into(), id.into_bytes()));
+        }
+        let before = vm.fuel().clone();
+        let f = vm.exports();
+        let root = vm.root_id;
+        let ctx = vm.next_context;
+        vm.next_context += 1;
+        let n_headers = headers.len() as i32;
+        let start_ns = vm.now_ns();
+        vm.store.data_mut().streams.insert(
+            ctx,
+            StreamData {
+                request_headers: headers,
+                request_body: body.clone(),
+                start_ns,
+                ..Default::default()
+            },
+        );
+        let id = ctx as i32;
+        vm.call(
+            "on_context_create",
+            f.context_create,
+            ctx,
+            (id, root as i32),
+        )?;
+        vm.call(
+            "on_request_headers",
+            f.request_headers,
+            ctx,
+            (id, n_headers, body.is_empty() as i32),
+        )?;
+        if !body.is_empty() {
+            vm.call(
+                "on_request_body",
+                f.request_body,
+                ctx,
+                (id, body.len() as i32, 1),
+            )?;
+        }
+        let respond = match ending {
+            Ending::Respond { status, code } => {
+                vm.advance_ms(upstream_ms)?;
+                Some((status, code))
+            }
+            Ending::LocalReply(code) => {
+                response_body = b"no healthy upstream".to_vec();
+                response_headers = vec![("content-type".into(), b"text/plain".to_vec())];
+                Some((code.to_string().into_bytes(), Some(code)))
+            }
+            Ending::Abort => None,
+        };
+        if let Some((status, code)) = respond {
+            let mut h: Headers = vec![(":status".into(), status)];
+            h.append(&mut response_headers);
+            h.push((
+                "content-length".into(),
+                response_body.len().to_string().into_bytes(),
+            ));
+            let n = h.len() as i32;
+            if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+                s.response_headers = h;
+                s.response_body = response_body.clone();
+                s.response_code = code;
+            }
+            vm.call(
+                "on_response_headers",
+                f.response_headers,
+                ctx,
+                (id, n, response_body.is_empty() as i32),
+            )?;
+            if !response_body.is_empty() {
+                vm.call(
+                    "on_response_body",
+                    f.response_body,
+                    ctx,
+                    (id, response_body.len() as i32, 1),
+                )?;
+            }
+        }
+        let now = vm.now_ns();
+        if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+            s.end_ns = Some(now);
+        }
+        // APISIX has no on_log: the stream just ends.
+        if vm.store.data().profile != Profile::Apisix {
+            vm.call("on_log", f.log, ctx, id)?;
+        }
+        vm.call("on_done", f.done, ctx, id)?;
+        vm.call("on_delete", f.delete, ctx, id)?;
+        let stream = vm.store.data_mut().streams.remove(&ctx).unwrap_or_default();
+        vm.settle()?;
+        let mut fuel = vm.fuel().clone();
+        for (k, (calls, used)) in fuel.iter_mut() {
+            if let Some((c0, u0)) = before.get(k) {
+                *calls -= c0;
+                *used -= u0;
+            }
+        }
+        fuel.retain(|_, (c, _)| *c > 0);
+        Ok(Outcome {
+            context_id: ctx,
+            fuel,
+            filter_state: stream.filter_state,
+        })
+    }
+}
