@@ -240,7 +240,11 @@ pub fn unpack(mut bytes: &[u8]) -> Vec<Encoded> {
             *v = u32::from_le_bytes(a);
         }
         let len = n[0] as usize;
-        let Some(json) = bytes.get(24..24 + len) else {
+        // checked: on wasm32 a hostile length overflows usize
+        let Some(end) = len.checked_add(24) else {
+            break;
+        };
+        let Some(json) = bytes.get(24..end) else {
             break;
         };
         if n[1..].iter().any(|&x| x as usize > len) || n[2] > n[3] || n[4] > n[5] {
@@ -252,7 +256,7 @@ pub fn unpack(mut bytes: &[u8]) -> Vec<Encoded> {
             key: (n[2], n[3]),
             timestamp: (n[4], n[5]),
         });
-        bytes = &bytes[24 + len..];
+        bytes = &bytes[end..];
     }
     out
 }
