@@ -1,0 +1,344 @@
+//! What one request becomes: the event's fields for the shapes of traffic Envoy sees.
+use crate::common::*;
+use host_tests::{MetricKind, Vm};
+use serde_json::json;
+
+#[test]
+fn get_event_has_every_field() {
+    let mut vm = logging(json!({}));
+    vm.request()
+        .path("/v1/things")
+        .key("key-1")
+        .upstream_ms(37)
+        .response_body(120)
+        .respond(200)
+        .unwrap();
+    let ev = vm.events();
+    assert_eq!(ev.len(), 1);
+    let e = &ev[0];
+    assert_veil_fields(e);
+    assert_eq!(e["api_path"], "/v1/things");
+    assert_eq!(e["subscription_key"], "key-1");
+    assert_eq!(e["method"], "GET");
+    assert_eq!(e["response_time_ms"], 37);
+    assert_eq!(e["status_code"], 200);
+    assert_eq!(e["success"], true);
+    assert_eq!(e["billable"], true);
+    assert_eq!(e["request_size"], 0);
+    assert_eq!(e["response_size"], 120);
+    assert_eq!(e["authority"], "api.example.com");
+    assert!(e["request_id"].as_str().unwrap().starts_with("req-"));
+    assert_eq!(e["msg"], "usage_event");
+    assert_eq!(e["event_type"], "api_usage");
+    // UUID v7: version nibble
+    assert_eq!(&e["id"].as_str().unwrap()[14..15], "7");
+}
+
+#[test]
+fn post_event_counts_both_bodies() {
+    let mut vm = logging(json!({}));
+    vm.request()
+        .method("POST")
+        .path("/v1/orders")
+        .key("k")
+        .header("x-request-id", "abc-123")
+        .body(2048)
+        .response_body(77)
+        .respond(201)
+        .unwrap();
+    let e = &vm.events()[0];
+    assert_veil_fields(e);
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["request_size"], 2048);
+    assert_eq!(e["response_size"], 77);
+    assert_eq!(e["status_code"], 201);
+    assert_eq!(e["request_id"], "abc-123");
+}
+
+#[test]
+fn timestamp_is_completion_time_in_utc() {
+    let mut vm = logging(json!({}));
+    vm.skip_ms(1500);
+    vm.request().key("k").upstream_ms(250).respond(200).unwrap();
+    // EPOCH 2023-11-14T22:13:20Z + 1.5 s + 0.25 s
+    assert_eq!(vm.events()[0]["timestamp"], "2023-11-14T22:13:21.750000Z");
+}
+
+#[test]
+fn query_string_is_stripped() {
+    let mut vm = logging(json!({}));
+    vm.request()
+        .path("/search?q=secret&page=2")
+        .key("k")
+        .respond(200)
+        .unwrap();
+    vm.request()
+        .path("/a/b#frag")
+        .key("k")
+        .respond(200)
+        .unwrap();
+    let ev = vm.events();
+    assert_eq!(ev[0]["api_path"], "/search");
+    assert_eq!(ev[1]["api_path"], "/a/b");
+}
+
+#[test]
+fn upstream_404_and_401_are_events_but_not_success() {
+    let mut vm = logging(json!({}));
+    vm.request().key("k").response_body(9).respond(404).unwrap();
+    vm.request().key("k").respond(401).unwrap();
+    vm.request().key("k").respond(503).unwrap();
+    let ev = vm.events();
+    assert_eq!(ev.len(), 3);
+    for (e, code, billable) in [
+        (&ev[0], 404, true),
+        (&ev[1], 401, true),
+        (&ev[2], 503, false),
+    ] {
+        assert_eq!(e["status_code"], code);
+        assert_eq!(e["success"], false);
+        assert_eq!(e["billable"], billable);
+    }
+    assert_eq!(ev[0]["response_size"], 9);
+}
+
+#[test]
+fn local_reply_is_an_event_with_envoys_status() {
+    let mut vm = logging(json!({}));
+    vm.request().key("k").local_reply(503).unwrap();
+    let e = &vm.events()[0];
+    assert_eq!(e["status_code"], 503);
+    assert_eq!(e["success"], false);
+    assert_eq!(e["response_size"], "no healthy upstream".len());
+}
+
+#[test]
+fn aborted_stream_is_status_zero() {
+    let mut vm = logging(json!({}));
+    vm.request()
+        .method("POST")
+        .key("k")
+        .body(10)
+        .abort()
+        .unwrap();
+    let e = &vm.events()[0];
+    assert_veil_fields(e);
+    assert_eq!(e["status_code"], 0);
+    assert_eq!(e["success"], false);
+    assert_eq!(e["billable"], false);
+    assert_eq!(e["request_size"], 10);
+    assert_eq!(e["response_size"], 0);
+}
+
+#[test]
+fn excluded_paths_produce_nothing() {
+    let mut vm = logging(json!({"exclude_paths": ["/health", "/admin/"]}));
+    vm.request().path("/healthz").key("k").respond(200).unwrap();
+    vm.request()
+        .path("/admin/users?x")
+        .key("k")
+        .respond(200)
+        .unwrap();
+    vm.request()
+        .path("/api/health")
+        .key("k")
+        .respond(200)
+        .unwrap();
+    let ev = vm.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["api_path"], "/api/health");
+}
+
+#[test]
+fn require_key_skips_unkeyed_requests() {
+    let mut vm = logging(json!({}));
+    vm.request().path("/anon").respond(200).unwrap();
+    vm.request().path("/keyed").key("k").respond(401).unwrap();
+    let ev = vm.events();
+    assert_eq!(ev.len(), 1, "only the keyed request, 4xx included");
+    assert_eq!(ev[0]["api_path"], "/keyed");
+
+    let mut vm = logging(json!({"require_key": false}));
+    vm.request().path("/anon").respond(200).unwrap();
+    assert_eq!(vm.events()[0]["subscription_key"], "");
+}
+
+#[test]
+fn custom_key_header() {
+    let mut vm = logging(json!({"subscription_key_header": "X-Api-Key"}));
+    vm.request()
+        .header("x-api-key", "abc")
+        .respond(200)
+        .unwrap();
+    vm.request().key("ignored").respond(200).unwrap();
+    let ev = vm.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["subscription_key"], "abc");
+}
+
+#[test]
+fn key_modes() {
+    let key = "sk_live_123456";
+    let cases = [
+        ("raw", key.to_string()),
+        ("sha256", String::new()), // checked against sha256sum below
+        ("redact", "sk_l…".to_string()),
+    ];
+    for (mode, want) in cases {
+        let mut vm = logging(json!({"key_mode": mode}));
+        vm.request().key(key).respond(200).unwrap();
+        let got = vm.events()[0]["subscription_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        if mode == "sha256" {
+            // compare with an independent digest
+            use std::process::Command;
+            let out = Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s '{key}' | sha256sum"))
+                .output()
+                .unwrap();
+            let want = String::from_utf8(out.stdout).unwrap()[..64].to_string();
+            assert_eq!(got, want);
+            assert_ne!(got, key);
+        } else {
+            assert_eq!(got, want, "{mode}");
+        }
+    }
+}
+
+#[test]
+fn attributes_come_from_headers() {
+    let mut vm = logging(
+        json!({"attributes": {"organization_id": {"header": "x-organization-id"}, "plan": {"header": "x-plan"}}}),
+    );
+    vm.request()
+        .key("k")
+        .header("x-organization-id", "org-42")
+        .respond(200)
+        .unwrap();
+    let e = &vm.events()[0];
+    assert_eq!(e["organization_id"], "org-42");
+    assert!(e.get("plan").is_none(), "absent header, absent field: {e}");
+}
+
+#[test]
+fn disabled_by_default() {
+    let mut vm = Vm::envoy().start().unwrap();
+    vm.request().key("k").respond(200).unwrap();
+    vm.advance_ms(5000).unwrap();
+    assert!(vm.events().is_empty());
+    assert_eq!(vm.metric("usage_filter.events_captured"), 0);
+    assert_eq!(vm.tick_period_ms(), 0, "a disabled filter sets no timer");
+}
+
+#[test]
+fn enabled_by_environment_variable() {
+    for v in ["true", "1"] {
+        let mut vm = Vm::envoy()
+            .env("ENABLE_EVENT_STREAMING", v)
+            .start()
+            .unwrap();
+        vm.request().key("k").respond(200).unwrap();
+        assert_eq!(vm.events().len(), 1, "ENABLE_EVENT_STREAMING={v}");
+    }
+    let mut vm = Vm::envoy()
+        .env("ENABLE_EVENT_STREAMING", "no")
+        .start()
+        .unwrap();
+    vm.request().key("k").respond(200).unwrap();
+    assert!(vm.events().is_empty());
+}
+
+#[test]
+fn filter_state_output_for_envoy_stdout() {
+    let mut vm = logging(json!({"log_output": "filter_state"}));
+    let out = vm.request().key("k").respond(200).unwrap();
+    assert!(vm.events().is_empty(), "nothing in the host log");
+    let line = out
+        .filter_state
+        .get("usage_event")
+        .expect("filter state set");
+    let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+    assert_eq!(v["msg"], "usage_event");
+    assert!(!line.contains(&b'\n'));
+}
+
+#[test]
+fn metrics_after_a_sequence_of_requests() {
+    let mut vm = logging(json!({"exclude_paths": ["/health"]}));
+    for m in host_tests_names() {
+        assert!(
+            vm.metrics().contains_key(m),
+            "{m} defined at configure time"
+        );
+    }
+    assert_eq!(
+        vm.metric_kind("usage_filter.buffer_events"),
+        Some(MetricKind::Gauge)
+    );
+    assert_eq!(
+        vm.metric_kind("usage_filter.events_captured"),
+        Some(MetricKind::Counter)
+    );
+    for _ in 0..5 {
+        vm.request().key("k").respond(200).unwrap();
+    }
+    vm.request().path("/health").key("k").respond(200).unwrap();
+    vm.request().respond(200).unwrap();
+    vm.request().key("k").abort().unwrap();
+    // published on the timer
+    vm.advance_ms(1000).unwrap();
+    assert_eq!(vm.metric("usage_filter.events_captured"), 6);
+    assert_eq!(vm.metric("usage_filter.events_delivered"), 6);
+    assert_eq!(vm.metric("usage_filter.buffer_events"), 0);
+    assert_accounting(&vm);
+    vm.request().key("k").respond(200).unwrap();
+    vm.advance_ms(1000).unwrap();
+    assert_eq!(vm.metric("usage_filter.events_captured"), 7);
+}
+
+fn host_tests_names() -> [&'static str; 8] {
+    [
+        "usage_filter.events_captured",
+        "usage_filter.events_delivered",
+        "usage_filter.events_dropped_buffer_full",
+        "usage_filter.events_dropped_send_failed",
+        "usage_filter.batches_sent",
+        "usage_filter.batches_failed",
+        "usage_filter.batch_retries",
+        "usage_filter.buffer_events",
+    ]
+}
+
+#[test]
+fn callback_order_is_envoys_and_fuel_is_counted() {
+    let mut vm = logging(json!({}));
+    let out = vm
+        .request()
+        .key("k")
+        .body(1)
+        .response_body(1)
+        .respond(200)
+        .unwrap();
+    for cb in [
+        "on_context_create",
+        "on_request_headers",
+        "on_request_body",
+        "on_response_headers",
+        "on_response_body",
+        "on_log",
+        "on_done",
+        "on_delete",
+    ] {
+        assert!(
+            out.fuel
+                .get(cb)
+                .is_some_and(|(calls, fuel)| *calls == 1 && *fuel > 0),
+            "{cb}: {:?}",
+            out.fuel
+        );
+    }
+    println!("fuel per GET: {} {:?}", out.total_fuel(), out.fuel);
+}

@@ -1,0 +1,62 @@
+#![allow(dead_code)]
+use host_tests::Vm;
+use serde_json::{json, Value};
+
+/// A VM with streaming on and the log sink, plus `extra` merged into the config.
+pub fn logging(extra: Value) -> Vm {
+    let mut cfg = json!({"enabled": true});
+    merge(&mut cfg, extra);
+    Vm::envoy()
+        .config(cfg)
+        .start()
+        .unwrap_or_else(|e| panic!("start: {e}"))
+}
+
+pub fn merge(into: &mut Value, extra: Value) {
+    if let (Value::Object(a), Value::Object(b)) = (into, extra) {
+        for (k, v) in b {
+            a.insert(k, v);
+        }
+    }
+}
+
+/// The ten Veil fields with their exact JSON types, as Veil's receiver checks them.
+pub fn assert_veil_fields(e: &Value) {
+    let s = |k: &str| assert!(e[k].is_string(), "{k} must be a string in {e}");
+    let i = |k: &str| assert!(e[k].is_u64(), "{k} must be an integer in {e}");
+    s("id");
+    s("api_path");
+    s("subscription_key");
+    s("method");
+    i("response_time_ms");
+    i("status_code");
+    assert!(
+        e["success"].is_boolean(),
+        "success must be a boolean in {e}"
+    );
+    s("timestamp");
+    i("request_size");
+    i("response_size");
+    let id = e["id"].as_str().unwrap();
+    assert_eq!(id.len(), 36, "{id}");
+    assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+    let ts = e["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.contains('T') && ts.contains('.'),
+        "RFC 3339 UTC with fraction: {ts}"
+    );
+}
+
+/// captured = delivered + dropped_buffer_full + dropped_send_failed + buffered
+pub fn assert_accounting(vm: &Vm) {
+    let m = |n: &str| vm.metric(&format!("usage_filter.{n}"));
+    assert_eq!(
+        m("events_captured"),
+        m("events_delivered")
+            + m("events_dropped_buffer_full")
+            + m("events_dropped_send_failed")
+            + m("buffer_events"),
+        "accounting invariant broken: {:?}",
+        vm.metrics()
+    );
+}

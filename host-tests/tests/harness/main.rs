@@ -1,0 +1,6 @@
+//! Tests that drive the compiled `dist/usage_filter.wasm` through our Envoy-like host.
+mod common;
+
+mod capture;
+mod config;
+mod malformed;
