@@ -60,3 +60,46 @@ pub fn assert_accounting(vm: &Vm) {
         vm.metrics()
     );
 }
+
+/// A VM delivering through the http sink to cluster `collector`, with `http` merged into
+/// the http section.
+pub fn http_vm(http: Value) -> Vm {
+    http_vm_with(json!({}), http)
+}
+
+pub fn http_vm_with(top: Value, http: Value) -> Vm {
+    let mut h = json!({"cluster": "collector"});
+    merge(&mut h, http);
+    let mut cfg = json!({"enabled": true, "sinks": ["http"], "http": h});
+    merge(&mut cfg, top);
+    Vm::envoy()
+        .config(cfg)
+        .start()
+        .unwrap_or_else(|e| panic!("start: {e}"))
+}
+
+/// The events in a veil-format callout.
+pub fn veil_events(c: &host_tests::Callout) -> Vec<Value> {
+    let v: Value =
+        serde_json::from_slice(&c.plain_body()).unwrap_or_else(|e| panic!("body is not JSON: {e}"));
+    v["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("no events array: {v}"))
+}
+
+pub fn send(vm: &mut Vm, n: usize) {
+    for i in 0..n {
+        vm.request()
+            .path(&format!("/r/{i}"))
+            .key("k")
+            .respond(200)
+            .unwrap();
+    }
+}
+
+/// Publishes metrics (a tick) and checks the invariant.
+pub fn settle_and_check(vm: &mut Vm) {
+    vm.tick().unwrap();
+    assert_accounting(vm);
+}

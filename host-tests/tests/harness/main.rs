@@ -3,4 +3,5 @@ mod common;
 
 mod capture;
 mod config;
+mod dispatch;
 mod malformed;
