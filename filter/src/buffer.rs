@@ -70,10 +70,6 @@ impl Buffer {
         }
         self.waiting_bytes -= bytes;
         self.in_batches += out.len();
-        // Let a drained queue give back what a burst made it grow to.
-        if self.waiting.is_empty() && self.waiting.capacity() > 1024 {
-            self.waiting.shrink_to(1024);
-        }
         out
     }
 

@@ -64,9 +64,18 @@ fn field(out: &mut Vec<u8>, name: &str) {
 
 /// The event's JSON object: the ten fields in Veil's order, then the extras.
 pub fn encode_event(e: &Event<'_>) -> Encoded {
-    let mut out = Vec::with_capacity(
-        256 + e.api_path.len() + e.subscription_key.len() + e.attributes.len() * 32,
-    );
+    // The fixed part (names, id, timestamp, numbers) is under 340 bytes; reserving it all
+    // avoids a reallocation that would double what every buffered event holds.
+    let strings = e.api_path.len()
+        + e.subscription_key.len()
+        + e.method.len()
+        + e.request_id.as_ref().map_or(0, |s| s.len())
+        + e.authority.as_ref().map_or(0, |s| s.len())
+        + e.attributes
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>();
+    let mut out = Vec::with_capacity(340 + strings + strings / 8);
     out.extend_from_slice(b"{\"id\":\"");
     write_uuid(&mut out, &e.id);
     out.push(b'"');
@@ -147,7 +156,14 @@ pub fn batch_body<'a>(
     format: Format,
     events: impl ExactSizeIterator<Item = &'a Encoded>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.len() * 320 + 16);
+    let events: Vec<&Encoded> = events.collect();
+    let per_event = match format {
+        Format::CloudEvents => 200,
+        Format::KafkaRest => 24,
+        _ => 1,
+    };
+    let size: usize = events.iter().map(|e| e.json.len() + per_event).sum();
+    let mut out = Vec::with_capacity(size + 16);
     let (open, sep, close): (&[u8], &[u8], &[u8]) = match format {
         Format::Veil => (b"{\"events\":[", b",", b"]}"),
         Format::Json | Format::CloudEvents => (b"[", b",", b"]"),
@@ -155,7 +171,7 @@ pub fn batch_body<'a>(
         Format::KafkaRest => (b"{\"records\":[", b",", b"]}"),
     };
     out.extend_from_slice(open);
-    for (i, e) in events.enumerate() {
+    for (i, e) in events.into_iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(sep);
         }

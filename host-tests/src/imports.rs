@@ -571,7 +571,7 @@ pub fn add_to_linker(l: &mut Linker<HostState>) -> Result<()> {
             st.next_token += 1;
             let token = st.next_token;
             let sent_at_ns = st.hub.borrow().now_ns;
-            st.callouts.push(Callout {
+            st.pending.push(Callout {
                 token,
                 context_id: st.active,
                 upstream,

@@ -141,7 +141,11 @@ pub struct HostState {
     pub root_id: u32,
     pub active: u32,
     pub streams: HashMap<u32, StreamData>,
+    /// Finished callouts, oldest first (bounded by `history_limit`).
     pub callouts: Vec<Callout>,
+    /// Callouts waiting for an answer.
+    pub pending: Vec<Callout>,
+    pub history_limit: usize,
     pub next_token: u32,
     pub call_response: Option<CallResponse>,
     pub clusters: Vec<String>,

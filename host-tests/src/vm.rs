@@ -243,6 +243,8 @@ impl Vm {
             active: 0,
             streams: HashMap::new(),
             callouts: Vec::new(),
+            pending: Vec::new(),
+            history_limit: usize::MAX,
             next_token: 0,
             call_response: None,
             clusters: b.clusters,
@@ -375,9 +377,8 @@ impl Vm {
             let timeout = self
                 .store
                 .data()
-                .callouts
+                .pending
                 .iter()
-                .filter(|c| c.state == CalloutState::Pending)
                 .map(|c| (c.sent_at_ns + c.timeout_ms as u64 * 1_000_000, c.token))
                 .min();
             let tick = self.next_tick_ns;
@@ -412,18 +413,26 @@ impl Vm {
 
     // ---- callouts ----
 
+    /// Every callout made (finished ones up to the history limit), in the order made.
     pub fn callouts(&self) -> Vec<Callout> {
-        self.store.data().callouts.clone()
+        let st = self.store.data();
+        let mut all: Vec<Callout> = st
+            .callouts
+            .iter()
+            .chain(st.pending.iter())
+            .cloned()
+            .collect();
+        all.sort_by_key(|c| c.token);
+        all
     }
 
     pub fn pending(&self) -> Vec<Callout> {
-        self.store
-            .data()
-            .callouts
-            .iter()
-            .filter(|c| c.state == CalloutState::Pending)
-            .cloned()
-            .collect()
+        self.store.data().pending.clone()
+    }
+
+    /// Keeps at most `n` finished callouts (long runs would otherwise hold every body).
+    pub fn limit_history(&mut self, n: usize) {
+        self.store.data_mut().history_limit = n;
     }
 
     fn finish_callout(
@@ -435,15 +444,19 @@ impl Vm {
     ) -> Result<()> {
         let ctx = {
             let st = self.store.data_mut();
-            let Some(c) = st
-                .callouts
-                .iter_mut()
-                .find(|c| c.token == token && c.state == CalloutState::Pending)
-            else {
+            let Some(i) = st.pending.iter().position(|c| c.token == token) else {
                 bail!("no pending callout {token}");
             };
+            let mut c = st.pending.remove(i);
             c.state = state.clone();
-            c.context_id
+            let ctx = c.context_id;
+            if st.history_limit > 0 {
+                if st.callouts.len() >= st.history_limit {
+                    st.callouts.remove(0);
+                }
+                st.callouts.push(c);
+            }
+            ctx
         };
         let (nh, nb) = if state == CalloutState::Failed {
             (0, 0)

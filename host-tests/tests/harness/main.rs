@@ -4,4 +4,7 @@ mod common;
 mod capture;
 mod config;
 mod dispatch;
+mod formats;
+mod generated;
 mod malformed;
+mod outage;

@@ -1,0 +1,46 @@
+//! A long collector outage: memory stays flat, every event is accounted for.
+use crate::common::*;
+use host_tests::Reply;
+use serde_json::json;
+
+#[test]
+fn million_requests_against_a_failing_collector_keep_memory_flat() {
+    let mut vm = http_vm(json!({}));
+    vm.auto_reply(|_| Reply::Status(503));
+    vm.limit_history(16);
+    let mut at_100k = 0;
+    for i in 1..=1_000_000u32 {
+        vm.request()
+            .path("/v1/things")
+            .key("key-123")
+            .respond(200)
+            .unwrap();
+        // ~10k requests/s of simulated time: the timer and the retries keep running
+        if i % 10 == 0 {
+            vm.advance_ms(1).unwrap();
+        }
+        if i == 100_000 {
+            at_100k = vm.memory_bytes();
+            settle_and_check(&mut vm);
+            // the buffer saturates; exhausted batches free room that new events refill
+            assert!(
+                vm.metric("usage_filter.buffer_events") > 5_000,
+                "{:?}",
+                vm.metrics()
+            );
+            assert!(vm.metric("usage_filter.events_dropped_buffer_full") > 0);
+        }
+    }
+    let at_1m = vm.memory_bytes();
+    settle_and_check(&mut vm);
+    println!(
+        "linear memory: {at_100k} bytes after 100k requests, {at_1m} after 1M; metrics {:?}",
+        vm.metrics()
+    );
+    assert_eq!(at_1m, at_100k, "linear memory grew during the outage");
+    assert_eq!(vm.metric("usage_filter.events_captured"), 1_000_000);
+    assert_eq!(vm.metric("usage_filter.events_delivered"), 0);
+    // both ways of losing events during an outage happened, and nothing else
+    assert!(vm.metric("usage_filter.events_dropped_buffer_full") > 0);
+    assert!(vm.metric("usage_filter.events_dropped_send_failed") > 0);
+}
