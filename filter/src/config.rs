@@ -337,9 +337,25 @@ fn kind(v: &Value) -> &'static str {
 /// (`ENABLE_EVENT_STREAMING`, `${NAME}` header values). An empty configuration means all
 /// defaults.
 pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    // Envoy 1.40 hands a `google.protobuf.Struct` configuration over in protobuf's binary
+    // encoding; a StringValue arrives as its JSON text. A JSON object starts with `{`;
+    // anything else is tried as a Struct, and else reported as JSON.
+    let raw_json;
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+    let raw = match (first, pb::decode_struct(raw)) {
+        (Some(b'{') | None, _) | (_, None) => raw,
+        (_, Some(v)) => {
+            raw_json = v.to_string().into_bytes();
+            &raw_json[..]
+        }
+    };
     let text = std::str::from_utf8(raw).map_err(|_| ConfigError {
         key: "(root)".into(),
-        rule: "must be UTF-8 JSON".into(),
+        rule: format!(
+            "must be UTF-8 JSON (got {} bytes starting {:02x?})",
+            raw.len(),
+            &raw[..raw.len().min(16)]
+        ),
     })?;
     let value = if text.trim().is_empty() {
         Value::Object(Map::new())
@@ -678,6 +694,131 @@ fn parse_http(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http
     })
 }
 
+/// Protobuf's binary encoding of `google.protobuf.Struct`, decoded into JSON. Hand-written
+/// because the whole grammar is three messages, and a protobuf crate would cost more
+/// `.wasm` than the rest of the configuration code.
+mod pb {
+    use serde_json::{Map, Number, Value};
+
+    struct Reader<'a> {
+        b: &'a [u8],
+    }
+
+    impl<'a> Reader<'a> {
+        fn varint(&mut self) -> Option<u64> {
+            let mut v = 0u64;
+            for i in 0..10 {
+                let (&byte, rest) = self.b.split_first()?;
+                self.b = rest;
+                v |= ((byte & 0x7f) as u64) << (7 * i);
+                if byte & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        }
+        fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
+            if n > self.b.len() {
+                return None;
+            }
+            let (head, rest) = self.b.split_at(n);
+            self.b = rest;
+            Some(head)
+        }
+        /// The next field: (number, wire type, payload for length-delimited/fixed, varint).
+        fn field(&mut self) -> Option<(u64, Field<'a>)> {
+            let key = self.varint()?;
+            let f = match key & 7 {
+                0 => Field::Varint(self.varint()?),
+                1 => Field::Fixed64(self.bytes(8)?),
+                2 => {
+                    let n = usize::try_from(self.varint()?).ok()?;
+                    Field::Len(self.bytes(n)?)
+                }
+                5 => Field::Fixed32,
+                _ => return None,
+            };
+            if matches!(f, Field::Fixed32) {
+                self.bytes(4)?;
+            }
+            Some((key >> 3, f))
+        }
+    }
+
+    enum Field<'a> {
+        Varint(u64),
+        Fixed64(&'a [u8]),
+        Len(&'a [u8]),
+        Fixed32,
+    }
+
+    pub fn decode_struct(b: &[u8]) -> Option<Value> {
+        decode_struct_depth(b, 0)
+    }
+
+    fn decode_struct_depth(b: &[u8], depth: u32) -> Option<Value> {
+        if depth > 32 {
+            return None;
+        }
+        let mut r = Reader { b };
+        let mut map = Map::new();
+        while !r.b.is_empty() {
+            // strict: a Struct has only field 1, so anything else is not a Struct
+            let (1, Field::Len(entry)) = r.field()? else {
+                return None;
+            };
+            let mut e = Reader { b: entry };
+            let (mut key, mut value) = (String::new(), Value::Null);
+            while !e.b.is_empty() {
+                match e.field()? {
+                    (1, Field::Len(k)) => key = String::from_utf8(k.to_vec()).ok()?,
+                    (2, Field::Len(v)) => value = decode_value(v, depth + 1)?,
+                    _ => return None,
+                }
+            }
+            map.insert(key, value);
+        }
+        Some(Value::Object(map))
+    }
+
+    fn decode_value(b: &[u8], depth: u32) -> Option<Value> {
+        let mut r = Reader { b };
+        let mut out = Value::Null;
+        while !r.b.is_empty() {
+            out = match r.field()? {
+                (1, Field::Varint(_)) => Value::Null,
+                (2, Field::Fixed64(x)) => {
+                    let mut a = [0u8; 8];
+                    a.copy_from_slice(x);
+                    let f = f64::from_le_bytes(a);
+                    // Whole numbers stay integers, as a user wrote them in YAML.
+                    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+                        Value::Number(Number::from(f as i64))
+                    } else {
+                        Value::Number(Number::from_f64(f)?)
+                    }
+                }
+                (3, Field::Len(s)) => Value::String(String::from_utf8(s.to_vec()).ok()?),
+                (4, Field::Varint(v)) => Value::Bool(v != 0),
+                (5, Field::Len(s)) => decode_struct_depth(s, depth + 1)?,
+                (6, Field::Len(l)) => {
+                    let mut lr = Reader { b: l };
+                    let mut items = Vec::new();
+                    while !lr.b.is_empty() {
+                        let (1, Field::Len(v)) = lr.field()? else {
+                            return None;
+                        };
+                        items.push(decode_value(v, depth + 1)?);
+                    }
+                    Value::Array(items)
+                }
+                _ => return None,
+            };
+        }
+        Some(out)
+    }
+}
+
 /// `http://host:port/path` -> (`host:port`, `/path`). Only plain http: the host terminates TLS
 /// through the cluster's transport socket.
 fn split_url(url: &str) -> Option<(String, String)> {
@@ -766,6 +907,44 @@ mod tests {
         let c =
             parse_str(r#"{"sinks":["http"],"http":{"cluster":"c","url":"http://x:1/e"}}"#).unwrap();
         assert_eq!(c.http.unwrap().cluster, "c");
+    }
+
+    #[test]
+    fn protobuf_struct_as_envoy_hands_it_over() {
+        // What Envoy 1.40 passed for `enabled: true` plus a nested http section, captured
+        // from the real binary and extended by hand: fields{enabled: true,
+        // sinks: ["http"], http: {cluster: "c", batch_size: 50}}
+        fn len(field: u8, body: &[u8]) -> Vec<u8> {
+            let mut v = vec![(field << 3) | 2, body.len() as u8];
+            v.extend_from_slice(body);
+            v
+        }
+        fn entry(k: &str, value: Vec<u8>) -> Vec<u8> {
+            let mut e = len(1, k.as_bytes());
+            e.extend(len(2, &value));
+            len(1, &e)
+        }
+        let bool_true = vec![0x20, 0x01];
+        let s_http = len(3, b"http");
+        let list = len(6, &len(1, &s_http));
+        let mut num = vec![0x11];
+        num.extend_from_slice(&50f64.to_le_bytes());
+        let mut http = entry("cluster", len(3, b"c"));
+        http.extend(entry("batch_size", num));
+        let mut cfg = entry("enabled", bool_true);
+        cfg.extend(entry("sinks", list));
+        cfg.extend(entry("http", len(5, &http)));
+        assert_eq!(
+            &cfg[..11],
+            &[0x0a, 0x0d, 0x0a, 0x07, b'e', b'n', b'a', b'b', b'l', b'e', b'd']
+        );
+        let c = parse(&cfg, &no_env).unwrap();
+        assert!(c.enabled);
+        let h = c.http.unwrap();
+        assert_eq!((h.cluster.as_str(), h.batch_size), ("c", 50));
+        // truncated protobuf is refused, not misread
+        let e = parse(&cfg[..cfg.len() - 3], &no_env).unwrap_err();
+        assert_eq!(e.key, "(root)");
     }
 
     #[test]

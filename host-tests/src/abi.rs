@@ -86,6 +86,58 @@ pub fn property_path(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// A JSON object as Envoy 1.40 hands a `google.protobuf.Struct` plugin configuration to
+/// the guest: protobuf's binary encoding, every number a double.
+pub fn encode_struct(v: &serde_json::Value) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut n: u64) {
+        while n >= 0x80 {
+            out.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        out.push(n as u8);
+    }
+    fn len_field(out: &mut Vec<u8>, field: u64, body: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, body.len() as u64);
+        out.extend_from_slice(body);
+    }
+    fn value(v: &serde_json::Value) -> Vec<u8> {
+        use serde_json::Value::*;
+        let mut out = Vec::new();
+        match v {
+            Null => out.extend_from_slice(&[0x08, 0x00]),
+            Bool(b) => out.extend_from_slice(&[0x20, *b as u8]),
+            Number(n) => {
+                out.push(0x11);
+                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+            String(s) => len_field(&mut out, 3, s.as_bytes()),
+            Object(_) => len_field(&mut out, 5, &structure(v)),
+            Array(items) => {
+                let mut list = Vec::new();
+                for i in items {
+                    len_field(&mut list, 1, &value(i));
+                }
+                len_field(&mut out, 6, &list);
+            }
+        }
+        out
+    }
+    fn structure(v: &serde_json::Value) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let serde_json::Value::Object(m) = v {
+            for (k, val) in m {
+                let mut entry = Vec::new();
+                len_field(&mut entry, 1, k.as_bytes());
+                len_field(&mut entry, 2, &value(val));
+                len_field(&mut out, 1, &entry);
+            }
+        }
+        out
+    }
+    structure(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,6 +151,19 @@ mod tests {
         assert_eq!(decode_map(&encode_map(&m)).unwrap(), m);
         assert_eq!(encode_map(&vec![]), vec![0, 0, 0, 0]);
         assert!(decode_map(&[5, 0, 0, 0]).is_none());
+    }
+
+    #[test]
+    fn struct_encoding_matches_envoys_bytes() {
+        // captured from Envoy 1.40 for `enabled: true`
+        let b = encode_struct(&serde_json::json!({"enabled": true}));
+        assert_eq!(
+            b,
+            [
+                0x0a, 0x0d, 0x0a, 0x07, b'e', b'n', b'a', b'b', b'l', b'e', b'd', 0x12, 0x02, 0x20,
+                0x01
+            ]
+        );
     }
 
     #[test]

@@ -124,10 +124,13 @@ impl Builder {
         self.wasm = p.into();
         self
     }
+    /// The configuration as a `google.protobuf.Struct` (YAML in Envoy's config): handed to
+    /// the plugin in protobuf's binary encoding, as Envoy 1.40 does.
     pub fn config(mut self, json: serde_json::Value) -> Self {
-        self.plugin_config = json.to_string().into_bytes();
+        self.plugin_config = crate::abi::encode_struct(&json);
         self
     }
+    /// The configuration as a `google.protobuf.StringValue`: its text, unchanged.
     pub fn config_str(mut self, s: &str) -> Self {
         self.plugin_config = s.as_bytes().to_vec();
         self
