@@ -8,3 +8,4 @@ mod formats;
 mod generated;
 mod malformed;
 mod outage;
+mod shared_queue;
