@@ -24,6 +24,7 @@ clippy: toolchain
 
 unit:
 	$(CARGO) test -p usage-filter
+	$(CARGO) test -p usage-collector
 
 # The filter's unit tests compiled for wasm32-wasip1 (libtest) and run on our host's WASI.
 wasm-unit: toolchain

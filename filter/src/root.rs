@@ -269,6 +269,32 @@ impl Context for Root {
 
     fn on_done(&mut self) -> bool {
         self.flushing = true;
+        let held = self.shared.as_ref().map_or(0, |sh| {
+            let st = sh.state.borrow();
+            st.handoff.len() + st.dispatcher.as_ref().map_or(0, |d| d.buffered())
+        });
+        let service = self
+            .shared
+            .as_ref()
+            .is_some_and(|sh| sh.config.dispatcher.service);
+        if service {
+            // The singleton service is only torn down when Envoy exits, and Envoy 1.40 crashes
+            // (SIGSEGV) on a callout made from this on_done: say what is lost, send nothing.
+            if held > 0 {
+                Self::log(
+                    LOG_WARN,
+                    &format!("usage-filter: proxy exiting: {held} buffered events cannot be sent"),
+                );
+            }
+            self.publish();
+            return true;
+        }
+        if held > 0 {
+            Self::log(
+                LOG_INFO,
+                &format!("usage-filter: shutting down, flushing {held} buffered events"),
+            );
+        }
         self.hand_over();
         self.pump();
         self.publish();

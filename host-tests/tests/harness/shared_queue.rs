@@ -126,3 +126,31 @@ fn without_queue_resolution_workers_keep_their_events_bounded() {
     assert_eq!(w.metric("usage_filter.buffer_events"), 3);
     assert_accounting(&w);
 }
+
+#[test]
+fn service_sends_nothing_from_on_done() {
+    // Envoy 1.40 tears the singleton down only at exit and crashes on a callout made then
+    // (tried in make e2e): the service says what it held and reports done at once.
+    let hub = Vm::new_hub();
+    let mut service = Vm::envoy()
+        .hub(&hub)
+        .vm_id("usage_service")
+        .config(cfg(true))
+        .start()
+        .unwrap();
+    let mut w = Vm::envoy()
+        .hub(&hub)
+        .vm_id("usage_filter")
+        .config(cfg(false))
+        .start()
+        .unwrap();
+    send(&mut w, 4);
+    w.advance_ms(100).unwrap();
+    service.poll_queues().unwrap();
+    assert!(service.shutdown().unwrap(), "done at once");
+    assert!(service.callouts().is_empty());
+    assert!(service
+        .logs()
+        .iter()
+        .any(|l| l.level == 3 && l.message.contains("4 buffered events cannot be sent")));
+}

@@ -1,0 +1,579 @@
+//! Turning a request body into usage events, and checking each event.
+//!
+//! The filter can deliver a batch in four wire formats (chosen with its
+//! `format` setting). All of them carry the same event object; only the
+//! envelope differs. Decoding is therefore split in two steps:
+//!
+//! 1. [`decode_batch`] opens the envelope and returns one *candidate* per
+//!    event. A body that cannot be parsed at all is a batch-level error (the
+//!    sender gets a 400 and must not retry it unchanged).
+//! 2. [`validate_event`] checks a candidate against the event schema. An
+//!    invalid event only counts as an error in the response; the rest of the
+//!    batch is still accepted, exactly like Veil's platform API.
+//!
+//! Events are kept as [`RawValue`]s that borrow from the body, so the out file
+//! receives the event object byte-for-byte as the sender wrote it.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The envelope formats the collector understands, keyed by `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/json`: `{"events":[...]}` (Veil's format) or a bare array.
+    Json,
+    /// `application/x-ndjson`: one event object per non-empty line.
+    Ndjson,
+    /// `application/cloudevents-batch+json`: an array of CloudEvents whose
+    /// `data` is the event.
+    CloudEventsBatch,
+    /// `application/vnd.kafka.json.v2+json`: Kafka REST proxy records whose
+    /// `value` is the event.
+    KafkaRest,
+}
+
+impl Format {
+    /// Picks the format from a `Content-Type` header value.
+    ///
+    /// Parameters such as `; charset=utf-8` are ignored and the comparison is
+    /// case-insensitive, as media types are. A missing header is treated as
+    /// JSON, which is what a hand-written `curl -d` test usually means.
+    pub fn from_content_type(content_type: Option<&str>) -> Result<Format, String> {
+        let Some(value) = content_type else {
+            return Ok(Format::Json);
+        };
+        let essence = value
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/json" | "" => Ok(Format::Json),
+            "application/x-ndjson" => Ok(Format::Ndjson),
+            "application/cloudevents-batch+json" => Ok(Format::CloudEventsBatch),
+            "application/vnd.kafka.json.v2+json" => Ok(Format::KafkaRest),
+            other => Err(format!("unsupported content-type: {other}")),
+        }
+    }
+}
+
+/// Undoes `Content-Encoding`. Only `gzip` (and its old alias `x-gzip`) is
+/// used by the filter; `identity` or no header leaves the body as it is.
+///
+/// `max_len` bounds the decompressed size so that a small malicious body
+/// cannot expand into gigabytes (a "zip bomb").
+pub fn decode_content_encoding<'a>(
+    body: &'a [u8],
+    content_encoding: Option<&str>,
+    max_len: usize,
+) -> Result<Cow<'a, [u8]>, String> {
+    let encoding = content_encoding.map(|e| e.trim().to_ascii_lowercase());
+    match encoding.as_deref() {
+        None | Some("") | Some("identity") => Ok(Cow::Borrowed(body)),
+        Some("gzip") | Some("x-gzip") => {
+            let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(max_len));
+            // Read one byte more than allowed, to tell "exactly max" from "too big".
+            let mut reader = flate2::read::MultiGzDecoder::new(body).take(max_len as u64 + 1);
+            reader
+                .read_to_end(&mut out)
+                .map_err(|e| format!("invalid gzip body: {e}"))?;
+            if out.len() > max_len {
+                return Err(format!("gzip body expands beyond {max_len} bytes"));
+            }
+            Ok(Cow::Owned(out))
+        }
+        Some(other) => Err(format!("unsupported content-encoding: {other}")),
+    }
+}
+
+/// One event as found in the envelope: either the raw event JSON, or the
+/// reason the envelope entry holds no usable event (for example a CloudEvent
+/// without `data`). The latter counts as an invalid event, not a bad batch.
+pub type Candidate<'a> = Result<&'a RawValue, String>;
+
+/// Opens the envelope of a (already decompressed) body.
+///
+/// Returns `Err` when the body as a whole cannot be parsed; the caller answers
+/// 400. An empty `Vec` means the body parsed but held no events, which the
+/// caller also rejects ("no events").
+pub fn decode_batch(format: Format, body: &[u8]) -> Result<Vec<Candidate<'_>>, String> {
+    // Borrowing RawValues needs the body as text; JSON is UTF-8 by definition.
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not valid UTF-8: {e}"))?;
+    match format {
+        Format::Json => decode_json(text),
+        Format::Ndjson => decode_ndjson(text),
+        Format::CloudEventsBatch => decode_cloudevents(text),
+        Format::KafkaRest => decode_kafka(text),
+    }
+}
+
+fn decode_json(text: &str) -> Result<Vec<Candidate<'_>>, String> {
+    /// Veil's envelope. Other top-level fields are ignored.
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a RawValue>,
+    }
+
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let events: Vec<&RawValue> =
+                serde_json::from_str(text).map_err(|e| format!("invalid JSON array: {e}"))?;
+            Ok(events.into_iter().map(Ok).collect())
+        }
+        Some(b'{') => {
+            let envelope: Envelope =
+                serde_json::from_str(text).map_err(|e| format!("invalid JSON body: {e}"))?;
+            Ok(envelope.events.into_iter().map(Ok).collect())
+        }
+        Some(_) => Err("expected {\"events\":[...]} or a JSON array of events".to_string()),
+        None => Err("empty body".to_string()),
+    }
+}
+
+fn decode_ndjson(text: &str) -> Result<Vec<Candidate<'_>>, String> {
+    let mut events = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        // `lines()` already strips "\n" and "\r\n"; blank lines are allowed.
+        if line.trim().is_empty() {
+            continue;
+        }
+        // A line that is not JSON means the framing is broken, so the whole
+        // body is refused rather than guessing where the next event starts.
+        let raw: &RawValue = serde_json::from_str(line)
+            .map_err(|e| format!("invalid JSON on line {}: {e}", index + 1))?;
+        events.push(Ok(raw));
+    }
+    Ok(events)
+}
+
+fn decode_cloudevents(text: &str) -> Result<Vec<Candidate<'_>>, String> {
+    /// The CloudEvents attributes we check; everything else is ignored.
+    /// Fields are `Value`s so that a wrong type is reported per event instead
+    /// of failing the whole batch.
+    #[derive(Deserialize)]
+    struct CloudEvent<'a> {
+        specversion: Option<Value>,
+        id: Option<Value>,
+        source: Option<Value>,
+        #[serde(rename = "type")]
+        ty: Option<Value>,
+        #[serde(borrow)]
+        data: Option<&'a RawValue>,
+    }
+
+    fn check(raw: &RawValue) -> Candidate<'_> {
+        let ce: CloudEvent = serde_json::from_str(raw.get())
+            .map_err(|e| format!("CloudEvent is not an object: {e}"))?;
+        match &ce.specversion {
+            Some(Value::String(v)) if v == "1.0" => {}
+            _ => return Err("CloudEvent specversion must be \"1.0\"".to_string()),
+        }
+        for (name, value) in [("id", &ce.id), ("source", &ce.source), ("type", &ce.ty)] {
+            match value {
+                Some(Value::String(s)) if !s.is_empty() => {}
+                _ => return Err(format!("CloudEvent `{name}` must be a non-empty string")),
+            }
+        }
+        ce.data
+            .ok_or_else(|| "CloudEvent has no `data`".to_string())
+    }
+
+    let elements: Vec<&RawValue> = serde_json::from_str(text)
+        .map_err(|e| format!("expected a JSON array of CloudEvents: {e}"))?;
+    Ok(elements.into_iter().map(check).collect())
+}
+
+fn decode_kafka(text: &str) -> Result<Vec<Candidate<'_>>, String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        records: Vec<&'a RawValue>,
+    }
+    /// A record; `key` (and `partition`) are allowed but not needed.
+    #[derive(Deserialize)]
+    struct Record<'a> {
+        #[serde(borrow)]
+        value: Option<&'a RawValue>,
+    }
+
+    fn check(raw: &RawValue) -> Candidate<'_> {
+        let record: Record = serde_json::from_str(raw.get())
+            .map_err(|e| format!("Kafka record is not an object: {e}"))?;
+        record
+            .value
+            .ok_or_else(|| "Kafka record has no `value`".to_string())
+    }
+
+    let envelope: Envelope =
+        serde_json::from_str(text).map_err(|e| format!("expected {{\"records\":[...]}}: {e}"))?;
+    Ok(envelope.records.into_iter().map(check).collect())
+}
+
+/// The JSON type each required event field must have.
+#[derive(Clone, Copy)]
+enum Kind {
+    String,
+    /// A JSON integer that is not negative (`12`, not `12.0` or `-1`).
+    Count,
+    Bool,
+}
+
+/// The ten fields Veil's platform API requires. Extra fields are allowed.
+const REQUIRED: [(&str, Kind); 10] = [
+    ("id", Kind::String),
+    ("api_path", Kind::String),
+    ("subscription_key", Kind::String),
+    ("method", Kind::String),
+    ("response_time_ms", Kind::Count),
+    ("status_code", Kind::Count),
+    ("success", Kind::Bool),
+    ("timestamp", Kind::String),
+    ("request_size", Kind::Count),
+    ("response_size", Kind::Count),
+];
+
+/// An event that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidEvent {
+    /// The event's `id`, the key for de-duplication.
+    pub id: String,
+    /// The event as received, on one line (no trailing newline).
+    pub line: String,
+}
+
+/// Checks one event against the schema and prepares its out-file line.
+pub fn validate_event(raw: &RawValue) -> Result<ValidEvent, String> {
+    let value: Value = serde_json::from_str(raw.get()).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err("event is not a JSON object".to_string());
+    };
+    check_fields(&object)?;
+    let id = match object.get("id") {
+        Some(Value::String(id)) => id.clone(),
+        _ => unreachable!("check_fields verified `id`"),
+    };
+    Ok(ValidEvent {
+        id,
+        line: one_line(raw.get()),
+    })
+}
+
+fn check_fields(object: &Map<String, Value>) -> Result<(), String> {
+    for (name, kind) in REQUIRED {
+        let value = object
+            .get(name)
+            .ok_or_else(|| format!("missing field `{name}`"))?;
+        let ok = match kind {
+            Kind::String => value.is_string(),
+            // `is_u64` is true only for integers that are >= 0.
+            Kind::Count => value.is_u64(),
+            Kind::Bool => value.is_boolean(),
+        };
+        if !ok {
+            let expected = match kind {
+                Kind::String => "a string",
+                Kind::Count => "a non-negative integer",
+                Kind::Bool => "a boolean",
+            };
+            return Err(format!("field `{name}` must be {expected}"));
+        }
+    }
+    Ok(())
+}
+
+/// Makes a raw JSON text fit on one NDJSON line.
+///
+/// JSON strings cannot contain raw line breaks (they must be escaped as `\n`),
+/// so any CR or LF in valid JSON text is insignificant whitespace between
+/// tokens and can be dropped without changing the value.
+fn one_line(raw: &str) -> String {
+    if raw.contains(['\n', '\r']) {
+        raw.chars().filter(|c| *c != '\n' && *c != '\r').collect()
+    } else {
+        raw.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::io::Write;
+
+    pub(crate) fn event(id: &str) -> Value {
+        json!({
+            "id": id,
+            "api_path": "/v1/things",
+            "subscription_key": "sk_test",
+            "method": "GET",
+            "response_time_ms": 12,
+            "status_code": 200,
+            "success": true,
+            "timestamp": "2024-01-01T00:00:00Z",
+            "request_size": 0,
+            "response_size": 16
+        })
+    }
+
+    /// Decodes and validates, returning (valid ids, invalid count).
+    fn run(format: Format, body: &[u8]) -> Result<(Vec<String>, usize), String> {
+        let candidates = decode_batch(format, body)?;
+        let mut ids = Vec::new();
+        let mut invalid = 0;
+        for c in candidates {
+            match c.and_then(validate_event) {
+                Ok(ev) => ids.push(ev.id),
+                Err(_) => invalid += 1,
+            }
+        }
+        Ok((ids, invalid))
+    }
+
+    #[test]
+    fn content_type_ignores_parameters_and_case() {
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("Application/X-NDJSON")),
+            Ok(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/cloudevents-batch+json;charset=UTF-8")),
+            Ok(Format::CloudEventsBatch)
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/vnd.kafka.json.v2+json")),
+            Ok(Format::KafkaRest)
+        );
+        assert_eq!(Format::from_content_type(None), Ok(Format::Json));
+        assert!(Format::from_content_type(Some("text/plain")).is_err());
+    }
+
+    #[test]
+    fn veil_envelope_and_bare_array() {
+        let body = json!({"events": [event("a"), event("b")]}).to_string();
+        assert_eq!(
+            run(Format::Json, body.as_bytes()),
+            Ok((vec!["a".into(), "b".into()], 0))
+        );
+        let body = json!([event("c")]).to_string();
+        assert_eq!(
+            run(Format::Json, body.as_bytes()),
+            Ok((vec!["c".into()], 0))
+        );
+    }
+
+    #[test]
+    fn json_errors_are_batch_level() {
+        assert!(decode_batch(Format::Json, b"{not json").is_err());
+        assert!(decode_batch(Format::Json, b"{\"other\":[]}").is_err());
+        assert!(decode_batch(Format::Json, b"\"string\"").is_err());
+        assert!(decode_batch(Format::Json, b"").is_err());
+        assert!(decode_batch(Format::Json, b"\xff\xfe").is_err());
+        // Parses, but holds nothing: the server turns this into "no events".
+        assert_eq!(
+            decode_batch(Format::Json, b"{\"events\":[]}")
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(decode_batch(Format::Json, b" [ ] ").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn ndjson_lines() {
+        let body = format!("{}\n\n{}\r\n", event("a"), event("b"));
+        assert_eq!(
+            run(Format::Ndjson, body.as_bytes()),
+            Ok((vec!["a".into(), "b".into()], 0))
+        );
+        // A non-object line is parseable JSON, so it is an invalid event...
+        let body = format!("{}\n42\n", event("a"));
+        assert_eq!(
+            run(Format::Ndjson, body.as_bytes()),
+            Ok((vec!["a".into()], 1))
+        );
+        // ...but broken JSON breaks the framing and rejects the batch.
+        let body = format!("{}\n{{\"id\":\n", event("a"));
+        assert!(run(Format::Ndjson, body.as_bytes())
+            .unwrap_err()
+            .contains("line 2"));
+        assert_eq!(decode_batch(Format::Ndjson, b"\n \n").unwrap().len(), 0);
+    }
+
+    #[test]
+    fn cloudevents_batch() {
+        let ce = |id: &str, data: Value| {
+            json!({"specversion": "1.0", "id": id, "source": "usage-filter",
+                   "type": "com.example.usage", "datacontenttype": "application/json", "data": data})
+        };
+        let mut bad_version = ce("x", event("bv"));
+        bad_version["specversion"] = json!("0.3");
+        let mut empty_id = ce("", event("ei"));
+        empty_id["id"] = json!("");
+        let mut no_source = ce("y", event("ns"));
+        no_source.as_object_mut().unwrap().remove("source");
+        let mut no_data = ce("z", json!(null));
+        no_data.as_object_mut().unwrap().remove("data");
+        let mut numeric_type = ce("w", event("nt"));
+        numeric_type["type"] = json!(7);
+        let body = json!([
+            ce("ce-1", event("a")),
+            bad_version,
+            empty_id,
+            no_source,
+            no_data,
+            numeric_type,
+            "not an object",
+            ce("ce-2", event("b")),
+        ])
+        .to_string();
+        assert_eq!(
+            run(Format::CloudEventsBatch, body.as_bytes()),
+            Ok((vec!["a".into(), "b".into()], 6))
+        );
+        assert!(decode_batch(Format::CloudEventsBatch, b"{\"events\":[]}").is_err());
+    }
+
+    #[test]
+    fn cloudevents_data_is_written_not_the_envelope() {
+        let body = json!([{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": event("a")}]).to_string();
+        let candidates = decode_batch(Format::CloudEventsBatch, body.as_bytes()).unwrap();
+        let ev = validate_event(candidates[0].clone().unwrap()).unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&ev.line).unwrap(), event("a"));
+    }
+
+    #[test]
+    fn kafka_rest_records() {
+        let body = json!({"records": [
+            {"key": "sk_test", "value": event("a")},
+            {"value": event("b")},
+            {"key": "no value"},
+            17
+        ]})
+        .to_string();
+        assert_eq!(
+            run(Format::KafkaRest, body.as_bytes()),
+            Ok((vec!["a".into(), "b".into()], 2))
+        );
+        assert!(decode_batch(Format::KafkaRest, b"[]").is_err());
+        assert_eq!(
+            decode_batch(Format::KafkaRest, b"{\"records\":[]}")
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn gzip_bodies() {
+        let plain = json!({"events": [event("a")]}).to_string();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(plain.as_bytes()).unwrap();
+        let gz = enc.finish().unwrap();
+
+        let body = decode_content_encoding(&gz, Some("gzip"), 1 << 20).unwrap();
+        assert_eq!(&*body, plain.as_bytes());
+        assert_eq!(run(Format::Json, &body), Ok((vec!["a".into()], 0)));
+        assert_eq!(
+            &*decode_content_encoding(&gz, Some(" GZIP "), 1 << 20).unwrap(),
+            plain.as_bytes()
+        );
+
+        // Identity passes through; garbage, unknown codings and bombs are refused.
+        assert_eq!(&*decode_content_encoding(b"abc", None, 10).unwrap(), b"abc");
+        assert_eq!(
+            &*decode_content_encoding(b"abc", Some("identity"), 10).unwrap(),
+            b"abc"
+        );
+        assert!(decode_content_encoding(b"not gzip", Some("gzip"), 1 << 20).is_err());
+        assert!(decode_content_encoding(b"abc", Some("br"), 10).is_err());
+        assert!(decode_content_encoding(&gz, Some("gzip"), plain.len() - 1).is_err());
+        assert!(decode_content_encoding(&gz, Some("gzip"), plain.len()).is_ok());
+    }
+
+    #[test]
+    fn every_missing_field_is_rejected() {
+        for (name, _) in REQUIRED {
+            let mut ev = event("a");
+            ev.as_object_mut().unwrap().remove(name);
+            let raw = RawValue::from_string(ev.to_string()).unwrap();
+            let err = validate_event(&raw).unwrap_err();
+            assert!(err.contains(name), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_wrong_type_is_rejected() {
+        for (name, kind) in REQUIRED {
+            let wrong: &[Value] = match kind {
+                Kind::String => &[
+                    json!(1),
+                    json!(null),
+                    json!(true),
+                    json!(["a"]),
+                    json!({"a": 1}),
+                ],
+                Kind::Count => &[
+                    json!("12"),
+                    json!(12.0),
+                    json!(1.5),
+                    json!(-1),
+                    json!(null),
+                    json!(true),
+                ],
+                Kind::Bool => &[json!("true"), json!(1), json!(0), json!(null)],
+            };
+            for value in wrong {
+                let mut ev = event("a");
+                ev[name] = value.clone();
+                let raw = RawValue::from_string(ev.to_string()).unwrap();
+                assert!(
+                    validate_event(&raw).is_err(),
+                    "{name} = {value} was accepted"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_objects_are_rejected_and_extra_fields_kept() {
+        for text in ["[]", "1", "\"s\"", "null"] {
+            assert!(validate_event(&RawValue::from_string(text.into()).unwrap()).is_err());
+        }
+        let mut ev = event("a");
+        ev["custom"] = json!({"tier": "gold"});
+        ev["status_code"] = json!(0);
+        let raw = RawValue::from_string(ev.to_string()).unwrap();
+        let valid = validate_event(&raw).unwrap();
+        assert_eq!(valid.id, "a");
+        assert!(valid.line.contains("\"tier\":\"gold\""));
+    }
+
+    #[test]
+    fn pretty_printed_events_become_one_line_byte_for_byte() {
+        let pretty = serde_json::to_string_pretty(&event("a")).unwrap();
+        let body = format!("[{pretty}]");
+        let candidates = decode_batch(Format::Json, body.as_bytes()).unwrap();
+        let valid = validate_event(candidates[0].clone().unwrap()).unwrap();
+        assert!(!valid.line.contains('\n'));
+        assert_eq!(valid.line, pretty.replace('\n', ""));
+        // Key order is the sender's, not sorted.
+        let raw = RawValue::from_string(
+            r#"{"z":1,"id":"k","api_path":"/","subscription_key":"s","method":"GET","response_time_ms":1,"status_code":200,"success":true,"timestamp":"t","request_size":0,"response_size":0}"#.into(),
+        )
+        .unwrap();
+        assert!(validate_event(&raw)
+            .unwrap()
+            .line
+            .starts_with(r#"{"z":1,"id":"k""#));
+    }
+}

@@ -1,0 +1,175 @@
+//! Injected faults, so that tests can watch the filter's retry and buffering
+//! logic against a misbehaving collector.
+//!
+//! `POST /faults` appends one fault (or an array of them) to a queue. Each
+//! incoming batch takes the first fault in the queue and uses up one of its
+//! `count`; a fault whose count reaches zero is removed, and the next one in
+//! the queue applies to the following batches. `count: -1` never runs out.
+//!
+//! ```json
+//! {"status": 503, "retry_after": 2, "count": 5}  // answer 503 + Retry-After, don't process
+//! {"delay_ms": 2000, "count": 3}                 // wait, then process normally
+//! {"close": true}                                // drop the connection, no response
+//! ```
+//!
+//! `delay_ms` may be combined with `status` or `close`: the collector waits
+//! first, then fails.
+
+use serde::{Deserialize, Serialize};
+
+/// One queued fault. The same shape is accepted by `POST /faults` and listed
+/// in its answer, where `count` is what remains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Answer with this status (200..=599) instead of processing the batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// With `status`: send `Retry-After: <seconds>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// Wait this long before answering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Close the connection without any response.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub close: bool,
+    /// How many batches this fault applies to; -1 means until cleared.
+    #[serde(default = "one")]
+    pub count: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+impl Fault {
+    /// Rejects faults that would do nothing or could not be sent.
+    pub fn check(&self) -> Result<(), String> {
+        if self.status.is_none() && self.delay_ms.is_none() && !self.close {
+            return Err("a fault needs `status`, `delay_ms` or `close: true`".to_string());
+        }
+        if let Some(status) = self.status {
+            if !(200..=599).contains(&status) {
+                return Err(format!("`status` must be 200..=599, got {status}"));
+            }
+            if self.close {
+                return Err("`status` and `close` exclude each other".to_string());
+            }
+        }
+        if self.retry_after.is_some() && self.status.is_none() {
+            return Err("`retry_after` needs `status`".to_string());
+        }
+        if self.count == 0 || self.count < -1 {
+            return Err(format!(
+                "`count` must be positive or -1, got {}",
+                self.count
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The request body of `POST /faults`: one fault or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum FaultRequest {
+    One(Fault),
+    Many(Vec<Fault>),
+}
+
+/// The fault queue.
+#[derive(Debug, Default)]
+pub struct Faults {
+    queue: Vec<Fault>,
+}
+
+/// What `POST /faults`, `GET /faults` and `DELETE /faults` answer.
+#[derive(Serialize)]
+pub struct FaultList<'a> {
+    pub faults: &'a [Fault],
+}
+
+impl Faults {
+    pub fn add(&mut self, faults: Vec<Fault>) -> Result<(), String> {
+        faults.iter().try_for_each(Fault::check)?;
+        self.queue.extend(faults);
+        Ok(())
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+    }
+
+    pub fn list(&self) -> FaultList<'_> {
+        FaultList {
+            faults: &self.queue,
+        }
+    }
+
+    /// Uses up one application of the first queued fault, if any.
+    pub fn take(&mut self) -> Option<Fault> {
+        let first = self.queue.first_mut()?;
+        let taken = first.clone();
+        if first.count > 0 {
+            first.count -= 1;
+            if first.count == 0 {
+                self.queue.remove(0);
+            }
+        }
+        Some(taken)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Vec<Fault> {
+        match serde_json::from_str(text).unwrap() {
+            FaultRequest::One(f) => vec![f],
+            FaultRequest::Many(v) => v,
+        }
+    }
+
+    #[test]
+    fn queue_counts_down_in_order() {
+        let mut faults = Faults::default();
+        faults
+            .add(parse(r#"{"status": 503, "count": 2, "retry_after": 1}"#))
+            .unwrap();
+        faults
+            .add(parse(r#"[{"close": true}, {"delay_ms": 5, "count": -1}]"#))
+            .unwrap();
+        assert_eq!(faults.take().unwrap().status, Some(503));
+        assert_eq!(faults.take().unwrap().retry_after, Some(1));
+        assert!(faults.take().unwrap().close);
+        for _ in 0..10 {
+            assert_eq!(faults.take().unwrap().delay_ms, Some(5));
+        }
+        assert_eq!(
+            serde_json::to_string(&faults.list()).unwrap(),
+            r#"{"faults":[{"delay_ms":5,"count":-1}]}"#
+        );
+        faults.clear();
+        assert_eq!(faults.take(), None);
+    }
+
+    #[test]
+    fn useless_or_unknown_faults_are_refused() {
+        let mut faults = Faults::default();
+        for bad in [
+            r#"{}"#,
+            r#"{"count": 3}"#,
+            r#"{"status": 99}"#,
+            r#"{"status": 503, "count": 0}"#,
+            r#"{"status": 503, "count": -2}"#,
+            r#"{"close": true, "status": 500}"#,
+            r#"{"retry_after": 1, "delay_ms": 5}"#,
+        ] {
+            assert!(faults.add(parse(bad)).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<FaultRequest>(r#"{"stauts": 503}"#).is_err());
+        assert_eq!(faults.list().faults.len(), 0);
+    }
+}

@@ -1,0 +1,307 @@
+//! Where accepted events go: the append-only out file, plus what the collector
+//! remembers for idempotency and statistics.
+//!
+//! The filter retries a batch whose delivery it cannot confirm (timeout,
+//! connection reset, 5xx). A retried batch may therefore arrive although the
+//! first copy was stored. Two mechanisms make retries harmless:
+//!
+//! * every event `id` ever stored is remembered, and an event with a known id
+//!   is not written again (it still counts as *processed*, so the sender does
+//!   not retry it forever);
+//! * the `x-usage-batch-id` header of every accepted batch is remembered, so
+//!   re-deliveries show up in [`Stats::duplicate_batches`].
+//!
+//! Memory grows with the number of distinct ids. That is fine for a reference
+//! collector used in demos and tests; a production system would keep this in
+//! its database (for example a unique index on the event id).
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::decode::{validate_event, Candidate};
+
+/// Counters served by `GET /stats`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Batches answered with 200.
+    pub batches: u64,
+    /// New events appended to the out file.
+    pub events: u64,
+    /// Events that failed validation (the `errors` of each 200 response).
+    pub invalid_events: u64,
+    /// Batches refused with a 4xx: undecodable body, or no events.
+    pub rejected_batches: u64,
+    /// Accepted batches whose `x-usage-batch-id` had been accepted before.
+    pub duplicate_batches: u64,
+    /// Valid events not written again because their `id` was already stored.
+    pub duplicate_events: u64,
+    /// Batches that met an injected fault (status, delay or close).
+    pub faulted_batches: u64,
+}
+
+/// The result of one accepted batch, as reported to the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchOutcome {
+    /// Valid events, including duplicates (the sender must not retry them).
+    pub processed: u64,
+    /// Invalid events.
+    pub errors: u64,
+    /// Valid events that were already stored.
+    pub duplicates: u64,
+    /// Whether the batch id had been accepted before.
+    pub duplicate_batch: bool,
+}
+
+/// The out file and the collector's memory. Callers wrap it in a mutex so that
+/// a whole batch is checked and written atomically with respect to others.
+pub struct Store {
+    path: PathBuf,
+    file: File,
+    seen_event_ids: HashSet<String>,
+    seen_batch_ids: HashSet<String>,
+    stats: Stats,
+}
+
+impl Store {
+    /// Opens (creating if needed) `path` for appending. Existing content is
+    /// kept, but ids in it are not re-read: `POST /reset` starts from empty.
+    pub fn open(path: impl AsRef<Path>) -> io::Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        Ok(Store {
+            path,
+            file,
+            seen_event_ids: HashSet::new(),
+            seen_batch_ids: HashSet::new(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn count_rejected(&mut self) {
+        self.stats.rejected_batches += 1;
+    }
+
+    pub fn count_faulted(&mut self) {
+        self.stats.faulted_batches += 1;
+    }
+
+    /// Validates, de-duplicates and appends one non-empty batch.
+    ///
+    /// All new events of the batch are written with a single `write_all` and
+    /// reach the file before this returns, so a client that got the 200 can
+    /// read them immediately. Ids are remembered only after the write
+    /// succeeded: if it fails the caller answers 500 and a retry is not
+    /// mistaken for a duplicate.
+    pub fn ingest(
+        &mut self,
+        batch_id: Option<&str>,
+        candidates: Vec<Candidate<'_>>,
+    ) -> io::Result<BatchOutcome> {
+        let mut outcome = BatchOutcome {
+            processed: 0,
+            errors: 0,
+            duplicates: 0,
+            duplicate_batch: batch_id.is_some_and(|id| self.seen_batch_ids.contains(id)),
+        };
+        let mut new_ids = HashSet::new();
+        let mut lines = String::new();
+
+        for (index, candidate) in candidates.into_iter().enumerate() {
+            match candidate.and_then(validate_event) {
+                Ok(event) => {
+                    outcome.processed += 1;
+                    // Also catches the same id twice inside one batch.
+                    if self.seen_event_ids.contains(&event.id) || new_ids.contains(&event.id) {
+                        outcome.duplicates += 1;
+                    } else {
+                        lines.push_str(&event.line);
+                        lines.push('\n');
+                        new_ids.insert(event.id);
+                    }
+                }
+                Err(reason) => {
+                    outcome.errors += 1;
+                    // Tell the operator why; the response only carries a count.
+                    eprintln!(
+                        "collector: invalid event #{index} in batch {}: {reason}",
+                        batch_id.unwrap_or("-")
+                    );
+                }
+            }
+        }
+
+        if !lines.is_empty() {
+            self.file.write_all(lines.as_bytes())?;
+            self.file.flush()?;
+        }
+
+        self.stats.batches += 1;
+        self.stats.events += new_ids.len() as u64;
+        self.stats.invalid_events += outcome.errors;
+        self.stats.duplicate_events += outcome.duplicates;
+        if outcome.duplicate_batch {
+            self.stats.duplicate_batches += 1;
+        }
+        self.seen_event_ids.extend(new_ids);
+        if let Some(id) = batch_id {
+            self.seen_batch_ids.insert(id.to_string());
+        }
+        Ok(outcome)
+    }
+
+    /// Forgets everything and empties the out file (`POST /reset`).
+    pub fn reset(&mut self) -> io::Result<()> {
+        // The file is in append mode, so later writes start at the new end (0).
+        self.file.set_len(0)?;
+        self.seen_event_ids.clear();
+        self.seen_batch_ids.clear();
+        self.stats = Stats::default();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{decode_batch, Format};
+    use serde_json::{json, Value};
+
+    fn event(id: &str) -> Value {
+        json!({
+            "id": id, "api_path": "/p", "subscription_key": "k", "method": "POST",
+            "response_time_ms": 3, "status_code": 201, "success": true,
+            "timestamp": "2024-01-01T00:00:00Z", "request_size": 5, "response_size": 7
+        })
+    }
+
+    fn temp_path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("usage-collector-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        path
+    }
+
+    fn ingest(store: &mut Store, batch_id: Option<&str>, events: Value) -> BatchOutcome {
+        let body = events.to_string();
+        let candidates = decode_batch(Format::Json, body.as_bytes()).unwrap();
+        store.ingest(batch_id, candidates).unwrap()
+    }
+
+    fn file_ids(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn duplicates_are_processed_but_not_written_again() {
+        let path = temp_path("dedup.ndjson");
+        let mut store = Store::open(&path).unwrap();
+
+        let first = ingest(&mut store, Some("b1"), json!([event("a"), event("b")]));
+        assert_eq!(
+            first,
+            BatchOutcome {
+                processed: 2,
+                errors: 0,
+                duplicates: 0,
+                duplicate_batch: false
+            }
+        );
+
+        // The same batch again (a retry after a lost response), plus one new event.
+        let retry = ingest(
+            &mut store,
+            Some("b1"),
+            json!([event("a"), event("b"), event("c")]),
+        );
+        assert_eq!(
+            retry,
+            BatchOutcome {
+                processed: 3,
+                errors: 0,
+                duplicates: 2,
+                duplicate_batch: true
+            }
+        );
+
+        // Same id twice inside one batch; an invalid event alongside.
+        let inner = ingest(
+            &mut store,
+            Some("b2"),
+            json!([event("d"), event("d"), {"id": "x"}]),
+        );
+        assert_eq!(
+            inner,
+            BatchOutcome {
+                processed: 2,
+                errors: 1,
+                duplicates: 1,
+                duplicate_batch: false
+            }
+        );
+
+        // A batch without a batch id is never a duplicate batch.
+        let none = ingest(&mut store, None, json!([event("a")]));
+        assert!(!none.duplicate_batch);
+
+        assert_eq!(file_ids(&path), ["a", "b", "c", "d"]);
+        assert_eq!(
+            store.stats(),
+            Stats {
+                batches: 4,
+                events: 4,
+                invalid_events: 1,
+                rejected_batches: 0,
+                duplicate_batches: 1,
+                duplicate_events: 4,
+                faulted_batches: 0
+            }
+        );
+    }
+
+    #[test]
+    fn reset_forgets_ids_and_truncates() {
+        let path = temp_path("reset.ndjson");
+        let mut store = Store::open(&path).unwrap();
+        ingest(&mut store, Some("b1"), json!([event("a")]));
+        store.count_rejected();
+        store.reset().unwrap();
+        assert_eq!(store.stats(), Stats::default());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+
+        let again = ingest(&mut store, Some("b1"), json!([event("a")]));
+        assert_eq!(again.duplicates, 0);
+        assert!(!again.duplicate_batch);
+        assert_eq!(file_ids(&path), ["a"]);
+    }
+
+    #[test]
+    fn open_appends_to_existing_file() {
+        let path = temp_path("append.ndjson");
+        std::fs::write(&path, format!("{}\n", event("old"))).unwrap();
+        let mut store = Store::open(&path).unwrap();
+        ingest(&mut store, None, json!([event("new")]));
+        assert_eq!(file_ids(&path), ["old", "new"]);
+    }
+}
