@@ -74,25 +74,13 @@ pub fn apply_key_mode<'a>(key: Cow<'a, str>, mode: KeyMode) -> Cow<'a, str> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The integer status of a `:status` header or an Envoy `response.code` property; anything
-/// unparsable is 0 ("no response").
+/// The integer status of a `:status` header; anything unparsable is 0 ("no response").
 pub fn parse_status(bytes: &[u8]) -> u32 {
     let s = bytes.trim_ascii();
     if s.is_empty() || s.len() > 4 || !s.iter().all(u8::is_ascii_digit) {
         return 0;
     }
     s.iter().fold(0u32, |n, d| n * 10 + (d - b'0') as u32)
-}
-
-/// Envoy encodes integer properties as 8 little-endian bytes; other hosts hand over text.
-pub fn property_u64(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() == 8 {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(bytes);
-        return Some(u64::from_le_bytes(a));
-    }
-    let s = std::str::from_utf8(bytes).ok()?;
-    s.trim().parse().ok()
 }
 
 /// A time-ordered UUID (RFC 9562 v7) from the completion time and 10 random bytes.
@@ -226,13 +214,6 @@ mod tests {
         assert_eq!(parse_status(b"abc"), 0);
         assert_eq!(parse_status(b"-1"), 0);
         assert_eq!(parse_status(b"99999999999"), 0);
-    }
-
-    #[test]
-    fn properties_in_envoy_and_text_encodings() {
-        assert_eq!(property_u64(&42u64.to_le_bytes()), Some(42));
-        assert_eq!(property_u64(b"17"), Some(17));
-        assert_eq!(property_u64(b"x"), None);
     }
 
     #[test]

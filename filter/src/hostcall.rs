@@ -28,12 +28,6 @@ extern "C" {
         ret: *mut *mut u8,
         ret_size: *mut usize,
     ) -> u32;
-    fn proxy_get_property(
-        path: *const u8,
-        path_size: usize,
-        ret: *mut *mut u8,
-        ret_size: *mut usize,
-    ) -> u32;
     fn proxy_set_property(
         path: *const u8,
         path_size: usize,
@@ -88,15 +82,6 @@ pub fn header(map: u32, name: &str) -> Option<Vec<u8>> {
     // SAFETY: out-pointers are valid for the call.
     let st =
         unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut ptr, &mut size) };
-    owned(st, ptr, size)
-}
-
-/// `path` is already serialised: segments separated by NUL (`b"response\0code"`).
-pub fn property(path: &[u8]) -> Option<Vec<u8>> {
-    let mut ptr = std::ptr::null_mut();
-    let mut size = 0;
-    // SAFETY: as above.
-    let st = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut size) };
     owned(st, ptr, size)
 }
 

@@ -12,7 +12,7 @@ use crate::metrics::{self, Counters, Published};
 use crate::random::Pool;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -20,8 +20,9 @@ use std::time::Duration;
 pub struct Shared {
     pub config: Config,
     pub state: RefCell<State>,
-    /// Set once the host answered `response.code`: then `:status` need not be read.
-    pub has_properties: Cell<bool>,
+    /// Whether any configured output carries the extra fields (request id, authority,
+    /// attributes); `veil` over http alone sends exactly the ten fields.
+    pub extras: bool,
 }
 
 #[derive(Default)]
@@ -362,13 +363,18 @@ impl RootContext for Root {
             ),
         );
         let enabled = cfg.enabled;
+        let extras = cfg.log_sink
+            || cfg
+                .http
+                .as_ref()
+                .is_some_and(|h| h.format != config::Format::Veil);
         let shared = Rc::new(Shared {
             config: cfg,
             state: RefCell::new(State {
                 dispatcher,
                 ..Default::default()
             }),
-            has_properties: Cell::new(false),
+            extras,
         });
         // Streams of a disabled plugin get no shared state and do nothing.
         self.shared = (enabled || service).then_some(shared);

@@ -39,6 +39,31 @@ impl Outcome {
     }
 }
 
+/// Envoy streams a body in chunks (16 KiB here) and, while the filter does not buffer, calls
+/// the body callback once per chunk with that chunk's size.
+pub const CHUNK: usize = 16 * 1024;
+
+fn body_chunks(
+    vm: &mut Vm,
+    f: &wasmtime::TypedFunc<(i32, i32, i32), i32>,
+    name: &'static str,
+    ctx: u32,
+    len: usize,
+) -> Result<()> {
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        left -= n;
+        vm.call(
+            name,
+            f.clone(),
+            ctx,
+            (ctx as i32, n as i32, (left == 0) as i32),
+        )?;
+    }
+    Ok(())
+}
+
 impl<'a> Request<'a> {
     pub(crate) fn new(vm: &'a mut Vm) -> Self {
         Request {
@@ -173,14 +198,7 @@ impl<'a> Request<'a> {
             ctx,
             (id, n_headers, body.is_empty() as i32),
         )?;
-        if !body.is_empty() {
-            vm.call(
-                "on_request_body",
-                f.request_body,
-                ctx,
-                (id, body.len() as i32, 1),
-            )?;
-        }
+        body_chunks(vm, &f.request_body, "on_request_body", ctx, body.len())?;
         let respond = match ending {
             Ending::Respond { status, code } => {
                 vm.advance_ms(upstream_ms)?;
@@ -212,14 +230,13 @@ impl<'a> Request<'a> {
                 ctx,
                 (id, n, response_body.is_empty() as i32),
             )?;
-            if !response_body.is_empty() {
-                vm.call(
-                    "on_response_body",
-                    f.response_body,
-                    ctx,
-                    (id, response_body.len() as i32, 1),
-                )?;
-            }
+            body_chunks(
+                vm,
+                &f.response_body,
+                "on_response_body",
+                ctx,
+                response_body.len(),
+            )?;
         }
         let now = vm.now_ns();
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {

@@ -342,3 +342,26 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
     }
     println!("fuel per GET: {} {:?}", out.total_fuel(), out.fuel);
 }
+
+/// Host calls per request, the filter's main cost in Envoy: a regression here is a slowdown.
+#[test]
+fn host_calls_per_request() {
+    let count = |vm: &Vm| -> u64 { vm.host_calls().values().sum() };
+    // veil over http carries only the ten fields: :path, key, :method, clock, :status, clock
+    let mut vm = http_vm(json!({}));
+    vm.request().key("k").respond(200).unwrap();
+    let before = count(&vm);
+    vm.request()
+        .key("k")
+        .body(10)
+        .response_body(10)
+        .respond(200)
+        .unwrap();
+    assert_eq!(count(&vm) - before, 6, "{:?}", vm.host_calls());
+    // the log sink adds the extras (request id, authority) and one write
+    let mut vm = logging(json!({"log_output": "filter_state"}));
+    vm.request().key("k").respond(200).unwrap();
+    let before = count(&vm);
+    vm.request().key("k").respond(200).unwrap();
+    assert_eq!(count(&vm) - before, 9, "{:?}", vm.host_calls());
+}

@@ -77,19 +77,50 @@ fn odd_statuses() {
 }
 
 #[test]
-fn hosts_without_properties_fall_back_to_headers() {
-    // Kong's ngx_wasm_module: no response.code / request.size properties.
+fn hosts_without_envoy_properties_still_get_status_and_sizes() {
+    // Kong's ngx_wasm_module has no response.code / request.size properties; the filter
+    // never needs them: the status comes from :status, sizes from the body callbacks.
     let mut vm = Vm::with_profile(Profile::Kong)
         .config(json!({"enabled": true}))
         .start()
         .unwrap();
-    vm.request().key("k").body(5).respond(404).unwrap();
+    vm.request()
+        .key("k")
+        .body(5)
+        .response_body(7)
+        .respond(404)
+        .unwrap();
     vm.request().key("k").respond_raw_status(b"abc").unwrap();
     let ev = vm.events();
-    assert_eq!(ev[0]["status_code"], 404, "from :status");
-    assert_eq!(ev[0]["request_size"], 0, "no property: 0");
+    assert_eq!(ev[0]["status_code"], 404);
+    assert_eq!(
+        (
+            ev[0]["request_size"].clone(),
+            ev[0]["response_size"].clone()
+        ),
+        (json!(5), json!(7))
+    );
     assert_eq!(ev[1]["status_code"], 0, "unparsable :status");
     assert!(vm.trapped().is_none());
+}
+
+#[test]
+fn large_bodies_arrive_in_chunks_and_are_summed() {
+    let mut vm = logging(json!({}));
+    let out = vm
+        .request()
+        .method("POST")
+        .key("k")
+        .body(100_000)
+        .response_body(40_000)
+        .respond(200)
+        .unwrap();
+    assert_eq!(out.fuel["on_request_body"].0, 7, "16 KiB chunks");
+    let e = &vm.events()[0];
+    assert_eq!(
+        (e["request_size"].clone(), e["response_size"].clone()),
+        (json!(100_000), json!(40_000))
+    );
 }
 
 #[test]
