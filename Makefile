@@ -40,7 +40,7 @@ e2e: build
 	@if [ -x envoy/e2e.sh ]; then envoy/e2e.sh; else echo "e2e: not yet present"; fi
 
 bench: build
-	@if [ -x bench/run.sh ]; then bench/run.sh; else echo "bench: not yet present"; fi
+	bench/run.sh
 
 run: build
 	@if [ -x envoy/run.sh ]; then envoy/run.sh; else echo "run: not yet present"; fi

@@ -98,12 +98,20 @@ pub fn uuid_v4(random: [u8; 16]) -> [u8; 16] {
 }
 
 /// Writes the canonical 36-character form.
+/// A table walk: the uuid crate's formatter cost ~930 fuel per id here; a test holds the
+/// two equal.
 pub fn write_uuid(out: &mut Vec<u8>, id: &[u8; 16]) {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let s = uuid::Uuid::from_bytes(*id)
-        .hyphenated()
-        .encode_lower(&mut buf);
-    out.extend_from_slice(s.as_bytes());
+    let mut buf = [b'-'; 36];
+    let mut at = 0;
+    for (i, b) in id.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        buf[at] = HEX[(b >> 4) as usize];
+        buf[at + 1] = HEX[(b & 15) as usize];
+        at += 2;
+    }
+    out.extend_from_slice(&buf);
 }
 
 pub fn uuid_string(id: &[u8; 16]) -> String {
@@ -114,8 +122,38 @@ pub fn uuid_string(id: &[u8; 16]) -> String {
 /// Civil-from-days is Howard Hinnant's algorithm; the filter's dependency budget has no
 /// room for a date crate, and this is the only date arithmetic it needs.
 pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: u64) {
-    let secs = unix_ns / 1_000_000_000;
-    let micros = (unix_ns % 1_000_000_000) / 1000;
+    SecondCache::default().write(out, unix_ns);
+}
+
+/// The date and time up to the second change once a second while events arrive many times a
+/// second: the prefix is formatted once per second, only the microseconds per event.
+/// (Formatting it all cost ~735 fuel per event.)
+#[derive(Debug, Default)]
+pub struct SecondCache {
+    second: Option<u64>,
+    prefix: [u8; 20],
+}
+
+impl SecondCache {
+    pub fn write(&mut self, out: &mut Vec<u8>, unix_ns: u64) {
+        let secs = unix_ns / 1_000_000_000;
+        if self.second != Some(secs) {
+            self.prefix = format_second(secs);
+            self.second = Some(secs);
+        }
+        out.extend_from_slice(&self.prefix);
+        let mut micros = (unix_ns % 1_000_000_000) / 1000;
+        let mut frac = [b'Z'; 7];
+        for i in (0..6).rev() {
+            frac[i] = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out.extend_from_slice(&frac);
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` of a Unix second.
+fn format_second(secs: u64) -> [u8; 20] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -128,7 +166,7 @@ pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: u64) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let mo = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + if mo <= 2 { 1 } else { 0 };
-    let mut buf = [0u8; 27];
+    let mut buf = [0u8; 20];
     let mut put = |at: usize, v: u64, width: usize| {
         let mut v = v;
         for i in (0..width).rev() {
@@ -142,15 +180,13 @@ pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: u64) {
     put(11, h, 2);
     put(14, m, 2);
     put(17, s, 2);
-    put(20, micros, 6);
     buf[4] = b'-';
     buf[7] = b'-';
     buf[10] = b'T';
     buf[13] = b':';
     buf[16] = b':';
     buf[19] = b'.';
-    buf[26] = b'Z';
-    out.extend_from_slice(&buf);
+    buf
 }
 
 #[cfg(test)]
@@ -235,6 +271,39 @@ mod tests {
             std::str::from_utf8(&out).unwrap(),
             "2024-02-29T00:00:00.000000Z"
         );
+    }
+
+    #[test]
+    fn second_cache_matches_fresh_formatting() {
+        let mut c = SecondCache::default();
+        for ns in [
+            0u64,
+            999_999_999,
+            1_000_000_000,
+            1_759_413_513_001_748_123,
+            1_759_413_513_999_999_999,
+            1_759_413_514_000_000_001,
+        ] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            c.write(&mut a, ns);
+            write_rfc3339(&mut b, ns);
+            assert_eq!(a, b);
+            assert_eq!(a.len(), 27);
+        }
+    }
+
+    #[test]
+    fn uuid_formatting_matches_the_uuid_crate() {
+        for seed in 0u8..50 {
+            let bytes: [u8; 16] =
+                std::array::from_fn(|i| seed.wrapping_mul(37).wrapping_add(i as u8 * 11));
+            let mut ours = Vec::new();
+            write_uuid(&mut ours, &bytes);
+            assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod random;
 pub mod retry;
 
+#[cfg(all(target_arch = "wasm32", feature = "bench"))]
+mod bench_exports;
 #[cfg(target_arch = "wasm32")]
 mod capture;
 #[cfg(target_arch = "wasm32")]

@@ -6,7 +6,7 @@ use crate::capture::Stream;
 use crate::config::{self, Config, DispatcherMode, LogOutput};
 use crate::dispatch::{Dispatcher, Outcome};
 use crate::encode::{self, Encoded};
-use crate::event::{self, Event};
+use crate::event::{self, Event, SecondCache};
 use crate::hostcall::{self, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
 use crate::metrics::{self, Counters, Published};
 use crate::random::Pool;
@@ -34,6 +34,7 @@ pub struct State {
     pub counters: Counters,
     /// A shared-queue worker's events waiting for the next hand-over.
     pub handoff: Vec<Encoded>,
+    pub seconds: SecondCache,
 }
 
 impl Shared {
@@ -45,7 +46,7 @@ impl Shared {
 
     /// One finished request: write the log line, hand the event to the http sink.
     pub fn emit(&self, e: &Event<'_>, now_ns: u64) {
-        let enc = encode::encode_event(e);
+        let enc = encode::encode_event_with(e, &mut self.state.borrow_mut().seconds);
         if self.config.log_sink {
             let line = encode::log_line(&enc);
             if matches!(self.config.log_output, LogOutput::HostLog | LogOutput::Both) {

@@ -191,6 +191,7 @@ impl Builder {
 
 pub struct Vm {
     pub(crate) store: Store<HostState>,
+    instance: wasmtime::Instance,
     f: Exports,
     pub(crate) root_id: u32,
     pub(crate) next_context: u32,
@@ -293,6 +294,7 @@ impl Vm {
         }
         Ok(Vm {
             store,
+            instance,
             f,
             root_id: 1,
             next_context: 2,
@@ -348,6 +350,22 @@ impl Vm {
 
     pub(crate) fn exports(&self) -> Exports {
         self.f.clone()
+    }
+
+    /// Calls any export with i32 arguments (bench-only entry points); returns its i32 result
+    /// (if any) and the fuel it consumed.
+    pub fn call_export(&mut self, name: &str, args: &[i32]) -> Result<(Option<i32>, u64)> {
+        let func = self
+            .instance
+            .get_func(&mut self.store, name)
+            .ok_or_else(|| anyhow!("no export {name}"))?;
+        let params: Vec<wasmtime::Val> = args.iter().map(|a| wasmtime::Val::I32(*a)).collect();
+        let mut results = vec![wasmtime::Val::I32(0); func.ty(&self.store).results().len()];
+        self.store.set_fuel(FUEL_BUDGET)?;
+        func.call(&mut self.store, &params, &mut results)
+            .map_err(|e| anyhow!("{name}: {e:?}"))?;
+        let used = FUEL_BUDGET - self.store.get_fuel()?;
+        Ok((results.first().and_then(|v| v.i32()), used))
     }
 
     pub fn trapped(&self) -> Option<&str> {
