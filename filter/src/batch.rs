@@ -38,12 +38,14 @@ impl Policy {
     }
 }
 
-/// One batch: its body is encoded once and re-sent unchanged, with the same id, on retry.
+/// One batch: its events and its id. The body is encoded for each attempt and is the same
+/// bytes every time; keeping events rather than bodies means a retrying batch holds each
+/// event once, and bodies live only for the callout that sends them (flat memory in an
+/// outage, tested).
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub id: [u8; 16],
-    pub body: Vec<u8>,
-    pub events: usize,
+    pub events: Vec<crate::encode::Encoded>,
     /// Attempts made so far.
     pub attempts: u32,
     /// Not to be sent before this time (ms).

@@ -136,17 +136,21 @@ impl Dispatcher {
         let events = self
             .buffer
             .take(self.cfg.batch_size, self.cfg.max_batch_bytes);
-        let mut body = encode::batch_body(self.cfg.format, events.iter());
-        if self.cfg.compression == Compression::Gzip {
-            body = encode::gzip(&body);
-        }
         Some(Batch {
             id: uuid_v4(rng.bytes16()),
-            body,
-            events: events.len(),
+            events,
             attempts: 0,
             not_before_ms: now_ms,
         })
+    }
+
+    /// The request body of a batch in the configured format (identical on every attempt).
+    pub fn body(&self, batch: &Batch) -> Vec<u8> {
+        let body = encode::batch_body(self.cfg.format, batch.events.iter());
+        match self.cfg.compression {
+            Compression::Gzip => encode::gzip(&body),
+            Compression::None => body,
+        }
     }
 
     /// The batch went out as callout `token`.
@@ -176,19 +180,19 @@ impl Dispatcher {
         let (_, batch) = self.in_flight.swap_remove(i);
         match retry::classify(status) {
             Verdict::Delivered => {
-                self.buffer.release(batch.events);
-                self.counters.delivered += batch.events as u64;
+                self.buffer.release(batch.events.len());
+                self.counters.delivered += batch.events.len() as u64;
                 self.counters.batches_sent += 1;
                 Outcome::Delivered {
-                    events: batch.events,
+                    events: batch.events.len(),
                 }
             }
             Verdict::Reject => {
-                self.buffer.release(batch.events);
-                self.counters.dropped_send_failed += batch.events as u64;
+                self.buffer.release(batch.events.len());
+                self.counters.dropped_send_failed += batch.events.len() as u64;
                 self.counters.batches_failed += 1;
                 Outcome::Rejected {
-                    events: batch.events,
+                    events: batch.events.len(),
                     status: status.unwrap_or(0),
                 }
             }
@@ -204,11 +208,11 @@ impl Dispatcher {
         rng: &mut dyn Random,
     ) -> Outcome {
         if batch.attempts >= self.cfg.retry.max_attempts {
-            self.buffer.release(batch.events);
-            self.counters.dropped_send_failed += batch.events as u64;
+            self.buffer.release(batch.events.len());
+            self.counters.dropped_send_failed += batch.events.len() as u64;
             self.counters.batches_failed += 1;
             return Outcome::Exhausted {
-                events: batch.events,
+                events: batch.events.len(),
                 attempts: batch.attempts,
             };
         }
@@ -284,7 +288,7 @@ mod tests {
             d.accept(ev(), 0);
         }
         let b1 = d.next_send(0, false, &mut r).unwrap();
-        assert_eq!(b1.events, 3);
+        assert_eq!(b1.events.len(), 3);
         d.sent(1, b1);
         let b2 = d.next_send(0, false, &mut r).unwrap();
         d.sent(2, b2);
@@ -300,7 +304,7 @@ mod tests {
         d.on_response(2, Some(200), None, 5, &mut r);
         d.on_response(3, Some(200), None, 5, &mut r);
         assert!(d.next_send(999, false, &mut r).is_none());
-        assert_eq!(d.next_send(1000, false, &mut r).unwrap().events, 1);
+        assert_eq!(d.next_send(1000, false, &mut r).unwrap().events.len(), 1);
         invariant(&d);
     }
 
@@ -375,7 +379,7 @@ mod tests {
         }
         let mut n = 0;
         while let Some(b) = d.next_send(0, true, &mut r) {
-            n += b.events;
+            n += b.events.len();
             d.sent(n as u32, b);
         }
         assert_eq!(n, 8);

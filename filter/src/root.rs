@@ -142,11 +142,12 @@ impl Root {
                 headers.push((k, v));
             }
             let timeout = Duration::from_millis(h.timeout_ms);
+            let body = d.body(&batch);
             let cluster = h.cluster.clone();
             match proxy_wasm::hostcalls::dispatch_http_call(
                 &cluster,
                 headers,
-                Some(&batch.body),
+                Some(&body),
                 vec![],
                 timeout,
             ) {
