@@ -10,7 +10,9 @@ fi
 command -v taskset >/dev/null || (apt-get update -qq && apt-get install -y -qq util-linux) >/dev/null
 envoy/install-envoy.sh >/dev/null
 bench/build.sh
-cargo build -q --release -p usage-collector -p host-tests
+# separate invocations: building them together unifies features and rebuilds wasmtime
+cargo build -q --release -p usage-collector
+cargo build -q --release -p host-tests --bin fuel-bench
 mkdir -p bench/results docs
 echo "== (a) fuel and memory in our host"
 target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm dist/null_filter.wasm > bench/results/fuel.json
