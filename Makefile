@@ -36,10 +36,10 @@ unit:
 
 # The filter's unit tests compiled for wasm32-wasip1 (libtest) and run on our host's WASI.
 wasm-unit: toolchain
-	$(CARGO) build -p host-tests --bin wasi-test-runner
+	$(CARGO) build --release -p host-tests --bin wasi-test-runner
 	@set -e; for t in $$($(CARGO) test -p usage-filter --target $(WASM_TARGET) --no-run --message-format=json 2>/dev/null \
 	    | python3 -c 'import sys,json; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]'); do \
-	  echo "wasm unit tests: $$t"; target/debug/wasi-test-runner $$t; done
+	  echo "wasm unit tests: $$t"; target/release/wasi-test-runner $$t; done
 
 host-test: build
 	$(CARGO) test -p host-tests --release -- --test-threads=2
