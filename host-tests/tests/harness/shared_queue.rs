@@ -13,6 +13,26 @@ fn cfg(service: bool) -> Value {
     })
 }
 
+/// The singleton service VM (`vm_id` usage_service) on `hub`.
+fn service(hub: &host_tests::state::SharedHub) -> Vm {
+    Vm::envoy()
+        .hub(hub)
+        .vm_id("usage_service")
+        .config(cfg(true))
+        .start()
+        .unwrap()
+}
+
+/// A worker VM with the HTTP filter on `hub`.
+fn worker(hub: &host_tests::state::SharedHub) -> Vm {
+    Vm::envoy()
+        .hub(hub)
+        .vm_id("usage_filter")
+        .config(cfg(false))
+        .start()
+        .unwrap()
+}
+
 fn total(vms: &[&Vm], name: &str) -> i64 {
     vms.iter()
         .map(|v| v.metric(&format!("usage_filter.{name}")))
@@ -22,24 +42,9 @@ fn total(vms: &[&Vm], name: &str) -> i64 {
 #[test]
 fn workers_hand_over_and_the_service_delivers() {
     let hub = Vm::new_hub();
-    let mut service = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_service")
-        .config(cfg(true))
-        .start()
-        .unwrap();
-    let mut w1 = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_filter")
-        .config(cfg(false))
-        .start()
-        .unwrap();
-    let mut w2 = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_filter")
-        .config(cfg(false))
-        .start()
-        .unwrap();
+    let mut service = service(&hub);
+    let mut w1 = worker(&hub);
+    let mut w2 = worker(&hub);
     send(&mut w1, 7);
     send(&mut w2, 8);
     assert!(
@@ -92,12 +97,7 @@ fn worker_resolves_the_queue_lazily_and_bounds_its_handoff() {
         "hand-over bounded by buffer_size"
     );
     assert_eq!(w.metric("usage_filter.buffer_events"), 20);
-    let mut service = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_service")
-        .config(cfg(true))
-        .start()
-        .unwrap();
+    let mut service = service(&hub);
     service.auto_reply(|_| Reply::Status(200));
     w.advance_ms(100).unwrap();
     service.advance_ms(2000).unwrap();
@@ -132,18 +132,8 @@ fn service_sends_nothing_from_on_done() {
     // Envoy 1.40 tears the singleton down only at exit and crashes on a callout made then
     // (tried in make e2e): the service says what it held and reports done at once.
     let hub = Vm::new_hub();
-    let mut service = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_service")
-        .config(cfg(true))
-        .start()
-        .unwrap();
-    let mut w = Vm::envoy()
-        .hub(&hub)
-        .vm_id("usage_filter")
-        .config(cfg(false))
-        .start()
-        .unwrap();
+    let mut service = service(&hub);
+    let mut w = worker(&hub);
     send(&mut w, 4);
     w.advance_ms(100).unwrap();
     service.poll_queues().unwrap();
