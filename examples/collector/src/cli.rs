@@ -64,6 +64,28 @@ pub fn parse(
 }
 
 /// The usage text for `--help` and errors.
+/// Parses the process's arguments and environment for a binary: on `--help` prints the
+/// usage and asks to exit 0, on a bad flag prints the error and the usage and asks to exit 2.
+pub fn parse_process(
+    program: &str,
+    about: &str,
+    flags: &'static [Flag],
+) -> Result<HashMap<&'static str, String>, std::process::ExitCode> {
+    match parse(std::env::args().skip(1), flags, |name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(values) => Ok(values),
+        Err(CliError::Help) => {
+            print!("{}", usage(program, about, flags));
+            Err(std::process::ExitCode::SUCCESS)
+        }
+        Err(CliError::Invalid(message)) => {
+            eprintln!("{program}: {message}\n\n{}", usage(program, about, flags));
+            Err(std::process::ExitCode::from(2))
+        }
+    }
+}
+
 pub fn usage(program: &str, about: &str, flags: &[Flag]) -> String {
     let mut text = format!("{about}\n\nUsage: {program}");
     for f in flags {

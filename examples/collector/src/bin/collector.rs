@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
-use usage_collector::cli::{self, CliError, Flag};
+use usage_collector::cli::{self, Flag};
 use usage_collector::store::Store;
 
 const FLAGS: &[Flag] = &[
@@ -29,21 +29,9 @@ const ABOUT: &str = "Reference receiver for usage-filter batches.";
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let values = match cli::parse(std::env::args().skip(1), FLAGS, |name| {
-        std::env::var(name).ok()
-    }) {
+    let values = match cli::parse_process("collector", ABOUT, FLAGS) {
         Ok(values) => values,
-        Err(CliError::Help) => {
-            print!("{}", cli::usage("collector", ABOUT, FLAGS));
-            return ExitCode::SUCCESS;
-        }
-        Err(CliError::Invalid(message)) => {
-            eprintln!(
-                "collector: {message}\n\n{}",
-                cli::usage("collector", ABOUT, FLAGS)
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let (listen, out) = (&values["listen"], &values["out"]);
 

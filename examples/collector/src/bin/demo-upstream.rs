@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use tokio::net::TcpListener;
-use usage_collector::cli::{self, CliError, Flag};
+use usage_collector::cli::{self, Flag};
 
 const FLAGS: &[Flag] = &[Flag {
     name: "listen",
@@ -22,21 +22,9 @@ const ABOUT: &str = "Demo upstream API: ?status=200&bytes=16&delay_ms=0 choose t
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let values = match cli::parse(std::env::args().skip(1), FLAGS, |name| {
-        std::env::var(name).ok()
-    }) {
+    let values = match cli::parse_process("demo-upstream", ABOUT, FLAGS) {
         Ok(values) => values,
-        Err(CliError::Help) => {
-            print!("{}", cli::usage("demo-upstream", ABOUT, FLAGS));
-            return ExitCode::SUCCESS;
-        }
-        Err(CliError::Invalid(message)) => {
-            eprintln!(
-                "demo-upstream: {message}\n\n{}",
-                cli::usage("demo-upstream", ABOUT, FLAGS)
-            );
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let listen = &values["listen"];
     let listener = match TcpListener::bind(listen.as_str()).await {
