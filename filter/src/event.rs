@@ -115,7 +115,10 @@ pub fn write_uuid(out: &mut Vec<u8>, id: &[u8; 16]) {
 }
 
 pub fn uuid_string(id: &[u8; 16]) -> String {
-    uuid::Uuid::from_bytes(*id).hyphenated().to_string()
+    let mut out = Vec::with_capacity(36);
+    write_uuid(&mut out, id);
+    // write_uuid emits only ASCII hex digits and hyphens
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// RFC 3339 in UTC with microseconds: `2025-10-02T13:58:33.001748Z`.

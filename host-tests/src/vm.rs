@@ -504,15 +504,31 @@ impl Vm {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<()> {
+        let owned = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.answer(token, status, owned, body.to_vec())?;
+        self.settle()
+    }
+
+    /// Delivers a collector's answer as Envoy does: `:status`, the headers (lowercased),
+    /// `content-length`, and the body.
+    fn answer(
+        &mut self,
+        token: u32,
+        status: u32,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<()> {
         let mut h: Headers = vec![(":status".into(), status.to_string().into_bytes())];
         h.extend(
             headers
-                .iter()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())),
+                .into_iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_bytes())),
         );
         h.push(("content-length".into(), body.len().to_string().into_bytes()));
-        self.finish_callout(token, CalloutState::Answered(status), h, body.to_vec())?;
-        self.settle()
+        self.finish_callout(token, CalloutState::Answered(status), h, body)
     }
 
     /// The connection was reset after the request was sent: no headers at all.
@@ -581,14 +597,12 @@ impl Vm {
         status: u32,
         headers: Vec<(String, String)>,
     ) -> Result<()> {
-        let mut h: Headers = vec![(":status".into(), status.to_string().into_bytes())];
-        h.extend(headers.into_iter().map(|(k, v)| (k, v.into_bytes())));
         let body = if (200..300).contains(&status) {
             br#"{"success":true}"#.to_vec()
         } else {
             b"error".to_vec()
         };
-        self.finish_callout(token, CalloutState::Answered(status), h, body)
+        self.answer(token, status, headers, body)
     }
 
     // ---- shared queues ----
