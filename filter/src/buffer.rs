@@ -73,6 +73,21 @@ impl Buffer {
         out
     }
 
+    /// The waiting events, oldest first, without taking them.
+    pub fn waiting_events(&self) -> impl Iterator<Item = &Encoded> + Clone {
+        self.waiting.iter().map(|(e, _)| e)
+    }
+
+    /// Forgets the `n` oldest waiting events: they left by another way (a shared-queue
+    /// hand-over).
+    pub fn discard_waiting(&mut self, n: usize) {
+        for _ in 0..n {
+            if let Some((e, _)) = self.waiting.pop_front() {
+                self.waiting_bytes -= e.weight();
+            }
+        }
+    }
+
     /// A batch of `n` events left the buffer (delivered or dropped).
     pub fn release(&mut self, n: usize) {
         self.in_batches = self.in_batches.saturating_sub(n);

@@ -125,6 +125,26 @@ impl Default for Config {
     }
 }
 
+/// What this VM does with finished events, decided once at configure time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    LogOnly,
+    Local,
+    QueueWorker,
+    QueueService,
+}
+
+impl Config {
+    pub fn role(&self) -> Role {
+        match (&self.http, self.dispatcher.mode, self.dispatcher.service) {
+            (None, _, _) => Role::LogOnly,
+            (Some(_), DispatcherMode::Local, _) => Role::Local,
+            (Some(_), DispatcherMode::SharedQueue, true) => Role::QueueService,
+            (Some(_), DispatcherMode::SharedQueue, false) => Role::QueueWorker,
+        }
+    }
+}
+
 /// A refused configuration: which key, and which rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {

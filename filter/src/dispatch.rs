@@ -1,14 +1,14 @@
 //! The dispatcher: decides what to send and when, and what a callout's outcome means for the
-//! events in it. It owns the buffer, the batches in flight and those waiting to be retried,
-//! and the delivery counters. It makes no host calls: the root context feeds it the clock,
-//! randomness and callout results, and carries out the sends it returns.
+//! events in it. It owns the buffer, the batches in flight and those waiting to be retried.
+//! It makes no host calls and counts nothing itself: it hands back complete callouts and
+//! outcomes, and `Delivery` keeps the books.
 
 use crate::batch::{Batch, Policy};
 use crate::buffer::Buffer;
-use crate::config::{Compression, Http};
+use crate::callout::Callout;
+use crate::config::Http;
 use crate::encode::{self, Encoded};
 use crate::event::uuid_v4;
-use crate::metrics::Counters;
 use crate::retry::{self, Verdict};
 
 /// A source of randomness for batch ids and jitter.
@@ -54,7 +54,6 @@ pub struct Dispatcher {
     /// Batches waiting for their retry time, oldest first.
     retrying: Vec<Batch>,
     in_flight: Vec<(u32, Batch)>,
-    pub counters: Counters,
 }
 
 impl Dispatcher {
@@ -65,7 +64,6 @@ impl Dispatcher {
             cfg,
             retrying: Vec::new(),
             in_flight: Vec::new(),
-            counters: Counters::default(),
         }
     }
 
@@ -86,22 +84,9 @@ impl Dispatcher {
         self.buffer.held() == 0
     }
 
-    /// Takes one captured event. Returns false when the buffer was full and it was dropped.
-    pub fn accept(&mut self, e: Encoded, now_ms: u64) -> bool {
-        self.counters.captured += 1;
-        self.offer(e, now_ms)
-    }
-
-    /// Like `accept` for an event already counted as captured elsewhere (the worker that
-    /// handed it over a shared queue).
+    /// Holds one event. False when the buffer was full and it was dropped.
     pub fn offer(&mut self, e: Encoded, now_ms: u64) -> bool {
-        match self.buffer.push(e, now_ms) {
-            Ok(()) => true,
-            Err(_) => {
-                self.counters.dropped_buffer_full += 1;
-                false
-            }
-        }
+        self.buffer.push(e, now_ms).is_ok()
     }
 
     /// The next batch to send now, if any: a retry whose time has come first, then a new
@@ -112,7 +97,14 @@ impl Dispatcher {
         now_ms: u64,
         flushing: bool,
         rng: &mut dyn Random,
-    ) -> Option<Batch> {
+    ) -> Option<(Batch, Callout)> {
+        let batch = self.next_batch(now_ms, flushing, rng)?;
+        let body = encode::batch_body(self.cfg.format, batch.events.iter());
+        let callout = Callout::batch(&self.cfg, &batch.id, body);
+        Some((batch, callout))
+    }
+
+    fn next_batch(&mut self, now_ms: u64, flushing: bool, rng: &mut dyn Random) -> Option<Batch> {
         if !flushing && self.in_flight.len() >= self.cfg.max_in_flight {
             return None;
         }
@@ -144,15 +136,6 @@ impl Dispatcher {
         })
     }
 
-    /// The request body of a batch in the configured format (identical on every attempt).
-    pub fn body(&self, batch: &Batch) -> Vec<u8> {
-        let body = encode::batch_body(self.cfg.format, batch.events.iter());
-        match self.cfg.compression {
-            Compression::Gzip => encode::gzip(&body),
-            Compression::None => body,
-        }
-    }
-
     /// The batch went out as callout `token`.
     pub fn sent(&mut self, token: u32, mut batch: Batch) {
         batch.attempts += 1;
@@ -181,16 +164,12 @@ impl Dispatcher {
         match retry::classify(status) {
             Verdict::Delivered => {
                 self.buffer.release(batch.events.len());
-                self.counters.delivered += batch.events.len() as u64;
-                self.counters.batches_sent += 1;
                 Outcome::Delivered {
                     events: batch.events.len(),
                 }
             }
             Verdict::Reject => {
                 self.buffer.release(batch.events.len());
-                self.counters.dropped_send_failed += batch.events.len() as u64;
-                self.counters.batches_failed += 1;
                 Outcome::Rejected {
                     events: batch.events.len(),
                     status: status.unwrap_or(0),
@@ -209,8 +188,6 @@ impl Dispatcher {
     ) -> Outcome {
         if batch.attempts >= self.cfg.retry.max_attempts {
             self.buffer.release(batch.events.len());
-            self.counters.dropped_send_failed += batch.events.len() as u64;
-            self.counters.batches_failed += 1;
             return Outcome::Exhausted {
                 events: batch.events.len(),
                 attempts: batch.attempts,
@@ -218,7 +195,6 @@ impl Dispatcher {
         }
         let delay = retry::backoff_ms(&self.cfg.retry, batch.attempts, retry_after_ms, rng.u64());
         batch.not_before_ms = now_ms.saturating_add(delay);
-        self.counters.batch_retries += 1;
         let attempt = batch.attempts + 1;
         let at_ms = batch.not_before_ms;
         self.retrying.push(batch);
@@ -227,11 +203,11 @@ impl Dispatcher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::config::{Format, Retry};
+    use crate::config::{Compression, Format, Retry};
 
-    struct Seq(u64);
+    pub(crate) struct Seq(pub u64);
     impl Random for Seq {
         fn bytes16(&mut self) -> [u8; 16] {
             self.0 += 1;
@@ -241,7 +217,7 @@ mod tests {
         }
     }
 
-    fn cfg() -> Http {
+    pub(crate) fn cfg() -> Http {
         Http {
             cluster: "c".into(),
             authority: "c".into(),
@@ -263,7 +239,7 @@ mod tests {
         }
     }
 
-    fn ev() -> Encoded {
+    pub(crate) fn ev() -> Encoded {
         Encoded {
             json: b"{\"id\":\"x\"}".to_vec(),
             core_end: 9,
@@ -272,12 +248,8 @@ mod tests {
         }
     }
 
-    fn invariant(d: &Dispatcher) {
-        let c = &d.counters;
-        assert_eq!(
-            c.captured,
-            c.delivered + c.dropped_buffer_full + c.dropped_send_failed + d.buffered() as u64
-        );
+    fn send(d: &mut Dispatcher, now: u64, r: &mut Seq) -> Option<Batch> {
+        d.next_send(now, false, r).map(|(b, _)| b)
     }
 
     #[test]
@@ -285,27 +257,45 @@ mod tests {
         let mut d = Dispatcher::new(cfg());
         let mut r = Seq(0);
         for _ in 0..10 {
-            d.accept(ev(), 0);
+            d.offer(ev(), 0);
         }
-        let b1 = d.next_send(0, false, &mut r).unwrap();
+        let b1 = send(&mut d, 0, &mut r).unwrap();
         assert_eq!(b1.events.len(), 3);
         d.sent(1, b1);
-        let b2 = d.next_send(0, false, &mut r).unwrap();
+        let b2 = send(&mut d, 0, &mut r).unwrap();
         d.sent(2, b2);
-        assert!(d.next_send(0, false, &mut r).is_none(), "max_in_flight");
+        assert!(send(&mut d, 0, &mut r).is_none(), "max_in_flight");
         assert_eq!(
             d.on_response(1, Some(200), None, 5, &mut r),
             Outcome::Delivered { events: 3 }
         );
-        invariant(&d);
-        let b3 = d.next_send(5, false, &mut r).unwrap();
+        let b3 = send(&mut d, 5, &mut r).unwrap();
         d.sent(3, b3);
         // one event left, not due until the flush interval
         d.on_response(2, Some(200), None, 5, &mut r);
         d.on_response(3, Some(200), None, 5, &mut r);
-        assert!(d.next_send(999, false, &mut r).is_none());
-        assert_eq!(d.next_send(1000, false, &mut r).unwrap().events.len(), 1);
-        invariant(&d);
+        assert!(send(&mut d, 999, &mut r).is_none());
+        assert_eq!(send(&mut d, 1000, &mut r).unwrap().events.len(), 1);
+    }
+
+    #[test]
+    fn the_callout_is_complete_and_the_same_on_every_attempt() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        for _ in 0..3 {
+            d.offer(ev(), 0);
+        }
+        let (b, first) = d.next_send(0, false, &mut r).unwrap();
+        assert_eq!(
+            first.body,
+            br#"{"events":[{"id":"x"},{"id":"x"},{"id":"x"}]}"#
+        );
+        assert_eq!(first.upstream, "c");
+        assert_eq!(first.timeout_ms, 1000);
+        d.sent(1, b);
+        d.on_response(1, Some(503), None, 0, &mut r);
+        let (_, again) = d.next_send(10_000, false, &mut r).unwrap();
+        assert_eq!(again, first);
     }
 
     #[test]
@@ -313,9 +303,9 @@ mod tests {
         let mut d = Dispatcher::new(cfg());
         let mut r = Seq(0);
         for _ in 0..3 {
-            d.accept(ev(), 0);
+            d.offer(ev(), 0);
         }
-        let b = d.next_send(0, false, &mut r).unwrap();
+        let b = send(&mut d, 0, &mut r).unwrap();
         let id = b.id;
         d.sent(7, b);
         let Outcome::Retrying { attempt: 2, at_ms } = d.on_response(7, Some(503), None, 10, &mut r)
@@ -323,12 +313,12 @@ mod tests {
             panic!()
         };
         assert!((110..=210).contains(&at_ms));
-        assert!(d.next_send(at_ms - 1, false, &mut r).is_none());
-        let b = d.next_send(at_ms, false, &mut r).unwrap();
+        assert!(send(&mut d, at_ms - 1, &mut r).is_none());
+        let b = send(&mut d, at_ms, &mut r).unwrap();
         assert_eq!(b.id, id);
         d.sent(8, b);
         d.on_response(8, None, None, at_ms, &mut r);
-        let b = d.next_send(at_ms + 10_000, false, &mut r).unwrap();
+        let b = send(&mut d, at_ms + 10_000, &mut r).unwrap();
         d.sent(9, b);
         assert_eq!(
             d.on_response(9, Some(500), None, 0, &mut r),
@@ -337,16 +327,15 @@ mod tests {
                 attempts: 3
             }
         );
-        assert_eq!(d.counters.dropped_send_failed, 3);
-        invariant(&d);
+        assert_eq!(d.buffered(), 0);
     }
 
     #[test]
     fn rejected_batches_are_not_retried() {
         let mut d = Dispatcher::new(cfg());
         let mut r = Seq(0);
-        d.accept(ev(), 0);
-        let b = d.next_send(1000, false, &mut r).unwrap();
+        d.offer(ev(), 0);
+        let b = send(&mut d, 1000, &mut r).unwrap();
         d.sent(1, b);
         assert_eq!(
             d.on_response(1, Some(400), None, 0, &mut r),
@@ -356,18 +345,24 @@ mod tests {
             }
         );
         assert!(d.next_send(100_000, true, &mut r).is_none());
-        invariant(&d);
+        assert!(d.idle());
     }
 
     #[test]
-    fn full_buffer_drops_the_newest_and_counts() {
+    fn full_buffer_refuses_the_newest() {
         let mut d = Dispatcher::new(cfg());
-        for _ in 0..15 {
-            d.accept(ev(), 0);
-        }
-        assert_eq!(d.counters.dropped_buffer_full, 5);
+        let accepted = (0..15).filter(|_| d.offer(ev(), 0)).count();
+        assert_eq!(accepted, 10);
         assert_eq!(d.buffered(), 10);
-        invariant(&d);
+    }
+
+    #[test]
+    fn unknown_tokens_change_nothing() {
+        let mut d = Dispatcher::new(cfg());
+        let mut r = Seq(0);
+        d.offer(ev(), 0);
+        assert_eq!(d.on_response(42, Some(200), None, 0, &mut r), Outcome::Unknown);
+        assert_eq!(d.buffered(), 1);
     }
 
     #[test]
@@ -375,10 +370,10 @@ mod tests {
         let mut d = Dispatcher::new(cfg());
         let mut r = Seq(0);
         for _ in 0..8 {
-            d.accept(ev(), 0);
+            d.offer(ev(), 0);
         }
         let mut n = 0;
-        while let Some(b) = d.next_send(0, true, &mut r) {
+        while let Some((b, _)) = d.next_send(0, true, &mut r) {
             n += b.events.len();
             d.sent(n as u32, b);
         }

@@ -250,10 +250,15 @@ pub fn gzip(body: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_else(|_| body.to_vec())
 }
 
-/// Events packed for a shared-queue hand-over: per event six little-endian u32s
-/// (json length, core_end, key span, timestamp span) and then the JSON.
-pub fn pack(events: &[Encoded]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(events.iter().map(|e| e.json.len() + 24).sum());
+/// Events packed for a shared-queue hand-over: the record count as a little-endian u32,
+/// then per event six little-endian u32s (json length, core_end, key span, timestamp span)
+/// and the JSON. The count lets the receiver know how many a damaged message lost.
+pub fn pack<'a>(events: impl Iterator<Item = &'a Encoded> + Clone) -> Vec<u8> {
+    let (count, size) = events
+        .clone()
+        .fold((0u32, 4), |(n, s), e| (n + 1, s + e.json.len() + 24));
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&count.to_le_bytes());
     for e in events {
         for n in [
             e.json.len() as u32,
@@ -270,11 +275,22 @@ pub fn pack(events: &[Encoded]) -> Vec<u8> {
     out
 }
 
-/// The inverse of `pack`. A truncated or inconsistent record ends the message: what came
-/// before it is kept, the rest is counted by the caller as the difference.
-pub fn unpack(mut bytes: &[u8]) -> Vec<Encoded> {
-    let mut out = Vec::new();
-    while bytes.len() >= 24 {
+/// What a hand-over message held: the records that decoded, and how many it announced but
+/// could not deliver (truncated or inconsistent; a damaged record ends the message).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Unpacked {
+    pub events: Vec<Encoded>,
+    pub lost: u64,
+}
+
+/// The inverse of `pack`.
+pub fn unpack(bytes: &[u8]) -> Unpacked {
+    let mut out = Unpacked::default();
+    let Some((head, mut bytes)) = bytes.split_first_chunk::<4>() else {
+        return out;
+    };
+    let announced = u32::from_le_bytes(*head) as u64;
+    while bytes.len() >= 24 && (out.events.len() as u64) < announced {
         let mut n = [0u32; 6];
         for (i, v) in n.iter_mut().enumerate() {
             let mut a = [0u8; 4];
@@ -292,7 +308,7 @@ pub fn unpack(mut bytes: &[u8]) -> Vec<Encoded> {
         if n[1..].iter().any(|&x| x as usize > len) || n[2] > n[3] || n[4] > n[5] {
             break;
         }
-        out.push(Encoded {
+        out.events.push(Encoded {
             json: json.to_vec(),
             core_end: n[1],
             key: (n[2], n[3]),
@@ -300,6 +316,7 @@ pub fn unpack(mut bytes: &[u8]) -> Vec<Encoded> {
         });
         bytes = &bytes[end..];
     }
+    out.lost = announced - out.events.len() as u64;
     out
 }
 
@@ -397,11 +414,24 @@ mod tests {
     #[test]
     fn pack_round_trips_and_survives_garbage() {
         let evs = vec![sample("a"), sample("b")];
-        let packed = pack(&evs);
-        assert_eq!(unpack(&packed), evs);
-        assert_eq!(unpack(&packed[..packed.len() - 1]), evs[..1].to_vec());
-        assert!(unpack(b"garbage").is_empty());
-        assert!(unpack(&[0xff; 64]).is_empty());
+        let packed = pack(evs.iter());
+        assert_eq!(
+            unpack(&packed),
+            Unpacked {
+                events: evs.clone(),
+                lost: 0
+            }
+        );
+        let cut = unpack(&packed[..packed.len() - 1]);
+        assert_eq!((cut.events, cut.lost), (evs[..1].to_vec(), 1));
+        let head_only = unpack(&packed[..4]);
+        assert_eq!((head_only.events.len(), head_only.lost), (0, 2));
+        let garbage = unpack(b"garbage");
+        assert!(garbage.events.is_empty());
+        let ff = unpack(&[0xff; 64]);
+        assert!(ff.events.is_empty());
+        assert_eq!(ff.lost, u32::MAX as u64);
+        assert_eq!(unpack(b""), Unpacked::default());
     }
 
     #[test]

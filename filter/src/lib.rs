@@ -1,9 +1,10 @@
 //! usage-filter: a proxy-wasm HTTP filter that turns every proxied API request into a usage
 //! event and delivers it as a JSON log line or in batches over HTTP callouts.
 //!
-//! The pure core (no host calls, tested natively): `config`, `event`, `encode`, `buffer`,
-//! `batch`, `retry`, `dispatch`, `metrics`, `random`. The shell that talks to the host
-//! (wasm32 only): `hostcall`, `capture` (the stream context), `root` (the root context).
+//! The pure core (no host calls, tested natively): `config`, `captured`, `event`, `encode`,
+//! `delivery`, `dispatch`, `buffer`, `batch`, `retry`, `callout`, `metrics`, `random`. The
+//! contexts `stream` and `root` adapt host callbacks to the core through the `host::Host`
+//! trait; `abi` (the exports) and `wasm_host` (the imports) exist only on wasm32.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -11,28 +12,27 @@
 
 pub mod batch;
 pub mod buffer;
+pub mod callout;
+pub mod captured;
 pub mod config;
+pub mod delivery;
 pub mod dispatch;
 pub mod encode;
 pub mod event;
+pub mod host;
 pub mod metrics;
 pub mod random;
 pub mod retry;
+pub mod root;
+pub mod shared;
+pub mod stream;
 
+#[cfg(test)]
+mod fake_host;
+
+#[cfg(target_arch = "wasm32")]
+mod abi;
 #[cfg(all(target_arch = "wasm32", feature = "bench"))]
 mod bench_exports;
 #[cfg(target_arch = "wasm32")]
-mod capture;
-#[cfg(target_arch = "wasm32")]
-mod hostcall;
-#[cfg(target_arch = "wasm32")]
-mod root;
-
-#[cfg(target_arch = "wasm32")]
-proxy_wasm::main! {{
-    // Also installs the SDK's panic hook, which logs a panic's message before the trap.
-    proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn proxy_wasm::traits::RootContext> {
-        Box::<root::Root>::default()
-    });
-}}
+mod wasm_host;

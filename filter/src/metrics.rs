@@ -4,7 +4,9 @@
 //! since the last publication on each tick and at shutdown, so a request costs no metric
 //! host call.
 
-/// Metric names exactly as SPEC.md lists them (Envoy shows them as `wasmcustom.<name>`).
+use crate::dispatch::Outcome;
+
+/// Metric names exactly as README lists them (Envoy shows them as `wasmcustom.<name>`).
 pub const NAMES: [&str; 8] = [
     "usage_filter.events_captured",
     "usage_filter.events_delivered",
@@ -35,6 +37,22 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// What a batch's outcome means for the books.
+    pub fn record(&mut self, outcome: &Outcome) {
+        match *outcome {
+            Outcome::Delivered { events } => {
+                self.delivered += events as u64;
+                self.batches_sent += 1;
+            }
+            Outcome::Rejected { events, .. } | Outcome::Exhausted { events, .. } => {
+                self.dropped_send_failed += events as u64;
+                self.batches_failed += 1;
+            }
+            Outcome::Retrying { .. } => self.batch_retries += 1,
+            Outcome::Unknown => {}
+        }
+    }
+
     pub fn add(&self, o: &Counters) -> Counters {
         Counters {
             captured: self.captured + o.captured,

@@ -1,319 +1,67 @@
-//! The root context: reads the configuration, owns the state the streams share, and carries
-//! out what the dispatcher decides — callouts on the timer, their responses, the shared-queue
-//! hand-over, metric publication and the flush at shutdown.
+//! The root context: adapts the host's VM-wide callbacks to the delivery's decisions. It
+//! reads the configuration, starts the callouts the delivery hands back and reports their
+//! results, moves events over the shared queue, publishes the books as metrics, and
+//! flushes at shutdown.
 
-use crate::capture::Stream;
-use crate::config::{self, Config, DispatcherMode, LogOutput};
-use crate::dispatch::{Dispatcher, Outcome};
-use crate::encode::{self, Encoded};
-use crate::event::{self, Event, SecondCache};
-use crate::hostcall::{self, LOG_DEBUG, LOG_ERROR, LOG_INFO, LOG_WARN};
+use crate::config::{self, Role};
+use crate::dispatch::Outcome;
+use crate::host::{Buffer, Host, Level, Map};
 use crate::metrics::{self, Counters, Published};
 use crate::random::Pool;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
-use std::cell::RefCell;
+use crate::shared::Shared;
+use crate::stream::Stream;
 use std::rc::Rc;
-use std::time::Duration;
-
-/// What the root context and its streams share (one VM is one thread).
-pub struct Shared {
-    pub config: Config,
-    pub state: RefCell<State>,
-    /// Whether any configured output carries the extra fields (request id, authority,
-    /// attributes); `veil` over http alone sends exactly the ten fields.
-    pub extras: bool,
-}
-
-#[derive(Default)]
-pub struct State {
-    pub rng: Pool,
-    /// The http sink in local mode and in the singleton service.
-    pub dispatcher: Option<Dispatcher>,
-    /// Counts kept outside a dispatcher: log-only delivery, shared-queue workers.
-    pub counters: Counters,
-    /// A shared-queue worker's events waiting for the next hand-over.
-    pub handoff: Vec<Encoded>,
-    pub seconds: SecondCache,
-}
-
-impl Shared {
-    fn is_worker_of_queue(&self) -> bool {
-        self.config.http.is_some()
-            && self.config.dispatcher.mode == DispatcherMode::SharedQueue
-            && !self.config.dispatcher.service
-    }
-
-    /// One finished request: write the log line, hand the event to the http sink.
-    pub fn emit(&self, e: &Event<'_>, now_ns: u64) {
-        let enc = encode::encode_event_with(e, &mut self.state.borrow_mut().seconds);
-        if self.config.log_sink {
-            let line = encode::log_line(&enc);
-            if matches!(self.config.log_output, LogOutput::HostLog | LogOutput::Both) {
-                hostcall::log(LOG_INFO, &line);
-            }
-            if matches!(
-                self.config.log_output,
-                LogOutput::FilterState | LogOutput::Both
-            ) {
-                hostcall::set_property(b"usage_event", &line);
-            }
-        }
-        let mut st = self.state.borrow_mut();
-        let st = &mut *st;
-        if let Some(d) = st.dispatcher.as_mut() {
-            d.accept(enc, now_ns / 1_000_000);
-        } else if self.is_worker_of_queue() {
-            st.counters.captured += 1;
-            let cap = self.config.http.as_ref().map_or(0, |h| h.buffer_size);
-            if st.handoff.len() >= cap {
-                st.counters.dropped_buffer_full += 1;
-            } else {
-                st.handoff.push(enc);
-            }
-        } else {
-            st.counters.captured += 1;
-            st.counters.delivered += 1;
-        }
-    }
-
-    fn metric_values(&self) -> [u64; 8] {
-        let st = self.state.borrow();
-        let (counters, held) = match &st.dispatcher {
-            Some(d) => (st.counters.add(&d.counters), d.buffered()),
-            None => (st.counters, 0),
-        };
-        counters.values((held + st.handoff.len()) as u64)
-    }
-}
 
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
+    /// Deliveries of earlier configurations: they keep sending what they hold, with the
+    /// configuration they were given, until they are empty and no stream uses them.
+    retired: Vec<Rc<Shared>>,
+    /// The books of retired deliveries that finished, so metrics stay cumulative.
+    retired_counters: Counters,
     metric_ids: Vec<Option<u32>>,
     published: Published,
     flushing: bool,
     /// The shared queue: registered (service) or resolved (worker).
     queue: Option<u32>,
     done_reported: bool,
+    /// The host asked for one randomness draw per event id (see `random`).
+    per_event_ids: bool,
 }
 
-fn now_ms() -> u64 {
-    hostcall::now_ns() / 1_000_000
+fn now_ms(host: &dyn Host) -> u64 {
+    host.now_ns() / 1_000_000
 }
 
-fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok()
+fn warn(host: &dyn Host, msg: &str) {
+    host.log(Level::Warn, msg.as_bytes());
+}
+
+/// The VM configuration this filter understands: `{"event_ids":"per_stream"}`. Anything
+/// else (Envoy users rarely set one) leaves the defaults.
+fn wants_per_event_ids(vm_config: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(vm_config)
+        .is_ok_and(|v| v.get("event_ids").and_then(|x| x.as_str()) == Some("per_stream"))
 }
 
 impl Root {
-    fn log(level: u32, msg: &str) {
-        hostcall::log(level, msg.as_bytes());
+    pub fn on_vm_start(&mut self, host: &dyn Host, size: usize) -> bool {
+        if size > 0 {
+            let raw = host.buffer(Buffer::VmConfiguration, 0, size).unwrap_or_default();
+            self.per_event_ids = wants_per_event_ids(&raw);
+        }
+        true
     }
 
-    /// Sends every batch the dispatcher wants sent now.
-    fn pump(&mut self) {
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
-        let now = now_ms();
-        loop {
-            let mut st = sh.state.borrow_mut();
-            let st = &mut *st;
-            let Some(d) = st.dispatcher.as_mut() else {
-                return;
-            };
-            let Some(batch) = d.next_send(now, self.flushing, &mut st.rng) else {
-                return;
-            };
-            let h = d.config();
-            let id = event::uuid_string(&batch.id);
-            let mut headers: Vec<(&str, &str)> = vec![
-                (":method", "POST"),
-                (":path", &h.path),
-                (":authority", &h.authority),
-                ("content-type", encode::content_type(h.format)),
-                ("x-usage-batch-id", &id),
-            ];
-            if h.compression == config::Compression::Gzip {
-                headers.push(("content-encoding", "gzip"));
-            }
-            for (k, v) in &h.headers {
-                headers.push((k, v));
-            }
-            let timeout = Duration::from_millis(h.timeout_ms);
-            let body = d.body(&batch);
-            let cluster = h.cluster.clone();
-            match proxy_wasm::hostcalls::dispatch_http_call(
-                &cluster,
-                headers,
-                Some(&body),
-                vec![],
-                timeout,
-            ) {
-                Ok(token) => d.sent(token, batch),
-                Err(status) => {
-                    let outcome = d.not_sent(batch, now, &mut st.rng);
-                    Self::log(
-                        LOG_WARN,
-                        &format!("usage-filter: callout to cluster \"{cluster}\" could not start ({status:?}); {outcome:?}"),
-                    );
-                }
-            }
-        }
-    }
-
-    /// A shared-queue worker hands its waiting events to the service in one message.
-    fn hand_over(&mut self) {
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
-        if !sh.is_worker_of_queue() || sh.state.borrow().handoff.is_empty() {
-            return;
-        }
-        if self.queue.is_none() {
-            let d = &sh.config.dispatcher;
-            // The service may be configured after this VM (main thread): resolve lazily.
-            self.queue = hostcall::resolve_shared_queue(&d.vm_id, &d.queue);
-        }
-        let Some(q) = self.queue else { return };
-        let mut st = sh.state.borrow_mut();
-        let msg = encode::pack(&st.handoff);
-        if hostcall::enqueue_shared_queue(q, &msg) {
-            st.handoff.clear();
-        } else {
-            // The queue went away (service reloaded): resolve again next time.
-            self.queue = None;
-        }
-    }
-
-    fn publish(&mut self) {
-        let Some(sh) = &self.shared else { return };
-        for (i, delta) in self.published.changes(sh.metric_values()) {
-            if let Some(Some(id)) = self.metric_ids.get(i) {
-                hostcall::increment_metric_signed(*id, delta);
-            }
-        }
-    }
-
-    fn idle(&self) -> bool {
-        self.shared.as_ref().is_none_or(|sh| {
-            let st = sh.state.borrow();
-            st.handoff.is_empty() && st.dispatcher.as_ref().is_none_or(|d| d.idle())
-        })
-    }
-
-    fn report(outcome: &Outcome, body_head: Option<&[u8]>) {
-        match outcome {
-            Outcome::Rejected { events, status } => Self::log(
-                LOG_WARN,
-                &format!(
-                    "usage-filter: collector refused a batch of {events} events with status {status}, dropped: {}",
-                    String::from_utf8_lossy(body_head.unwrap_or(b""))
-                ),
-            ),
-            Outcome::Exhausted { events, attempts } => Self::log(
-                LOG_WARN,
-                &format!("usage-filter: batch of {events} events dropped after {attempts} attempts"),
-            ),
-            Outcome::Retrying { attempt, at_ms } => Self::log(
-                LOG_DEBUG,
-                &format!("usage-filter: batch will be retried (attempt {attempt}) at {at_ms} ms"),
-            ),
-            Outcome::Delivered { .. } | Outcome::Unknown => {}
-        }
-    }
-}
-
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        _: usize,
-    ) {
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
-        let (status, retry_after) = if num_headers == 0 {
-            (None, None)
-        } else {
-            let status = hostcall::header(hostcall::CALL_RESPONSE_HEADERS, ":status")
-                .map(|s| event::parse_status(&s));
-            let ra = hostcall::header(hostcall::CALL_RESPONSE_HEADERS, "retry-after")
-                .and_then(|v| crate::retry::parse_retry_after(&v));
-            (status, ra)
-        };
-        let outcome = {
-            let mut st = sh.state.borrow_mut();
-            let st = &mut *st;
-            match st.dispatcher.as_mut() {
-                Some(d) => d.on_response(token, status, retry_after, now_ms(), &mut st.rng),
-                None => Outcome::Unknown,
-            }
-        };
-        let head = match outcome {
-            Outcome::Rejected { .. } => {
-                hostcall::buffer(hostcall::CALL_RESPONSE_BODY, 0, body_size.min(256))
-            }
-            _ => None,
-        };
-        Self::report(&outcome, head.as_deref());
-        self.pump();
-        if self.flushing {
-            self.publish();
-            if self.idle() && !self.done_reported {
-                self.done_reported = true;
-                hostcall::done();
-            }
-        }
-    }
-
-    fn on_done(&mut self) -> bool {
-        self.flushing = true;
-        let held = self.shared.as_ref().map_or(0, |sh| {
-            let st = sh.state.borrow();
-            st.handoff.len() + st.dispatcher.as_ref().map_or(0, |d| d.buffered())
-        });
-        let service = self
-            .shared
-            .as_ref()
-            .is_some_and(|sh| sh.config.dispatcher.service);
-        if service {
-            // The singleton service is only torn down when Envoy exits, and Envoy 1.40 crashes
-            // (SIGSEGV) on a callout made from this on_done: say what is lost, send nothing.
-            if held > 0 {
-                Self::log(
-                    LOG_WARN,
-                    &format!("usage-filter: proxy exiting: {held} buffered events cannot be sent"),
-                );
-            }
-            self.publish();
-            return true;
-        }
-        if held > 0 {
-            Self::log(
-                LOG_INFO,
-                &format!("usage-filter: shutting down, flushing {held} buffered events"),
-            );
-        }
-        self.hand_over();
-        self.pump();
-        self.publish();
-        let idle = self.idle();
-        self.done_reported = idle;
-        idle
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, size: usize) -> bool {
-        let raw = hostcall::buffer(hostcall::PLUGIN_CONFIGURATION, 0, size).unwrap_or_default();
-        let cfg = match config::parse(&raw, &env_var) {
+    pub fn on_configure(&mut self, host: &dyn Host, size: usize) -> bool {
+        let raw = host
+            .buffer(Buffer::PluginConfiguration, 0, size)
+            .unwrap_or_default();
+        let cfg = match config::parse(&raw, &|name| host.env_var(name)) {
             Ok(c) => c,
             Err(e) => {
-                Self::log(LOG_ERROR, &format!("usage-filter: {e}"));
+                host.log(Level::Error, format!("usage-filter: {e}").as_bytes());
                 return false;
             }
         };
@@ -321,97 +69,420 @@ impl RootContext for Root {
             self.metric_ids = metrics::NAMES
                 .iter()
                 .enumerate()
-                .map(|(i, n)| hostcall::define_metric(u32::from(i == metrics::GAUGE), n))
+                .map(|(i, n)| host.define_metric(i == metrics::GAUGE, n))
                 .collect();
         }
-        let service = cfg.dispatcher.service && cfg.dispatcher.mode == DispatcherMode::SharedQueue;
-        if service {
-            match hostcall::register_shared_queue(&cfg.dispatcher.queue) {
+        let role = cfg.role();
+        if role == Role::QueueService {
+            match host.register_queue(&cfg.dispatcher.queue) {
                 Some(q) => self.queue = Some(q),
                 None => {
-                    Self::log(
-                        LOG_ERROR,
-                        "usage-filter: dispatcher.mode: this host has no shared queues; use \"local\"",
+                    host.log(
+                        Level::Error,
+                        b"usage-filter: dispatcher.mode: this host has no shared queues; use \"local\"",
                     );
                     return false;
                 }
             }
         }
-        let dispatcher = match (&cfg.http, cfg.dispatcher.mode) {
-            (Some(h), DispatcherMode::Local) => Some(Dispatcher::new(h.clone())),
-            (Some(h), DispatcherMode::SharedQueue) if service => Some(Dispatcher::new(h.clone())),
-            _ => None,
-        };
         let tick_ms = match &cfg.http {
-            _ if !cfg.enabled && !service => 0,
+            _ if !cfg.enabled && role != Role::QueueService => 0,
             Some(h) => h.flush_interval_ms.clamp(1, 100),
             None => 1000,
         };
-        if tick_ms > 0 && !hostcall::set_tick_period_ms(tick_ms as u32) {
-            Self::log(
-                LOG_WARN,
+        if tick_ms > 0 && !host.set_tick_period_ms(tick_ms as u32) {
+            warn(
+                host,
                 "usage-filter: host has no timer; batches go out only on callout responses",
             );
         }
-        Self::log(
-            LOG_INFO,
-            &format!(
-                "usage-filter: configured: enabled={} log={} http={} mode={:?}{}",
+        host.log(
+            Level::Info,
+            format!(
+                "usage-filter: configured: enabled={} log={} http={} role={role:?}",
                 cfg.enabled,
                 cfg.log_sink,
                 cfg.http.is_some(),
-                cfg.dispatcher.mode,
-                if service { " (service)" } else { "" }
-            ),
+            )
+            .as_bytes(),
         );
-        let enabled = cfg.enabled;
-        let extras = cfg.log_sink
-            || cfg
-                .http
-                .as_ref()
-                .is_some_and(|h| h.format != config::Format::Veil);
-        let shared = Rc::new(Shared {
-            config: cfg,
-            state: RefCell::new(State {
-                dispatcher,
-                ..Default::default()
-            }),
-            extras,
-        });
-        // Streams of a disabled plugin get no shared state and do nothing.
-        self.shared = (enabled || service).then_some(shared);
+        let active = cfg.enabled || role == Role::QueueService;
+        let rng = if self.per_event_ids {
+            Pool::per_event()
+        } else {
+            Pool::default()
+        };
+        if let Some(old) = self.shared.take() {
+            self.retired.push(old);
+        }
+        self.shared = active.then(|| Rc::new(Shared::new(cfg, rng)));
         true
     }
 
-    fn on_tick(&mut self) {
-        self.hand_over();
-        self.pump();
-        self.publish();
+    /// A new HTTP stream; it meters nothing when streaming is off.
+    pub fn new_stream(&self) -> Stream {
+        Stream::new(self.shared.clone().filter(|s| s.config.enabled))
     }
 
-    fn on_queue_ready(&mut self, queue_id: u32) {
+    pub fn on_tick(&mut self, host: &dyn Host) {
+        self.hand_over(host);
+        self.pump(host);
+        self.publish(host);
+    }
+
+    pub fn on_http_call_response(
+        &mut self,
+        host: &dyn Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let (status, retry_after) = if num_headers == 0 {
+            (None, None)
+        } else {
+            let status = host
+                .header(Map::CallResponseHeaders, ":status")
+                .map(|s| crate::event::parse_status(&s));
+            let ra = host
+                .header(Map::CallResponseHeaders, "retry-after")
+                .and_then(|v| crate::retry::parse_retry_after(&v));
+            (status, ra)
+        };
+        let now = now_ms(host);
+        let outcome = self
+            .live()
+            .map(|sh| {
+                let mut rng = sh.rng.borrow_mut();
+                sh.delivery
+                    .borrow_mut()
+                    .on_response(token, status, retry_after, now, &mut *rng)
+            })
+            .find(|o| *o != Outcome::Unknown)
+            .unwrap_or(Outcome::Unknown);
+        let head = match outcome {
+            Outcome::Rejected { .. } => {
+                host.buffer(Buffer::CallResponseBody, 0, body_size.min(256))
+            }
+            _ => None,
+        };
+        report(host, &outcome, head.as_deref());
+        self.pump(host);
+        if self.flushing {
+            self.publish(host);
+            if self.idle() && !self.done_reported {
+                self.done_reported = true;
+                host.done();
+            }
+        }
+    }
+
+    pub fn on_queue_ready(&mut self, host: &dyn Host, queue_id: u32) {
         let Some(sh) = self.shared.clone() else {
             return;
         };
-        let now = now_ms();
-        while let Some(msg) = hostcall::dequeue_shared_queue(queue_id) {
-            let mut st = sh.state.borrow_mut();
-            let Some(d) = st.dispatcher.as_mut() else {
-                break;
-            };
-            for e in encode::unpack(&msg) {
-                d.offer(e, now);
+        if sh.delivery.borrow().role() != Role::QueueService {
+            return;
+        }
+        let now = now_ms(host);
+        while let Some(msg) = host.dequeue(queue_id) {
+            sh.delivery.borrow_mut().receive(&msg, now);
+        }
+        self.pump(host);
+    }
+
+    pub fn on_done(&mut self, host: &dyn Host) -> bool {
+        self.flushing = true;
+        let held = self.held();
+        let service = self
+            .shared
+            .as_ref()
+            .is_some_and(|sh| sh.delivery.borrow().role() == Role::QueueService);
+        if service {
+            // The singleton service is only torn down when Envoy exits, and Envoy 1.40 crashes
+            // (SIGSEGV) on a callout made from this on_done: say what is lost, send nothing.
+            if held > 0 {
+                warn(
+                    host,
+                    &format!("usage-filter: proxy exiting: {held} buffered events cannot be sent"),
+                );
+            }
+            self.publish(host);
+            return true;
+        }
+        if held > 0 {
+            host.log(
+                Level::Info,
+                format!("usage-filter: shutting down, flushing {held} buffered events").as_bytes(),
+            );
+        }
+        self.hand_over(host);
+        self.pump(host);
+        self.publish(host);
+        let idle = self.idle();
+        self.done_reported = idle;
+        idle
+    }
+
+    /// The current delivery, then the retired ones.
+    fn live(&self) -> impl Iterator<Item = &Rc<Shared>> {
+        self.shared.iter().chain(self.retired.iter())
+    }
+
+    fn held(&self) -> usize {
+        self.live().map(|sh| sh.delivery.borrow().held()).sum()
+    }
+
+    fn idle(&self) -> bool {
+        self.held() == 0
+    }
+
+    /// Starts every callout the deliveries want started now.
+    fn pump(&mut self, host: &dyn Host) {
+        let now = now_ms(host);
+        let current = self.shared.iter().map(|sh| (sh, self.flushing));
+        let retired = self.retired.iter().map(|sh| (sh, true));
+        for (sh, flushing) in current.chain(retired) {
+            let mut rng = sh.rng.borrow_mut();
+            let mut d = sh.delivery.borrow_mut();
+            while let Some((batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
+                match host.http_call(&callout) {
+                    Ok(token) => d.sent(token, batch),
+                    Err(status) => {
+                        let outcome = d.not_sent(batch, now, &mut *rng);
+                        warn(
+                            host,
+                            &format!(
+                                "usage-filter: callout to cluster \"{}\" could not start ({}); {outcome:?}",
+                                callout.upstream,
+                                crate::host::status_name(status)
+                            ),
+                        );
+                    }
+                }
             }
         }
-        self.pump();
+        self.retire_finished();
     }
 
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.as_ref().filter(|s| s.config.enabled).cloned();
-        Some(Box::new(Stream::new(shared)))
+    /// Retired deliveries that hold nothing and serve no stream are folded into the books.
+    fn retire_finished(&mut self) {
+        let (done, keep): (Vec<_>, Vec<_>) = self
+            .retired
+            .drain(..)
+            .partition(|sh| sh.delivery.borrow().held() == 0 && Rc::strong_count(sh) == 1);
+        self.retired = keep;
+        for sh in done {
+            self.retired_counters = self.retired_counters.add(&sh.delivery.borrow().counters());
+        }
     }
 
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    /// A shared-queue worker hands its waiting events to the service in one message.
+    fn hand_over(&mut self, host: &dyn Host) {
+        let Some(sh) = self.shared.clone() else {
+            return;
+        };
+        let Some((msg, n)) = sh.delivery.borrow().handoff_message() else {
+            return;
+        };
+        if self.queue.is_none() {
+            let d = &sh.config.dispatcher;
+            // The service may be configured after this VM (main thread): resolve lazily.
+            self.queue = host.resolve_queue(&d.vm_id, &d.queue);
+        }
+        let Some(q) = self.queue else { return };
+        if host.enqueue(q, &msg) {
+            sh.delivery.borrow_mut().handed_over(n);
+        } else {
+            // The queue went away (service reloaded): resolve again next time.
+            self.queue = None;
+        }
+    }
+
+    fn publish(&mut self, host: &dyn Host) {
+        let counters = self
+            .live()
+            .fold(self.retired_counters, |c, sh| c.add(&sh.delivery.borrow().counters()));
+        let values = counters.values(self.held() as u64);
+        for (i, delta) in self.published.changes(values) {
+            if let Some(Some(id)) = self.metric_ids.get(i) {
+                host.increment_metric(*id, delta);
+            }
+        }
+    }
+}
+
+fn report(host: &dyn Host, outcome: &Outcome, body_head: Option<&[u8]>) {
+    let (level, msg) = match outcome {
+        Outcome::Rejected { events, status } => (
+            Level::Warn,
+            format!(
+                "usage-filter: collector refused a batch of {events} events with status {status}, dropped: {}",
+                String::from_utf8_lossy(body_head.unwrap_or(b""))
+            ),
+        ),
+        Outcome::Exhausted { events, attempts } => (
+            Level::Warn,
+            format!("usage-filter: batch of {events} events dropped after {attempts} attempts"),
+        ),
+        Outcome::Retrying { attempt, at_ms } => (
+            Level::Debug,
+            format!("usage-filter: batch will be retried (attempt {attempt}) at {at_ms} ms"),
+        ),
+        Outcome::Delivered { .. } | Outcome::Unknown => return,
+    };
+    host.log(level, msg.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_host::FakeHost;
+
+    fn configure(root: &mut Root, host: &FakeHost, json: &str) -> bool {
+        host.set_config(json);
+        root.on_configure(host, host.config_len())
+    }
+
+    /// One keyed GET through a new stream, as the host would drive it.
+    fn request(root: &Root, host: &FakeHost, path: &str) {
+        let mut s = root.new_stream();
+        host.set_header(Map::RequestHeaders, ":path", path.as_bytes());
+        host.set_header(Map::RequestHeaders, ":method", b"GET");
+        host.set_header(Map::RequestHeaders, "x-subscription-key", b"k");
+        s.on_request_headers(host);
+        host.advance_ms(3);
+        host.set_header(Map::ResponseHeaders, ":status", b"200");
+        s.on_response_headers(host);
+        s.on_response_body(10);
+        s.on_log(host);
+    }
+
+    fn answer(root: &mut Root, host: &FakeHost, token: u32, status: &[u8]) {
+        host.set_header(Map::CallResponseHeaders, ":status", status);
+        root.on_http_call_response(host, token, 1, 0);
+        host.clear_headers(Map::CallResponseHeaders);
+    }
+
+    fn books(host: &FakeHost) {
+        let m = |n: &str| host.metric(&format!("usage_filter.{n}"));
+        assert_eq!(
+            m("events_captured"),
+            m("events_delivered")
+                + m("events_dropped_buffer_full")
+                + m("events_dropped_send_failed")
+                + m("buffer_events"),
+            "{:?}",
+            host.metrics.borrow()
+        );
+    }
+
+    const HTTP: &str = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":100,"flush_interval_ms":1000}}"#;
+
+    #[test]
+    fn a_reconfiguration_loses_nothing_the_old_configuration_held() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, HTTP));
+        for i in 0..5 {
+            request(&root, &host, &format!("/v1/{i}"));
+        }
+        root.on_tick(&host);
+        assert!(host.take_callouts().is_empty(), "not due yet");
+        // A stream that began before the change finishes after it.
+        let mut late = root.new_stream();
+        host.set_header(Map::RequestHeaders, ":path", b"/late");
+        late.on_request_headers(&host);
+        let other = HTTP.replace("\"c\"", "\"d\"");
+        assert!(configure(&mut root, &host, &other));
+        late.on_log(&host);
+        drop(late);
+        request(&root, &host, "/v1/new");
+        root.on_tick(&host);
+        let calls = host.take_callouts();
+        let to_c: Vec<_> = calls.iter().filter(|(_, c)| c.upstream == "c").collect();
+        assert_eq!(to_c.len(), 1, "the old events go out at once, with the old cluster");
+        let body = String::from_utf8_lossy(&to_c[0].1.body).into_owned();
+        assert_eq!(body.matches("\"api_path\"").count(), 6, "{body}");
+        for (t, _) in &calls {
+            answer(&mut root, &host, *t, b"200");
+        }
+        host.advance_ms(2000);
+        root.on_tick(&host);
+        let calls = host.take_callouts();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1.upstream, "d");
+        answer(&mut root, &host, calls[0].0, b"200");
+        root.on_tick(&host);
+        assert_eq!(host.metric("usage_filter.events_captured"), 7);
+        assert_eq!(host.metric("usage_filter.events_delivered"), 7);
+        assert!(root.retired.is_empty(), "the old delivery is gone once drained");
+        books(&host);
+    }
+
+    #[test]
+    fn a_callout_the_host_refuses_with_any_status_is_a_failed_attempt_not_a_panic() {
+        for status in [1, 2, 10, 12, 99, u32::MAX] {
+            let host = FakeHost::default();
+            let mut root = Root::default();
+            assert!(configure(&mut root, &host, HTTP));
+            request(&root, &host, "/a");
+            *host.refuse_calls.borrow_mut() = Some(status);
+            host.advance_ms(1000);
+            root.on_tick(&host);
+            assert_eq!(host.metric("usage_filter.batch_retries"), 1, "{status}");
+            assert!(host
+                .logs
+                .borrow()
+                .iter()
+                .any(|(_, l)| l.contains("could not start")));
+            books(&host);
+        }
+    }
+
+    #[test]
+    fn shutdown_flushes_and_reports_done_when_the_last_answer_arrives() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, HTTP));
+        request(&root, &host, "/a");
+        assert!(!root.on_done(&host), "must wait for the flush");
+        let calls = host.take_callouts();
+        assert_eq!(calls.len(), 1);
+        answer(&mut root, &host, calls[0].0, b"200");
+        assert_eq!(*host.done_calls.borrow(), 1);
+        assert_eq!(host.metric("usage_filter.events_delivered"), 1);
+        books(&host);
+    }
+
+    #[test]
+    fn the_vm_configuration_can_ask_for_one_draw_per_event_id() {
+        assert!(wants_per_event_ids(br#"{"event_ids":"per_stream"}"#));
+        assert!(!wants_per_event_ids(b""));
+        assert!(!wants_per_event_ids(b"not json"));
+        assert!(!wants_per_event_ids(br#"{"event_ids":"pooled"}"#));
+    }
+
+    #[test]
+    fn streams_of_a_disabled_plugin_make_no_host_calls() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, "{}"));
+        let before = *host.host_calls.borrow();
+        let mut s = root.new_stream();
+        s.on_request_headers(&host);
+        s.on_response_headers(&host);
+        s.on_log(&host);
+        assert_eq!(*host.host_calls.borrow(), before);
+    }
+
+    #[test]
+    fn a_keyed_get_costs_four_host_calls_with_veil_over_http() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, HTTP));
+        let before = *host.host_calls.borrow();
+        request(&root, &host, "/a");
+        // :path, key, :method, clock at start; :status; clock at the end
+        assert_eq!(*host.host_calls.borrow() - before, 6);
     }
 }

@@ -1,0 +1,90 @@
+//! The HTTP stream context: reads what the request and response say about usage and, in
+//! `on_log`, hands the finished request to the delivery. It never dispatches a callout
+//! (Envoy cancels a stream's callouts when the stream is destroyed) and never pauses.
+//!
+//! Each host call costs about a microsecond in Envoy, so it makes as few as it can: body
+//! sizes come from the body callbacks' own arguments, the status from `:status` (Envoy runs
+//! local replies through the same callback), and the extra fields are read only when a
+//! configured output carries them.
+
+use crate::captured::{self, Captured};
+use crate::host::{Host, Level, Map};
+use crate::shared::Shared;
+use std::rc::Rc;
+
+pub struct Stream {
+    shared: Option<Rc<Shared>>,
+    captured: Option<Captured>,
+}
+
+impl Stream {
+    /// `shared` is None when streaming is off: the stream then does nothing.
+    pub fn new(shared: Option<Rc<Shared>>) -> Self {
+        Stream {
+            shared,
+            captured: None,
+        }
+    }
+
+    pub fn on_request_headers(&mut self, host: &dyn Host) {
+        let Some(sh) = &self.shared else { return };
+        let cfg = &sh.config;
+        let raw_path = host.header(Map::RequestHeaders, ":path");
+        let key = || host.header(Map::RequestHeaders, &cfg.subscription_key_header);
+        let Some((path, key)) = captured::metered(cfg, raw_path, key) else {
+            return;
+        };
+        let extra = |name: &str| {
+            sh.extras
+                .then(|| host.header(Map::RequestHeaders, name))
+                .flatten()
+        };
+        self.captured = Some(Captured {
+            start_ns: host.now_ns(),
+            path,
+            key,
+            method: host.header(Map::RequestHeaders, ":method"),
+            request_id: extra("x-request-id"),
+            authority: extra(":authority"),
+            attributes: cfg.attributes.iter().map(|a| extra(&a.header)).collect(),
+            ..Default::default()
+        });
+    }
+
+    /// Without buffering, each call carries one chunk: its size is what arrived.
+    pub fn on_request_body(&mut self, body_size: usize) {
+        if let Some(c) = &mut self.captured {
+            c.request_bytes += body_size as u64;
+        }
+    }
+
+    pub fn on_response_headers(&mut self, host: &dyn Host) {
+        if let Some(c) = &mut self.captured {
+            c.set_status(host.header(Map::ResponseHeaders, ":status").as_deref());
+        }
+    }
+
+    pub fn on_response_body(&mut self, body_size: usize) {
+        if let Some(c) = &mut self.captured {
+            c.response_bytes += body_size as u64;
+        }
+    }
+
+    pub fn on_log(&mut self, host: &dyn Host) {
+        let (Some(sh), Some(c)) = (&self.shared, self.captured.take()) else {
+            return;
+        };
+        let now_ns = host.now_ns();
+        let random = sh.rng.borrow_mut().event_id_bytes();
+        let event = c.event(&sh.config, now_ns, &random);
+        let line = sh.delivery.borrow_mut().finish(&event, now_ns / 1_000_000);
+        if let Some(l) = line {
+            if l.to_host_log {
+                host.log(Level::Info, &l.line);
+            }
+            if l.to_filter_state {
+                host.set_property(b"usage_event", &l.line);
+            }
+        }
+    }
+}
