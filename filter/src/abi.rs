@@ -13,11 +13,33 @@ use crate::stream::Stream;
 use crate::wasm_host::WasmHost;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Context ids are small integers the host hands out: a multiplicative hash is enough, and
+/// SipHash cost about a hundred instructions on every callback.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
 struct Contexts {
-    roots: HashMap<u32, Root>,
-    streams: HashMap<u32, Stream>,
+    roots: ById<Root>,
+    streams: ById<Stream>,
 }
 
 thread_local! {
