@@ -227,3 +227,28 @@ fn bad_configs_are_refused_with_key_and_rule() {
         assert!(e.to_string().contains(key));
     }
 }
+
+/// The known keys come from `keys::ALL` now; the order users saw before must not change.
+#[test]
+fn unknown_key_lists_the_section_keys_in_table_order() {
+    let e = parse_str(r#"{"sinks":["http"],"http":{"cluster":"c","bogus":1}}"#).unwrap_err();
+    assert_eq!(
+        e.rule,
+        "unknown key (known keys: cluster, authority, path, url, format, headers, timeout_ms, \
+         batch_size, max_batch_bytes, flush_interval_ms, buffer_size, max_in_flight, retry, \
+         compression)"
+    );
+    let e = parse_str(r#"{"dispatcher":{"vm":"x"}}"#).unwrap_err();
+    assert_eq!(
+        (e.key.as_str(), e.rule.as_str()),
+        (
+            "dispatcher.vm",
+            "unknown key (known keys: mode, vm_id, queue, service)"
+        )
+    );
+    let e = parse_str(r#"{"x":1}"#).unwrap_err();
+    assert!(e.rule.ends_with(
+        "(known keys: enabled, subscription_key_header, require_key, key_mode, exclude_paths, \
+         attributes, sinks, log_output, http, dispatcher)"
+    ));
+}

@@ -1,9 +1,7 @@
 //! The typed configuration: what `parse` produces and the rest of the filter reads.
 
+use super::keys;
 use std::fmt;
-
-pub const DEFAULT_KEY_HEADER: &str = "x-subscription-key";
-pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyMode {
@@ -99,22 +97,23 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// What an empty configuration means.
     fn default() -> Self {
         Config {
-            enabled: false,
-            subscription_key_header: DEFAULT_KEY_HEADER.to_string(),
-            require_key: true,
-            key_mode: KeyMode::Raw,
+            enabled: keys::ENABLED.default,
+            subscription_key_header: keys::SUBSCRIPTION_KEY_HEADER.default.to_string(),
+            require_key: keys::REQUIRE_KEY.default,
+            key_mode: keys::KEY_MODE.default,
             exclude_paths: Vec::new(),
             attributes: Vec::new(),
             log_sink: true,
-            log_output: LogOutput::HostLog,
+            log_output: keys::LOG_OUTPUT.default,
             http: None,
             dispatcher: Dispatcher {
-                mode: DispatcherMode::Local,
-                vm_id: "usage_service".to_string(),
-                queue: "usage_events".to_string(),
-                service: false,
+                mode: keys::DISPATCHER_MODE.default,
+                vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
+                queue: keys::DISPATCHER_QUEUE.default.to_string(),
+                service: keys::DISPATCHER_SERVICE.default,
             },
         }
     }
