@@ -206,6 +206,7 @@ pub const HTTP_COMPRESSION: Choice<Compression> = Choice {
     options: &[("none", Compression::None), ("gzip", Compression::Gzip)],
 };
 pub const DISPATCHER: Section = Section { path: "dispatcher" };
+/// "shared_queue" also needs "http" in sinks (see `check_role`).
 pub const DISPATCHER_MODE: Choice<DispatcherMode> = Choice {
     path: "dispatcher.mode",
     default: DispatcherMode::Local,
@@ -222,6 +223,7 @@ pub const DISPATCHER_QUEUE: Text = Text {
     path: "dispatcher.queue",
     default: "usage_events",
 };
+/// True also needs dispatcher.mode "shared_queue" and "http" in sinks (see `check_role`).
 pub const DISPATCHER_SERVICE: Flag = Flag {
     path: "dispatcher.service",
     default: false,

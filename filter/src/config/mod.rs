@@ -48,12 +48,7 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         None
     };
     let dispatcher = dispatcher(o.object(keys::DISPATCHER.name())?.unwrap_or(empty()))?;
-    if dispatcher.mode == DispatcherMode::SharedQueue && http.is_none() {
-        return err(
-            keys::DISPATCHER_MODE.path,
-            "\"shared_queue\" needs \"http\" in sinks",
-        );
-    }
+    check_role(http.is_some(), &dispatcher)?;
     o.finish()?;
     Ok(Config {
         enabled,
@@ -67,6 +62,33 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         http,
         dispatcher,
     })
+}
+
+/// Refuses what `Config::role` could only guess at. The service is checked first: its
+/// refusal names the key that made this VM a service.
+fn check_role(http: bool, d: &Dispatcher) -> Result<(), ConfigError> {
+    let (service, mode) = (keys::DISPATCHER_SERVICE.path, keys::DISPATCHER_MODE.path);
+    if d.service && d.mode == DispatcherMode::Local {
+        // Such a VM would send its own events yet shut down as the service does, at once,
+        // dropping whatever its batches still held.
+        return err(
+            service,
+            format!(
+                "true is for the singleton service of a shared queue and needs {mode} \
+                 \"shared_queue\" (got \"local\")"
+            ),
+        );
+    }
+    if d.service && !http {
+        return err(
+            service,
+            "true needs \"http\" in sinks: the service sends the queue's events over http",
+        );
+    }
+    if d.mode == DispatcherMode::SharedQueue && !http {
+        return err(mode, "\"shared_queue\" needs \"http\" in sinks");
+    }
+    Ok(())
 }
 
 fn empty() -> Value {

@@ -252,3 +252,71 @@ fn unknown_key_lists_the_section_keys_in_table_order() {
          attributes, sinks, log_output, http, dispatcher)"
     ));
 }
+
+#[test]
+fn role_is_decided_by_sinks_mode_and_service() {
+    let http = r#""sinks":["http"],"http":{"cluster":"c""#;
+    let cases = [
+        ("{}".to_string(), Role::LogOnly),
+        (
+            r#"{"dispatcher":{"service":false}}"#.to_string(),
+            Role::LogOnly,
+        ),
+        (format!("{{{http}}}}}"), Role::Local),
+        (
+            format!(r#"{{{http}}},"dispatcher":{{"mode":"local"}}}}"#),
+            Role::Local,
+        ),
+        (
+            format!(r#"{{{http}}},"dispatcher":{{"mode":"shared_queue"}}}}"#),
+            Role::QueueWorker,
+        ),
+        (
+            format!(r#"{{{http}}},"dispatcher":{{"mode":"shared_queue","service":true}}}}"#),
+            Role::QueueService,
+        ),
+    ];
+    for (json, role) in cases {
+        assert_eq!(parse_str(&json).unwrap().role(), role, "{json}");
+    }
+}
+
+/// Accepted before: the root context then built a local dispatcher but shut down as the
+/// service does, reporting done at once and dropping what the dispatcher still held.
+#[test]
+fn service_in_local_mode_is_refused() {
+    for json in [
+        r#"{"sinks":["http"],"http":{"cluster":"c"},"dispatcher":{"service":true}}"#,
+        r#"{"sinks":["http"],"http":{"cluster":"c"},"dispatcher":{"mode":"local","service":true}}"#,
+        r#"{"dispatcher":{"service":true}}"#,
+    ] {
+        let e = parse_str(json).unwrap_err();
+        assert_eq!(e.key, "dispatcher.service", "{e}");
+        assert!(e.rule.contains("dispatcher.mode \"shared_queue\""), "{e}");
+    }
+}
+
+/// A service without the http sink would drain the queue into nothing. Refused before too,
+/// but only through the shared_queue rule and blamed on dispatcher.mode; in local mode it
+/// was accepted. Now it is refused for what it is, in any mode.
+#[test]
+fn service_without_the_http_sink_is_refused() {
+    for json in [
+        r#"{"dispatcher":{"mode":"shared_queue","service":true}}"#,
+        r#"{"sinks":["log"],"http":{"cluster":"c"},"dispatcher":{"mode":"shared_queue","service":true}}"#,
+    ] {
+        let e = parse_str(json).unwrap_err();
+        assert_eq!(e.key, "dispatcher.service", "{e}");
+        assert!(e.rule.contains("\"http\" in sinks"), "{e}");
+    }
+}
+
+/// Already refused before `Role`, and kept: a worker queues events for the http sink only,
+/// so without it nothing would ever be handed over and "shared_queue" would silently mean
+/// "log only".
+#[test]
+fn shared_queue_worker_without_the_http_sink_is_refused_as_it_has_nothing_to_queue() {
+    let e = parse_str(r#"{"sinks":["log"],"dispatcher":{"mode":"shared_queue"}}"#).unwrap_err();
+    assert_eq!(e.key, "dispatcher.mode");
+    assert!(e.rule.contains("needs \"http\" in sinks"), "{e}");
+}

@@ -119,6 +119,33 @@ impl Default for Config {
     }
 }
 
+/// What this VM does with finished events, decided once at configure time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No http sink: events end as log lines, if anywhere.
+    LogOnly,
+    /// Batches and sends its own events.
+    Local,
+    /// Hands its events to the singleton service over the shared queue.
+    QueueWorker,
+    /// The singleton service: drains the shared queue, batches and sends for all workers.
+    QueueService,
+}
+
+impl Config {
+    /// `parse` refuses the combinations this would have to guess at (a service in local mode
+    /// or without the http sink, a worker without the http sink), so on a parsed
+    /// configuration every field agrees with the answer.
+    pub fn role(&self) -> Role {
+        match (&self.http, self.dispatcher.mode, self.dispatcher.service) {
+            (None, _, _) => Role::LogOnly,
+            (Some(_), DispatcherMode::Local, _) => Role::Local,
+            (Some(_), DispatcherMode::SharedQueue, false) => Role::QueueWorker,
+            (Some(_), DispatcherMode::SharedQueue, true) => Role::QueueService,
+        }
+    }
+}
+
 /// A refused configuration: which key, and which rule it broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
