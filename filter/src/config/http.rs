@@ -1,0 +1,160 @@
+//! The `http` section: where the http sink sends, in which format, and how it batches and
+//! retries.
+
+use super::json::{kind, Obj};
+use super::keys::{self, Key};
+use super::types::{err, ConfigError, Http, Retry};
+use super::{env, url, DEFAULT_EVENTS_PATH};
+use serde_json::{Map, Value};
+
+pub(super) fn parse(
+    value: Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Http, ConfigError> {
+    let mut h = Obj::section(&keys::HTTP, value)?;
+    let (cluster, authority, path) = target(&mut h)?;
+    let format = h.choice(&keys::HTTP_FORMAT)?;
+    let headers = headers(h.object(keys::HTTP_HEADERS.name())?, env)?;
+    let timeout_ms = h.int(&keys::HTTP_TIMEOUT_MS)?;
+    let batch_size = h.int(&keys::HTTP_BATCH_SIZE)? as usize;
+    let max_batch_bytes = h.int(&keys::HTTP_MAX_BATCH_BYTES)? as usize;
+    let flush_interval_ms = h.int(&keys::HTTP_FLUSH_INTERVAL_MS)?;
+    let buffer_size = h.int(&keys::HTTP_BUFFER_SIZE)? as usize;
+    let max_in_flight = h.int(&keys::HTTP_MAX_IN_FLIGHT)? as usize;
+    let retry = retry(
+        h.object(keys::HTTP_RETRY.name())?
+            .unwrap_or(Value::Object(Map::new())),
+    )?;
+    let compression = h.choice(&keys::HTTP_COMPRESSION)?;
+    if batch_size > buffer_size {
+        return err(
+            keys::HTTP_BATCH_SIZE.path,
+            format!(
+                "must not exceed {} ({buffer_size})",
+                keys::HTTP_BUFFER_SIZE.path
+            ),
+        );
+    }
+    h.finish()?;
+    Ok(Http {
+        cluster,
+        authority,
+        path,
+        format,
+        headers,
+        timeout_ms,
+        batch_size,
+        max_batch_bytes,
+        flush_interval_ms,
+        buffer_size,
+        max_in_flight,
+        retry,
+        compression,
+    })
+}
+
+/// (cluster, authority, path), from those keys or from `http.url`.
+fn target(h: &mut Obj) -> Result<(String, String, String), ConfigError> {
+    let url = h.string(keys::HTTP_URL.name())?;
+    let mut cluster = h.string(keys::HTTP_CLUSTER.name())?;
+    let mut authority = h.string(keys::HTTP_AUTHORITY.name())?;
+    let mut path = h.string(keys::HTTP_PATH.name())?;
+    if let Some(url) = url {
+        if path.is_some() {
+            return err(
+                keys::HTTP_URL.path,
+                "cannot be combined with http.path (the URL carries the path)",
+            );
+        }
+        let (auth, p) = url::split_url(&url).ok_or(ConfigError {
+            key: keys::HTTP_URL.path.into(),
+            rule: format!("must look like http://host:port/path, got \"{url}\""),
+        })?;
+        if authority.is_none() {
+            authority = Some(auth.clone());
+        }
+        if cluster.is_none() {
+            cluster = Some(auth);
+        }
+        path = Some(p);
+    }
+    let cluster = match cluster {
+        Some(c) if !c.trim().is_empty() => c,
+        Some(_) => return err(keys::HTTP_CLUSTER.path, "must not be empty"),
+        None => {
+            return err(
+                keys::HTTP_CLUSTER.path,
+                "is required when \"http\" is a sink (or give http.url)",
+            )
+        }
+    };
+    let authority = match authority {
+        Some(a) if a.trim().is_empty() => {
+            return err(keys::HTTP_AUTHORITY.path, "must not be empty")
+        }
+        Some(a) => a,
+        None => cluster.clone(),
+    };
+    let path = path.unwrap_or_else(|| DEFAULT_EVENTS_PATH.to_string());
+    if !path.starts_with('/') {
+        return err(
+            keys::HTTP_PATH.path,
+            format!("must start with '/', got \"{path}\""),
+        );
+    }
+    Ok((cluster, authority, path))
+}
+
+/// Extra callout headers, lower-cased, `${NAME}` values resolved.
+fn headers(
+    value: Option<Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let Some(Value::Object(map)) = value else {
+        return Ok(Vec::new());
+    };
+    let mut headers = Vec::with_capacity(map.len());
+    for (name, v) in map {
+        let key = format!("{}.{name}", keys::HTTP_HEADERS.path);
+        let lower = name.to_ascii_lowercase();
+        if lower.is_empty() || lower.starts_with(':') {
+            return err(key, "must be a regular header name (no pseudo-headers)");
+        }
+        if matches!(
+            lower.as_str(),
+            "content-type" | "content-encoding" | "x-usage-batch-id"
+        ) {
+            return err(key, "is set by the filter and cannot be overridden");
+        }
+        let Value::String(s) = v else {
+            return err(key, format!("must be a string, got {}", kind(&v)));
+        };
+        match env::substitute(s, env) {
+            Ok(value) => headers.push((lower, value)),
+            Err(rule) => return err(key, rule),
+        }
+    }
+    Ok(headers)
+}
+
+fn retry(value: Value) -> Result<Retry, ConfigError> {
+    let mut r = Obj::section(&keys::HTTP_RETRY, value)?;
+    let max_attempts = r.int(&keys::RETRY_MAX_ATTEMPTS)? as u32;
+    let initial_backoff_ms = r.int(&keys::RETRY_INITIAL_BACKOFF_MS)?;
+    let max_backoff_ms = r.int(&keys::RETRY_MAX_BACKOFF_MS)?;
+    r.finish()?;
+    if max_backoff_ms < initial_backoff_ms {
+        return err(
+            keys::RETRY_MAX_BACKOFF_MS.path,
+            format!(
+                "must be >= {} ({initial_backoff_ms})",
+                keys::RETRY_INITIAL_BACKOFF_MS.path
+            ),
+        );
+    }
+    Ok(Retry {
+        max_attempts,
+        initial_backoff_ms,
+        max_backoff_ms,
+    })
+}

@@ -1,0 +1,455 @@
+//! Every configuration key, once: its full path, the default users are shown and the rule its
+//! value follows. The walk reads each key through its row here, so a range or a default is
+//! written nowhere else, and a test holds README's configuration table to these rows.
+
+use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput};
+
+pub const DEFAULT_KEY_HEADER: &str = "x-subscription-key";
+pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
+
+/// One row of the table, whatever its kind.
+pub trait Key {
+    fn path(&self) -> &'static str;
+    /// The default as README shows it; `None` for a section, which README does not list.
+    fn shown(&self) -> Option<String>;
+    fn rule(&self) -> String;
+
+    /// The last segment: how the key is spelled inside its section.
+    fn name(&self) -> &'static str {
+        let path = self.path();
+        path.rsplit_once('.').map_or(path, |(_, name)| name)
+    }
+}
+
+/// `true` or `false`.
+pub struct Flag {
+    pub path: &'static str,
+    pub default: bool,
+}
+
+/// A whole number in `min..=max`.
+pub struct Int {
+    pub path: &'static str,
+    pub default: u64,
+    pub min: u64,
+    pub max: u64,
+}
+
+/// One of a fixed set of names, each standing for a value of `T`.
+pub struct Choice<T: 'static> {
+    pub path: &'static str,
+    pub default: T,
+    pub options: &'static [(&'static str, T)],
+}
+
+/// A string that must not be blank.
+pub struct Text {
+    pub path: &'static str,
+    pub default: &'static str,
+}
+
+/// A key whose shape (a list, a map, a URL, a default taken from another key) is checked by
+/// hand in the walk; `rule` says what that code accepts.
+pub struct Other {
+    pub path: &'static str,
+    pub shown: &'static str,
+    pub rule: &'static str,
+}
+
+/// A JSON object holding the rows whose path continues below it.
+pub struct Section {
+    pub path: &'static str,
+}
+
+pub const ENABLED: Flag = Flag {
+    path: "enabled",
+    default: false,
+};
+pub const SUBSCRIPTION_KEY_HEADER: Text = Text {
+    path: "subscription_key_header",
+    default: DEFAULT_KEY_HEADER,
+};
+pub const REQUIRE_KEY: Flag = Flag {
+    path: "require_key",
+    default: true,
+};
+pub const KEY_MODE: Choice<KeyMode> = Choice {
+    path: "key_mode",
+    default: KeyMode::Raw,
+    options: &[
+        ("raw", KeyMode::Raw),
+        ("sha256", KeyMode::Sha256),
+        ("redact", KeyMode::Redact),
+    ],
+};
+pub const EXCLUDE_PATHS: Other = Other {
+    path: "exclude_paths",
+    shown: "[]",
+    rule: "array of path prefixes, each starting with '/'",
+};
+pub const ATTRIBUTES: Other = Other {
+    path: "attributes",
+    shown: "{}",
+    rule: "object of {\"<field>\": {\"header\": \"<header name>\"}}; <field> not an event field",
+};
+pub const SINKS: Other = Other {
+    path: "sinks",
+    shown: "[\"log\"]",
+    rule: "non-empty array of \"log\" and/or \"http\", each at most once",
+};
+pub const LOG_OUTPUT: Choice<LogOutput> = Choice {
+    path: "log_output",
+    default: LogOutput::HostLog,
+    options: &[
+        ("host_log", LogOutput::HostLog),
+        ("filter_state", LogOutput::FilterState),
+        ("both", LogOutput::Both),
+    ],
+};
+pub const HTTP: Section = Section { path: "http" };
+pub const HTTP_CLUSTER: Other = Other {
+    path: "http.cluster",
+    shown: "—",
+    rule: "non-empty string; required when \"http\" is a sink, unless http.url gives it",
+};
+pub const HTTP_AUTHORITY: Other = Other {
+    path: "http.authority",
+    shown: "= cluster",
+    rule: "non-empty string (from http.url when given)",
+};
+pub const HTTP_PATH: Other = Other {
+    path: "http.path",
+    shown: DEFAULT_EVENTS_PATH,
+    rule: "string starting with '/'; not together with http.url",
+};
+pub const HTTP_URL: Other = Other {
+    path: "http.url",
+    shown: "—",
+    rule: "http://host:port/path (or https://); sets authority, path and, if unset, cluster",
+};
+pub const HTTP_FORMAT: Choice<Format> = Choice {
+    path: "http.format",
+    default: Format::Veil,
+    options: &[
+        ("veil", Format::Veil),
+        ("ndjson", Format::Ndjson),
+        ("json", Format::Json),
+        ("cloudevents", Format::CloudEvents),
+        ("kafka-rest", Format::KafkaRest),
+    ],
+};
+pub const HTTP_HEADERS: Other = Other {
+    path: "http.headers",
+    shown: "{}",
+    rule: "object of header name to string; \"${NAME}\" is read from the VM's environment",
+};
+pub const HTTP_TIMEOUT_MS: Int = Int {
+    path: "http.timeout_ms",
+    default: 5000,
+    min: 1,
+    max: 600_000,
+};
+/// Also at most http.buffer_size.
+pub const HTTP_BATCH_SIZE: Int = Int {
+    path: "http.batch_size",
+    default: 100,
+    min: 1,
+    max: 100_000,
+};
+pub const HTTP_MAX_BATCH_BYTES: Int = Int {
+    path: "http.max_batch_bytes",
+    default: 1_048_576,
+    min: 1024,
+    max: 64 * 1024 * 1024,
+};
+pub const HTTP_FLUSH_INTERVAL_MS: Int = Int {
+    path: "http.flush_interval_ms",
+    default: 1000,
+    min: 1,
+    max: 3_600_000,
+};
+pub const HTTP_BUFFER_SIZE: Int = Int {
+    path: "http.buffer_size",
+    default: 10_000,
+    min: 1,
+    max: 10_000_000,
+};
+pub const HTTP_MAX_IN_FLIGHT: Int = Int {
+    path: "http.max_in_flight",
+    default: 2,
+    min: 1,
+    max: 1000,
+};
+pub const HTTP_RETRY: Section = Section { path: "http.retry" };
+pub const RETRY_MAX_ATTEMPTS: Int = Int {
+    path: "http.retry.max_attempts",
+    default: 3,
+    min: 1,
+    max: 100,
+};
+pub const RETRY_INITIAL_BACKOFF_MS: Int = Int {
+    path: "http.retry.initial_backoff_ms",
+    default: 200,
+    min: 1,
+    max: 3_600_000,
+};
+/// Also at least http.retry.initial_backoff_ms.
+pub const RETRY_MAX_BACKOFF_MS: Int = Int {
+    path: "http.retry.max_backoff_ms",
+    default: 10_000,
+    min: 1,
+    max: 3_600_000,
+};
+pub const HTTP_COMPRESSION: Choice<Compression> = Choice {
+    path: "http.compression",
+    default: Compression::None,
+    options: &[("none", Compression::None), ("gzip", Compression::Gzip)],
+};
+pub const DISPATCHER: Section = Section { path: "dispatcher" };
+/// "shared_queue" also needs "http" in sinks (see `check_role`).
+pub const DISPATCHER_MODE: Choice<DispatcherMode> = Choice {
+    path: "dispatcher.mode",
+    default: DispatcherMode::Local,
+    options: &[
+        ("local", DispatcherMode::Local),
+        ("shared_queue", DispatcherMode::SharedQueue),
+    ],
+};
+pub const DISPATCHER_VM_ID: Text = Text {
+    path: "dispatcher.vm_id",
+    default: "usage_service",
+};
+pub const DISPATCHER_QUEUE: Text = Text {
+    path: "dispatcher.queue",
+    default: "usage_events",
+};
+/// True also needs dispatcher.mode "shared_queue" and "http" in sinks (see `check_role`).
+pub const DISPATCHER_SERVICE: Flag = Flag {
+    path: "dispatcher.service",
+    default: false,
+};
+
+/// The table. Within a section, this order is the order an "unknown key" refusal lists the
+/// known keys in.
+pub const ALL: &[&dyn Key] = &[
+    &ENABLED,
+    &SUBSCRIPTION_KEY_HEADER,
+    &REQUIRE_KEY,
+    &KEY_MODE,
+    &EXCLUDE_PATHS,
+    &ATTRIBUTES,
+    &SINKS,
+    &LOG_OUTPUT,
+    &HTTP,
+    &HTTP_CLUSTER,
+    &HTTP_AUTHORITY,
+    &HTTP_PATH,
+    &HTTP_URL,
+    &HTTP_FORMAT,
+    &HTTP_HEADERS,
+    &HTTP_TIMEOUT_MS,
+    &HTTP_BATCH_SIZE,
+    &HTTP_MAX_BATCH_BYTES,
+    &HTTP_FLUSH_INTERVAL_MS,
+    &HTTP_BUFFER_SIZE,
+    &HTTP_MAX_IN_FLIGHT,
+    &HTTP_RETRY,
+    &RETRY_MAX_ATTEMPTS,
+    &RETRY_INITIAL_BACKOFF_MS,
+    &RETRY_MAX_BACKOFF_MS,
+    &HTTP_COMPRESSION,
+    &DISPATCHER,
+    &DISPATCHER_MODE,
+    &DISPATCHER_VM_ID,
+    &DISPATCHER_QUEUE,
+    &DISPATCHER_SERVICE,
+];
+
+/// The names a section (`""` for the root) accepts.
+pub fn children(section: &str) -> Vec<&'static str> {
+    ALL.iter()
+        .filter(|k| k.path().rsplit_once('.').map_or("", |(parent, _)| parent) == section)
+        .map(|k| k.name())
+        .collect()
+}
+
+impl Key for Flag {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.default.to_string())
+    }
+    fn rule(&self) -> String {
+        "true or false".into()
+    }
+}
+
+impl Key for Int {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.default.to_string())
+    }
+    fn rule(&self) -> String {
+        format!("whole number {}..={}", self.min, self.max)
+    }
+}
+
+impl<T: Copy + PartialEq> Key for Choice<T> {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        self.options
+            .iter()
+            .find(|(_, v)| *v == self.default)
+            .map(|(n, _)| n.to_string())
+    }
+    fn rule(&self) -> String {
+        format!("one of {}", self.names())
+    }
+}
+
+impl<T> Choice<T> {
+    /// `a, b, c`: how refusals list the options.
+    pub fn names(&self) -> String {
+        let names: Vec<&str> = self.options.iter().map(|(n, _)| *n).collect();
+        names.join(", ")
+    }
+}
+
+impl Key for Text {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.default.to_string())
+    }
+    fn rule(&self) -> String {
+        "non-empty string".into()
+    }
+}
+
+impl Key for Other {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        Some(self.shown.to_string())
+    }
+    fn rule(&self) -> String {
+        self.rule.to_string()
+    }
+}
+
+impl Key for Section {
+    fn path(&self) -> &'static str {
+        self.path
+    }
+    fn shown(&self) -> Option<String> {
+        None
+    }
+    fn rule(&self) -> String {
+        format!("object of the {}.* keys", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// README's configuration table as key -> default, backticks dropped. A row may name
+    /// several keys at once (`a` / `b` with defaults `x` / `y`).
+    fn readme_defaults() -> BTreeMap<String, String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let readme = std::fs::read_to_string(path).unwrap();
+        let section = readme
+            .split("\n## Configuration\n")
+            .nth(1)
+            .expect("README has a Configuration section");
+        let section = section.split("\n## ").next().unwrap();
+        let mut rows = BTreeMap::new();
+        for line in section.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let keys: Vec<&str> = cells[1].split(" / ").collect();
+            let defaults: Vec<&str> = if keys.len() == 1 {
+                vec![cells[2]]
+            } else {
+                cells[2].split(" / ").collect()
+            };
+            assert_eq!(keys.len(), defaults.len(), "{line}");
+            for (k, d) in keys.iter().zip(defaults) {
+                let unquote = |s: &str| s.trim().trim_matches('`').to_string();
+                let old = rows.insert(unquote(k), unquote(d));
+                assert!(old.is_none(), "README lists {k} twice");
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn readme_lists_every_key_with_its_default() {
+        let readme = readme_defaults();
+        let table: BTreeMap<String, String> = ALL
+            .iter()
+            .filter_map(|k| Some((k.path().to_string(), k.shown()?)))
+            .collect();
+        for (key, default) in &table {
+            assert_eq!(
+                readme.get(key),
+                Some(default),
+                "README's row for {key} (rule: {})",
+                ALL.iter().find(|k| k.path() == key).unwrap().rule()
+            );
+        }
+        for key in readme.keys() {
+            assert!(
+                table.contains_key(key),
+                "README lists {key}, unknown to keys::ALL"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_sits_in_a_section_of_the_table_once() {
+        for (i, k) in ALL.iter().enumerate() {
+            assert!(
+                ALL[..i].iter().all(|o| o.path() != k.path()),
+                "{} twice",
+                k.path()
+            );
+            if let Some((parent, _)) = k.path().rsplit_once('.') {
+                let section = ALL.iter().find(|o| o.path() == parent);
+                assert!(
+                    section.is_some_and(|s| s.shown().is_none()),
+                    "{}: {parent} is not a section",
+                    k.path()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_within_their_rules() {
+        for k in [
+            &HTTP_TIMEOUT_MS,
+            &HTTP_BATCH_SIZE,
+            &HTTP_MAX_BATCH_BYTES,
+            &HTTP_FLUSH_INTERVAL_MS,
+            &HTTP_BUFFER_SIZE,
+            &HTTP_MAX_IN_FLIGHT,
+            &RETRY_MAX_ATTEMPTS,
+            &RETRY_INITIAL_BACKOFF_MS,
+            &RETRY_MAX_BACKOFF_MS,
+        ] {
+            assert!((k.min..=k.max).contains(&k.default), "{}", k.path);
+        }
+        const {
+            assert!(HTTP_BATCH_SIZE.default <= HTTP_BUFFER_SIZE.default);
+            assert!(RETRY_INITIAL_BACKOFF_MS.default <= RETRY_MAX_BACKOFF_MS.default);
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Plugin configuration: parsed from the JSON Envoy hands the plugin, validated key by key.
+//!
+//! serde_json parses; the walk below checks each key so that every refusal names the full
+//! key path (`http.retry.max_attempts`) and the rule it broke. serde's derive with
+//! `deny_unknown_fields` would name neither the nesting nor the range. Every key, its
+//! default and its rule are listed once, in `keys`.
+
+mod env;
+mod http;
+mod json;
+pub mod keys;
+mod protobuf;
+#[cfg(test)]
+mod tests;
+mod types;
+mod url;
+
+pub use keys::{DEFAULT_EVENTS_PATH, DEFAULT_KEY_HEADER};
+pub use types::*;
+
+use json::{kind, Obj};
+use keys::Key;
+use serde_json::{Map, Value};
+use types::err;
+
+/// Parses and validates the plugin configuration. `env` reads the VM's environment
+/// (`ENABLE_EVENT_STREAMING`, `${NAME}` header values). An empty configuration means all
+/// defaults.
+pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let mut o = Obj::root(json_value(raw)?)?;
+    // Read in this order so that, of several mistakes, the same one is reported as always.
+    let enabled = o.flag(&keys::ENABLED)? || env::streaming_on(env);
+    let subscription_key_header = o.text(&keys::SUBSCRIPTION_KEY_HEADER)?.to_ascii_lowercase();
+    let require_key = o.flag(&keys::REQUIRE_KEY)?;
+    let key_mode = o.choice(&keys::KEY_MODE)?;
+    let log_output = o.choice(&keys::LOG_OUTPUT)?;
+    let exclude_paths = exclude_paths(o.take(keys::EXCLUDE_PATHS.name()))?;
+    let attributes = attributes(o.object(keys::ATTRIBUTES.name())?)?;
+    let (log_sink, want_http) = sinks(o.take(keys::SINKS.name()))?;
+    let http_value = o.object(keys::HTTP.name())?;
+    let http = if want_http {
+        Some(http::parse(http_value.unwrap_or(empty()), env)?)
+    } else {
+        // Validated anyway, so a typo is caught before someone adds "http" to sinks.
+        if let Some(v) = http_value {
+            http::parse(v, env)?;
+        }
+        None
+    };
+    let dispatcher = dispatcher(o.object(keys::DISPATCHER.name())?.unwrap_or(empty()))?;
+    check_role(http.is_some(), &dispatcher)?;
+    o.finish()?;
+    Ok(Config {
+        enabled,
+        subscription_key_header,
+        require_key,
+        key_mode,
+        exclude_paths,
+        attributes,
+        log_sink,
+        log_output,
+        http,
+        dispatcher,
+    })
+}
+
+/// Refuses what `Config::role` could only guess at. The service is checked first: its
+/// refusal names the key that made this VM a service.
+fn check_role(http: bool, d: &Dispatcher) -> Result<(), ConfigError> {
+    let (service, mode) = (keys::DISPATCHER_SERVICE.path, keys::DISPATCHER_MODE.path);
+    if d.service && d.mode == DispatcherMode::Local {
+        // Such a VM would send its own events yet shut down as the service does, at once,
+        // dropping whatever its batches still held.
+        return err(
+            service,
+            format!(
+                "true is for the singleton service of a shared queue and needs {mode} \
+                 \"shared_queue\" (got \"local\")"
+            ),
+        );
+    }
+    if d.service && !http {
+        return err(
+            service,
+            "true needs \"http\" in sinks: the service sends the queue's events over http",
+        );
+    }
+    if d.mode == DispatcherMode::SharedQueue && !http {
+        return err(mode, "\"shared_queue\" needs \"http\" in sinks");
+    }
+    Ok(())
+}
+
+fn empty() -> Value {
+    Value::Object(Map::new())
+}
+
+/// The configuration as one JSON value, whichever way the host handed it over.
+fn json_value(raw: &[u8]) -> Result<Value, ConfigError> {
+    // Envoy 1.40 hands a `google.protobuf.Struct` configuration over in protobuf's binary
+    // encoding; a StringValue arrives as its JSON text. A JSON object starts with `{`;
+    // anything else is tried as a Struct, and else reported as JSON.
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace());
+    if !matches!(first, Some(b'{') | None) {
+        if let Some(v) = protobuf::decode_struct(raw) {
+            return Ok(v);
+        }
+    }
+    let text = std::str::from_utf8(raw).map_err(|_| ConfigError {
+        key: "(root)".into(),
+        rule: format!(
+            "must be UTF-8 JSON (got {} bytes starting {:02x?})",
+            raw.len(),
+            &raw[..raw.len().min(16)]
+        ),
+    })?;
+    if text.trim().is_empty() {
+        return Ok(empty());
+    }
+    serde_json::from_str::<Value>(text).map_err(|e| ConfigError {
+        key: "(root)".into(),
+        rule: format!("must be valid JSON ({e})"),
+    })
+}
+
+fn exclude_paths(value: Option<Value>) -> Result<Vec<String>, ConfigError> {
+    let key = keys::EXCLUDE_PATHS.path;
+    let items = match value {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(v) => {
+            return err(
+                key,
+                format!("must be an array of path prefixes, got {}", kind(&v)),
+            )
+        }
+    };
+    let mut paths = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Value::String(s) if s.starts_with('/') => paths.push(s),
+            Value::String(s) => {
+                return err(
+                    format!("{key}[{i}]"),
+                    format!("must start with '/', got \"{s}\""),
+                )
+            }
+            other => {
+                return err(
+                    format!("{key}[{i}]"),
+                    format!("must be a string, got {}", kind(&other)),
+                )
+            }
+        }
+    }
+    Ok(paths)
+}
+
+fn attributes(value: Option<Value>) -> Result<Vec<Attribute>, ConfigError> {
+    let Some(Value::Object(map)) = value else {
+        return Ok(Vec::new());
+    };
+    let mut attributes = Vec::with_capacity(map.len());
+    for (field, spec) in map {
+        let key = format!("{}.{field}", keys::ATTRIBUTES.path);
+        if field.is_empty() {
+            return err(key, "attribute name must not be empty");
+        }
+        if RESERVED_FIELDS.contains(&field.as_str()) {
+            return err(key, "attribute name collides with an event field");
+        }
+        let mut a = Obj::new(&key, spec, vec!["header"])?;
+        let header = match a.string("header")? {
+            Some(h) if !h.trim().is_empty() => h.to_ascii_lowercase(),
+            _ => {
+                return err(
+                    format!("{key}.header"),
+                    "is required and must be a header name",
+                )
+            }
+        };
+        a.finish()?;
+        attributes.push(Attribute { field, header });
+    }
+    Ok(attributes)
+}
+
+/// (log sink wanted, http sink wanted).
+fn sinks(value: Option<Value>) -> Result<(bool, bool), ConfigError> {
+    let key = keys::SINKS.path;
+    let items = match value {
+        None => return Ok((true, false)),
+        Some(Value::Array(items)) => items,
+        Some(v) => {
+            return err(
+                key,
+                format!(
+                    "must be an array of \"log\" and/or \"http\", got {}",
+                    kind(&v)
+                ),
+            )
+        }
+    };
+    if items.is_empty() {
+        return err(key, "must name at least one sink (\"log\", \"http\")");
+    }
+    let (mut log, mut http) = (false, false);
+    for (i, item) in items.into_iter().enumerate() {
+        match item.as_str() {
+            Some("log") if !log => log = true,
+            Some("http") if !http => http = true,
+            Some("log") | Some("http") => return err(format!("{key}[{i}]"), "is listed twice"),
+            _ => return err(format!("{key}[{i}]"), "must be \"log\" or \"http\""),
+        }
+    }
+    Ok((log, http))
+}
+
+fn dispatcher(value: Value) -> Result<Dispatcher, ConfigError> {
+    let mut d = Obj::section(&keys::DISPATCHER, value)?;
+    let dispatcher = Dispatcher {
+        mode: d.choice(&keys::DISPATCHER_MODE)?,
+        vm_id: d.text(&keys::DISPATCHER_VM_ID)?,
+        queue: d.text(&keys::DISPATCHER_QUEUE)?,
+        service: d.flag(&keys::DISPATCHER_SERVICE)?,
+    };
+    d.finish()?;
+    Ok(dispatcher)
+}

@@ -1,0 +1,192 @@
+//! The typed configuration: what `parse` produces and the rest of the filter reads.
+
+use super::keys;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    Raw,
+    Sha256,
+    Redact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Veil,
+    Ndjson,
+    Json,
+    CloudEvents,
+    KafkaRest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatcherMode {
+    Local,
+    SharedQueue,
+}
+
+/// Where the log sink writes its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogOutput {
+    /// `proxy_log` at info: Envoy prefixes it and writes it to its own log (stderr).
+    HostLog,
+    /// Filter state `wasm.usage_event`, printed raw by an Envoy access logger on stdout.
+    FilterState,
+    Both,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub field: String,
+    pub header: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub format: Format,
+    /// Extra headers with `${NAME}` already resolved from the VM environment.
+    pub headers: Vec<(String, String)>,
+    pub timeout_ms: u64,
+    pub batch_size: usize,
+    pub max_batch_bytes: usize,
+    pub flush_interval_ms: u64,
+    pub buffer_size: usize,
+    pub max_in_flight: usize,
+    pub retry: Retry,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatcher {
+    pub mode: DispatcherMode,
+    pub vm_id: String,
+    pub queue: String,
+    /// True in the singleton service VM that drains the shared queue.
+    pub service: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub enabled: bool,
+    pub subscription_key_header: String,
+    pub require_key: bool,
+    pub key_mode: KeyMode,
+    pub exclude_paths: Vec<String>,
+    pub attributes: Vec<Attribute>,
+    pub log_sink: bool,
+    pub log_output: LogOutput,
+    /// Present exactly when `http` is one of the sinks.
+    pub http: Option<Http>,
+    pub dispatcher: Dispatcher,
+}
+
+impl Default for Config {
+    /// What an empty configuration means.
+    fn default() -> Self {
+        Config {
+            enabled: keys::ENABLED.default,
+            subscription_key_header: keys::SUBSCRIPTION_KEY_HEADER.default.to_string(),
+            require_key: keys::REQUIRE_KEY.default,
+            key_mode: keys::KEY_MODE.default,
+            exclude_paths: Vec::new(),
+            attributes: Vec::new(),
+            log_sink: true,
+            log_output: keys::LOG_OUTPUT.default,
+            http: None,
+            dispatcher: Dispatcher {
+                mode: keys::DISPATCHER_MODE.default,
+                vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
+                queue: keys::DISPATCHER_QUEUE.default.to_string(),
+                service: keys::DISPATCHER_SERVICE.default,
+            },
+        }
+    }
+}
+
+/// What this VM does with finished events, decided once at configure time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// No http sink: events end as log lines, if anywhere.
+    LogOnly,
+    /// Batches and sends its own events.
+    Local,
+    /// Hands its events to the singleton service over the shared queue.
+    QueueWorker,
+    /// The singleton service: drains the shared queue, batches and sends for all workers.
+    QueueService,
+}
+
+impl Config {
+    /// `parse` refuses the combinations this would have to guess at (a service in local mode
+    /// or without the http sink, a worker without the http sink), so on a parsed
+    /// configuration every field agrees with the answer.
+    pub fn role(&self) -> Role {
+        match (&self.http, self.dispatcher.mode, self.dispatcher.service) {
+            (None, _, _) => Role::LogOnly,
+            (Some(_), DispatcherMode::Local, _) => Role::Local,
+            (Some(_), DispatcherMode::SharedQueue, false) => Role::QueueWorker,
+            (Some(_), DispatcherMode::SharedQueue, true) => Role::QueueService,
+        }
+    }
+}
+
+/// A refused configuration: which key, and which rule it broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub rule: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid plugin configuration: {}: {}",
+            self.key, self.rule
+        )
+    }
+}
+
+pub(super) fn err<T>(key: impl Into<String>, rule: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError {
+        key: key.into(),
+        rule: rule.into(),
+    })
+}
+
+/// Fields an attribute may not be named after: they would collide in the event object.
+pub const RESERVED_FIELDS: &[&str] = &[
+    "id",
+    "api_path",
+    "subscription_key",
+    "method",
+    "response_time_ms",
+    "status_code",
+    "success",
+    "timestamp",
+    "request_size",
+    "response_size",
+    "request_id",
+    "billable",
+    "authority",
+    "time",
+    "level",
+    "msg",
+    "event_type",
+];
