@@ -1,6 +1,5 @@
 //! The typed configuration: what `parse` produces and the rest of the filter reads.
 
-use super::keys;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,29 +93,6 @@ pub struct Config {
     /// Present exactly when `http` is one of the sinks.
     pub http: Option<Http>,
     pub dispatcher: Dispatcher,
-}
-
-impl Default for Config {
-    /// What an empty configuration means.
-    fn default() -> Self {
-        Config {
-            enabled: keys::ENABLED.default,
-            subscription_key_header: keys::SUBSCRIPTION_KEY_HEADER.default.to_string(),
-            require_key: keys::REQUIRE_KEY.default,
-            key_mode: keys::KEY_MODE.default,
-            exclude_paths: Vec::new(),
-            attributes: Vec::new(),
-            log_sink: true,
-            log_output: keys::LOG_OUTPUT.default,
-            http: None,
-            dispatcher: Dispatcher {
-                mode: keys::DISPATCHER_MODE.default,
-                vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
-                queue: keys::DISPATCHER_QUEUE.default.to_string(),
-                service: keys::DISPATCHER_SERVICE.default,
-            },
-        }
-    }
 }
 
 /// What this VM does with finished events, decided once at configure time.
