@@ -120,6 +120,22 @@ fn add_header_maps(l: &mut Linker<HostState>) -> Result<()> {
     Ok(())
 }
 
+/// Adds a header read from guest memory (key and value pointers and lengths) to a map, first
+/// removing those of its name when `replace`.
+fn put_value(c: &mut C, map: i32, (kp, kl, vp, vl): (i32, i32, i32, i32), replace: bool) -> i32 {
+    let (Some(k), Some(v)) = (read_str(c, kp, kl), read(c, vp, vl)) else {
+        return INVALID_MEMORY_ACCESS;
+    };
+    let Some(m) = map_mut(c.data_mut(), map) else {
+        return NOT_FOUND;
+    };
+    if replace {
+        m.retain(|(key, _)| *key != k);
+    }
+    m.push((k, v));
+    OK
+}
+
 /// One header of a map: get, replace, add, remove.
 fn add_header_values(l: &mut Linker<HostState>) -> Result<()> {
     l.func_wrap(
@@ -144,15 +160,7 @@ fn add_header_values(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_replace_header_map_value",
         |mut c: C, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
             count(&mut c, "proxy_replace_header_map_value");
-            let (Some(k), Some(v)) = (read_str(&mut c, kp, kl), read(&mut c, vp, vl)) else {
-                return INVALID_MEMORY_ACCESS;
-            };
-            let Some(m) = map_mut(c.data_mut(), map) else {
-                return NOT_FOUND;
-            };
-            m.retain(|(key, _)| *key != k);
-            m.push((k, v));
-            OK
+            put_value(&mut c, map, (kp, kl, vp, vl), true)
         },
     )?;
     l.func_wrap(
@@ -160,14 +168,7 @@ fn add_header_values(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_add_header_map_value",
         |mut c: C, map: i32, kp: i32, kl: i32, vp: i32, vl: i32| -> i32 {
             count(&mut c, "proxy_add_header_map_value");
-            let (Some(k), Some(v)) = (read_str(&mut c, kp, kl), read(&mut c, vp, vl)) else {
-                return INVALID_MEMORY_ACCESS;
-            };
-            let Some(m) = map_mut(c.data_mut(), map) else {
-                return NOT_FOUND;
-            };
-            m.push((k, v));
-            OK
+            put_value(&mut c, map, (kp, kl, vp, vl), false)
         },
     )?;
     l.func_wrap(
