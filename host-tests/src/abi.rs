@@ -1,6 +1,6 @@
 //! proxy-wasm ABI v0.2.1 constants and the byte encodings the host and guest exchange.
 
-/// Status codes (spec: `abi-versions/v0.2.1`).
+/// Status codes (github.com/proxy-wasm/spec, `abi-versions/v0.2.1`).
 pub mod status {
     pub const OK: i32 = 0;
     pub const NOT_FOUND: i32 = 1;

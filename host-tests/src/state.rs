@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use wasmtime::{Memory, TypedFunc};
 
-/// Which proxy the host behaves like. Envoy is the reference; the others model the ABI
-/// limits their docs and sources state (see `notes/proxy-wasm.md`).
+/// Which proxy the host behaves like. Envoy is the reference; the others lack the imports
+/// and callbacks listed on each (the README's "Other proxy-wasm hosts" table says the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
     Envoy,
