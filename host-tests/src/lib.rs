@@ -6,12 +6,15 @@
 //! let mut vm = Vm::envoy().config(json!({"enabled": true})).start()?;
 //! vm.request().path("/v1/x?y=1").key("k").respond(200)?;
 //! assert_eq!(vm.events()[0]["api_path"], "/v1/x");
+//! assert_eq!(vm.metric(metrics::EVENTS_CAPTURED), 1);
 //! ```
 
 pub mod abi;
 pub mod imports;
+pub mod metrics;
 pub mod request;
 pub mod state;
+pub mod trace;
 pub mod vm;
 pub mod wasi;
 

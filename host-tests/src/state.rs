@@ -155,6 +155,8 @@ pub struct HostState {
     pub alloc: Option<TypedFunc<i32, i32>>,
     /// Count of host calls made by the guest, by import name.
     pub host_calls: HashMap<&'static str, u64>,
+    /// The host's calls into the guest, in order.
+    pub call_trace: crate::trace::CallTrace,
 }
 
 impl WasiView for HostState {

@@ -257,6 +257,7 @@ impl Vm {
             memory: None,
             alloc: None,
             host_calls: HashMap::new(),
+            call_trace: Default::default(),
         };
         let mut store = Store::new(engine(), state);
         store.set_fuel(FUEL_BUDGET)?;
@@ -320,6 +321,7 @@ impl Vm {
         {
             let st = self.store.data_mut();
             st.active = ctx;
+            st.call_trace.record(name, ctx);
             let now = st.hub.borrow().now_ns;
             st.wasi.realtime_ns = now;
             st.wasi.monotonic_ns = now;

@@ -4,6 +4,7 @@
 //! usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm>
 
 use anyhow::{anyhow, Result};
+use host_tests::metrics::EVENTS_DELIVERED;
 use host_tests::{Reply, Vm};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -63,7 +64,7 @@ fn per_request(wasm: &str, config: Value) -> Result<Value> {
         "on_log": on_log,
         "batch_share": root / n,
         "total": capture + lifecycle + on_log + root / n,
-        "delivered": vm.metric("usage_filter.events_delivered"),
+        "delivered": vm.metric(EVENTS_DELIVERED),
     }))
 }
 

@@ -1,0 +1,26 @@
+//! The filter's eight metrics, named once for every test and tool of the harness. All are
+//! counters except `BUFFER_EVENTS`, a gauge. The filter keeps its books so that
+//! `EVENTS_CAPTURED = EVENTS_DELIVERED + EVENTS_DROPPED_BUFFER_FULL +
+//! EVENTS_DROPPED_SEND_FAILED + BUFFER_EVENTS` (summed over the VMs of a proxy).
+
+pub const EVENTS_CAPTURED: &str = "usage_filter.events_captured";
+pub const EVENTS_DELIVERED: &str = "usage_filter.events_delivered";
+pub const EVENTS_DROPPED_BUFFER_FULL: &str = "usage_filter.events_dropped_buffer_full";
+pub const EVENTS_DROPPED_SEND_FAILED: &str = "usage_filter.events_dropped_send_failed";
+pub const BATCHES_SENT: &str = "usage_filter.batches_sent";
+pub const BATCHES_FAILED: &str = "usage_filter.batches_failed";
+pub const BATCH_RETRIES: &str = "usage_filter.batch_retries";
+/// A gauge: events held now (buffered or handed over and not yet settled).
+pub const BUFFER_EVENTS: &str = "usage_filter.buffer_events";
+
+/// All eight, in the order above.
+pub const ALL: [&str; 8] = [
+    EVENTS_CAPTURED,
+    EVENTS_DELIVERED,
+    EVENTS_DROPPED_BUFFER_FULL,
+    EVENTS_DROPPED_SEND_FAILED,
+    BATCHES_SENT,
+    BATCHES_FAILED,
+    BATCH_RETRIES,
+    BUFFER_EVENTS,
+];
