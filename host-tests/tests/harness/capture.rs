@@ -1,7 +1,9 @@
 //! What one request becomes: the event's fields for the shapes of traffic Envoy sees.
 use crate::common::*;
+use host_tests::metrics::*;
 use host_tests::{MetricKind, Vm};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 #[test]
 fn get_event_has_every_field() {
@@ -179,32 +181,20 @@ fn custom_key_header() {
 #[test]
 fn key_modes() {
     let key = "sk_live_123456";
+    // sha256: lowercase hex of the key's digest, computed here independently of the filter
+    let digest: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let cases = [
         ("raw", key.to_string()),
-        ("sha256", String::new()), // checked against sha256sum below
+        ("sha256", digest),
         ("redact", "sk_l…".to_string()),
     ];
     for (mode, want) in cases {
         let mut vm = logging(json!({"key_mode": mode}));
         vm.request().key(key).respond(200).unwrap();
-        let got = vm.events()[0]["subscription_key"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        if mode == "sha256" {
-            // compare with an independent digest
-            use std::process::Command;
-            let out = Command::new("sh")
-                .arg("-c")
-                .arg(format!("printf %s '{key}' | sha256sum"))
-                .output()
-                .unwrap();
-            let want = String::from_utf8(out.stdout).unwrap()[..64].to_string();
-            assert_eq!(got, want);
-            assert_ne!(got, key);
-        } else {
-            assert_eq!(got, want, "{mode}");
-        }
+        assert_eq!(vm.events()[0]["subscription_key"], want, "{mode}");
     }
 }
 
@@ -229,7 +219,7 @@ fn disabled_by_default() {
     vm.request().key("k").respond(200).unwrap();
     vm.advance_ms(5000).unwrap();
     assert!(vm.events().is_empty());
-    assert_eq!(vm.metric("usage_filter.events_captured"), 0);
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 0);
     assert_eq!(vm.tick_period_ms(), 0, "a disabled filter sets no timer");
 }
 
@@ -268,20 +258,14 @@ fn filter_state_output_for_envoy_stdout() {
 #[test]
 fn metrics_after_a_sequence_of_requests() {
     let mut vm = logging(json!({"exclude_paths": ["/health"]}));
-    for m in host_tests_names() {
+    for m in ALL {
         assert!(
             vm.metrics().contains_key(m),
             "{m} defined at configure time"
         );
     }
-    assert_eq!(
-        vm.metric_kind("usage_filter.buffer_events"),
-        Some(MetricKind::Gauge)
-    );
-    assert_eq!(
-        vm.metric_kind("usage_filter.events_captured"),
-        Some(MetricKind::Counter)
-    );
+    assert_eq!(vm.metric_kind(BUFFER_EVENTS), Some(MetricKind::Gauge));
+    assert_eq!(vm.metric_kind(EVENTS_CAPTURED), Some(MetricKind::Counter));
     for _ in 0..5 {
         vm.request().key("k").respond(200).unwrap();
     }
@@ -290,31 +274,19 @@ fn metrics_after_a_sequence_of_requests() {
     vm.request().key("k").abort().unwrap();
     // published on the timer
     vm.advance_ms(1000).unwrap();
-    assert_eq!(vm.metric("usage_filter.events_captured"), 6);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 6);
-    assert_eq!(vm.metric("usage_filter.buffer_events"), 0);
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 6);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 6);
+    assert_eq!(vm.metric(BUFFER_EVENTS), 0);
     assert_accounting(&vm);
     vm.request().key("k").respond(200).unwrap();
     vm.advance_ms(1000).unwrap();
-    assert_eq!(vm.metric("usage_filter.events_captured"), 7);
-}
-
-fn host_tests_names() -> [&'static str; 8] {
-    [
-        "usage_filter.events_captured",
-        "usage_filter.events_delivered",
-        "usage_filter.events_dropped_buffer_full",
-        "usage_filter.events_dropped_send_failed",
-        "usage_filter.batches_sent",
-        "usage_filter.batches_failed",
-        "usage_filter.batch_retries",
-        "usage_filter.buffer_events",
-    ]
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 7);
 }
 
 #[test]
 fn callback_order_is_envoys_and_fuel_is_counted() {
     let mut vm = logging(json!({}));
+    vm.take_call_trace();
     let out = vm
         .request()
         .key("k")
@@ -322,7 +294,9 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
         .response_body(1)
         .respond(200)
         .unwrap();
-    for cb in [
+    // Envoy's order: on_log, on_done, on_delete after the last body callback (the spec puts
+    // on_done first); every callback runs as the stream's context
+    let order = [
         "on_context_create",
         "on_request_headers",
         "on_request_body",
@@ -331,7 +305,10 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
         "on_log",
         "on_done",
         "on_delete",
-    ] {
+    ];
+    let want: Vec<_> = order.iter().map(|cb| (*cb, out.context_id)).collect();
+    assert_eq!(vm.take_call_trace(), want);
+    for cb in order {
         assert!(
             out.fuel
                 .get(cb)

@@ -1,4 +1,5 @@
 #![allow(dead_code)]
+use host_tests::metrics::*;
 use host_tests::Vm;
 use serde_json::{json, Value};
 
@@ -47,18 +48,29 @@ pub fn assert_veil_fields(e: &Value) {
     );
 }
 
+/// A metric summed over the VMs of one proxy.
+pub fn total(vms: &[&Vm], name: &str) -> i64 {
+    vms.iter().map(|v| v.metric(name)).sum()
+}
+
+/// captured = delivered + dropped_buffer_full + dropped_send_failed + buffered, over `vms`
+/// together (a worker captures what the service delivers).
+pub fn assert_accounting_across(vms: &[&Vm]) {
+    let m = |n: &str| total(vms, n);
+    assert_eq!(
+        m(EVENTS_CAPTURED),
+        m(EVENTS_DELIVERED)
+            + m(EVENTS_DROPPED_BUFFER_FULL)
+            + m(EVENTS_DROPPED_SEND_FAILED)
+            + m(BUFFER_EVENTS),
+        "accounting invariant broken: {:?}",
+        vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
+    );
+}
+
 /// captured = delivered + dropped_buffer_full + dropped_send_failed + buffered
 pub fn assert_accounting(vm: &Vm) {
-    let m = |n: &str| vm.metric(&format!("usage_filter.{n}"));
-    assert_eq!(
-        m("events_captured"),
-        m("events_delivered")
-            + m("events_dropped_buffer_full")
-            + m("events_dropped_send_failed")
-            + m("buffer_events"),
-        "accounting invariant broken: {:?}",
-        vm.metrics()
-    );
+    assert_accounting_across(&[vm]);
 }
 
 /// A VM delivering through the http sink to cluster `collector`, with `http` merged into

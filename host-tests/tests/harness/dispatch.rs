@@ -1,5 +1,6 @@
 //! The http sink: batching triggers, the bounded buffer, retries, and shutdown.
 use crate::common::*;
+use host_tests::metrics::*;
 use host_tests::{CalloutState, Reply};
 use serde_json::json;
 
@@ -34,8 +35,8 @@ fn count_trigger() {
     assert_eq!(veil_events(&c[0]).len(), 5);
     vm.reply(c[0].token, 200, &[], b"{}").unwrap();
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 25);
-    assert_eq!(vm.metric("usage_filter.batches_sent"), 3);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 25);
+    assert_eq!(vm.metric(BATCHES_SENT), 3);
 }
 
 #[test]
@@ -96,17 +97,17 @@ fn full_buffer_drops_exactly_the_overflow() {
     assert_eq!(vm.pending().len(), 1, "collector hangs on the first batch");
     send(&mut vm, 60);
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_captured"), 80);
-    assert_eq!(vm.metric("usage_filter.events_dropped_buffer_full"), 30);
-    assert_eq!(vm.metric("usage_filter.buffer_events"), 50);
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 80);
+    assert_eq!(vm.metric(EVENTS_DROPPED_BUFFER_FULL), 30);
+    assert_eq!(vm.metric(BUFFER_EVENTS), 50);
     // the collector recovers: everything held is delivered
     vm.auto_reply(|_| Reply::Status(200));
     let t = vm.pending()[0].token;
     vm.reply(t, 200, &[], b"").unwrap();
     vm.advance_ms(2000).unwrap();
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 50);
-    assert_eq!(vm.metric("usage_filter.buffer_events"), 0);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 50);
+    assert_eq!(vm.metric(BUFFER_EVENTS), 0);
 }
 
 #[test]
@@ -145,9 +146,9 @@ fn retry_503_503_200_same_batch_id_and_backoff_in_bounds() {
     assert!((200..=500).contains(&d1), "{d1}");
     assert!((200..=900).contains(&d2), "{d2}");
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 4);
-    assert_eq!(vm.metric("usage_filter.batch_retries"), 2);
-    assert_eq!(vm.metric("usage_filter.batches_sent"), 1);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 4);
+    assert_eq!(vm.metric(BATCH_RETRIES), 2);
+    assert_eq!(vm.metric(BATCHES_SENT), 1);
     let ids: std::collections::HashSet<_> = veil_events(&all[2])
         .iter()
         .map(|e| e["id"].clone())
@@ -166,8 +167,8 @@ fn connect_failure_and_reset_then_200() {
     vm.advance_ms(2000).unwrap();
     vm.reply(vm.pending()[0].token, 200, &[], b"").unwrap();
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 1);
-    assert_eq!(vm.metric("usage_filter.batch_retries"), 2);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 1);
+    assert_eq!(vm.metric(BATCH_RETRIES), 2);
 }
 
 #[test]
@@ -193,7 +194,7 @@ fn timeout_is_retried() {
     );
     vm.reply(again[0].token, 200, &[], b"").unwrap();
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 1);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 1);
 }
 
 #[test]
@@ -211,8 +212,8 @@ fn status_400_is_not_retried_and_is_logged_once() {
     vm.advance_ms(30_000).unwrap();
     assert_eq!(vm.callouts().len(), 1, "never sent again");
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_dropped_send_failed"), 3);
-    assert_eq!(vm.metric("usage_filter.batches_failed"), 1);
+    assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 3);
+    assert_eq!(vm.metric(BATCHES_FAILED), 1);
     let warns: Vec<_> = vm.logs().iter().filter(|l| l.level == 3).collect();
     assert_eq!(warns.len(), 1, "{warns:?}");
     assert!(
@@ -250,10 +251,10 @@ fn exhausted_attempts_are_counted_as_send_failures() {
     vm.advance_ms(20_000).unwrap();
     assert_eq!(vm.callouts().len(), 3);
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_dropped_send_failed"), 2);
-    assert_eq!(vm.metric("usage_filter.batch_retries"), 2);
-    assert_eq!(vm.metric("usage_filter.batches_failed"), 1);
-    assert_eq!(vm.metric("usage_filter.buffer_events"), 0);
+    assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 2);
+    assert_eq!(vm.metric(BATCH_RETRIES), 2);
+    assert_eq!(vm.metric(BATCHES_FAILED), 1);
+    assert_eq!(vm.metric(BUFFER_EVENTS), 0);
 }
 
 #[test]
@@ -264,7 +265,7 @@ fn unknown_cluster_counts_as_a_failed_attempt() {
     send(&mut vm, 1);
     vm.advance_ms(1000).unwrap();
     settle_and_check(&mut vm);
-    assert_eq!(vm.metric("usage_filter.events_dropped_send_failed"), 1);
+    assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 1);
     assert!(vm
         .logs()
         .iter()
@@ -300,7 +301,7 @@ fn shutdown_flushes_what_is_buffered() {
     }
     assert!(vm.done_called(), "proxy_done once everything is answered");
     assert_accounting(&vm);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 250);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 250);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Random interleavings of requests, ticks, clock jumps and collector behaviour: the VM never
 //! traps, the accounting invariant always holds, and no event is delivered twice.
 use crate::common::*;
+use host_tests::metrics::*;
 use host_tests::{CalloutState, Vm};
 use proptest::prelude::*;
 use serde_json::json;
@@ -83,6 +84,6 @@ proptest! {
                 prop_assert!(ids.insert(e["id"].as_str().unwrap().to_string()), "delivered twice: {}", e["id"]);
             }
         }
-        prop_assert_eq!(acked, vm.metric("usage_filter.events_delivered"));
+        prop_assert_eq!(acked, vm.metric(EVENTS_DELIVERED));
     }
 }

@@ -1,5 +1,6 @@
 //! A long collector outage: memory stays flat, every event is accounted for.
 use crate::common::*;
+use host_tests::metrics::*;
 use host_tests::Reply;
 use serde_json::json;
 
@@ -23,12 +24,8 @@ fn million_requests_against_a_failing_collector_keep_memory_flat() {
             at_100k = vm.memory_bytes();
             settle_and_check(&mut vm);
             // the buffer saturates; exhausted batches free room that new events refill
-            assert!(
-                vm.metric("usage_filter.buffer_events") > 5_000,
-                "{:?}",
-                vm.metrics()
-            );
-            assert!(vm.metric("usage_filter.events_dropped_buffer_full") > 0);
+            assert!(vm.metric(BUFFER_EVENTS) > 5_000, "{:?}", vm.metrics());
+            assert!(vm.metric(EVENTS_DROPPED_BUFFER_FULL) > 0);
         }
     }
     let at_1m = vm.memory_bytes();
@@ -38,9 +35,9 @@ fn million_requests_against_a_failing_collector_keep_memory_flat() {
         vm.metrics()
     );
     assert_eq!(at_1m, at_100k, "linear memory grew during the outage");
-    assert_eq!(vm.metric("usage_filter.events_captured"), 1_000_000);
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 0);
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 1_000_000);
+    assert_eq!(vm.metric(EVENTS_DELIVERED), 0);
     // both ways of losing events during an outage happened, and nothing else
-    assert!(vm.metric("usage_filter.events_dropped_buffer_full") > 0);
-    assert!(vm.metric("usage_filter.events_dropped_send_failed") > 0);
+    assert!(vm.metric(EVENTS_DROPPED_BUFFER_FULL) > 0);
+    assert!(vm.metric(EVENTS_DROPPED_SEND_FAILED) > 0);
 }

@@ -1,6 +1,7 @@
 //! `dispatcher.mode: shared_queue`: worker VMs hand events to one singleton service VM over a
 //! shared queue; the service batches and sends for the whole proxy.
 use crate::common::*;
+use host_tests::metrics::*;
 use host_tests::{Profile, Reply, Vm};
 use serde_json::{json, Value};
 
@@ -31,12 +32,6 @@ fn worker(hub: &host_tests::state::SharedHub) -> Vm {
         .config(cfg(false))
         .start()
         .unwrap()
-}
-
-fn total(vms: &[&Vm], name: &str) -> i64 {
-    vms.iter()
-        .map(|v| v.metric(&format!("usage_filter.{name}")))
-        .sum()
 }
 
 #[test]
@@ -70,9 +65,9 @@ fn workers_hand_over_and_the_service_delivers() {
     w1.tick().unwrap();
     w2.tick().unwrap();
     let all = [&service, &w1, &w2];
-    assert_eq!(total(&all, "events_captured"), 15);
-    assert_eq!(total(&all, "events_delivered"), 15);
-    assert_eq!(total(&all, "buffer_events"), 0);
+    assert_eq!(total(&all, EVENTS_CAPTURED), 15);
+    assert_eq!(total(&all, EVENTS_DELIVERED), 15);
+    assert_eq!(total(&all, BUFFER_EVENTS), 0);
 }
 
 #[test]
@@ -92,39 +87,51 @@ fn worker_resolves_the_queue_lazily_and_bounds_its_handoff() {
     send(&mut w, 30);
     w.advance_ms(100).unwrap();
     assert_eq!(
-        w.metric("usage_filter.events_dropped_buffer_full"),
+        w.metric(EVENTS_DROPPED_BUFFER_FULL),
         10,
         "hand-over bounded by buffer_size"
     );
-    assert_eq!(w.metric("usage_filter.buffer_events"), 20);
+    assert_eq!(w.metric(BUFFER_EVENTS), 20);
     let mut service = service(&hub);
     service.auto_reply(|_| Reply::Status(200));
     w.advance_ms(100).unwrap();
     service.advance_ms(2000).unwrap();
     w.tick().unwrap();
     let all = [&service, &w];
-    assert_eq!(total(&all, "events_delivered"), 20);
-    assert_eq!(
-        total(&all, "events_captured"),
-        total(&all, "events_delivered")
-            + total(&all, "events_dropped_buffer_full")
-            + total(&all, "events_dropped_send_failed")
-            + total(&all, "buffer_events")
-    );
+    assert_eq!(total(&all, EVENTS_DELIVERED), 20);
+    assert_accounting_across(&all);
 }
 
 #[test]
 fn without_queue_resolution_workers_keep_their_events_bounded() {
-    // Kong: no resolve_shared_queue; the worker keeps its events (bounded) and never traps
-    let mut w = Vm::with_profile(Profile::Kong)
-        .config(cfg(false))
-        .start()
-        .unwrap();
-    send(&mut w, 3);
-    w.advance_ms(500).unwrap();
-    assert!(w.trapped().is_none());
-    assert_eq!(w.metric("usage_filter.buffer_events"), 3);
-    assert_accounting(&w);
+    // Kong: no resolve_shared_queue; each worker keeps its events, at most buffer_size of
+    // them, drops the rest as buffer-full, and never traps
+    let hub = Vm::new_hub();
+    let kong_worker = || {
+        Vm::with_profile(Profile::Kong)
+            .hub(&hub)
+            .config(json!({
+                "enabled": true, "sinks": ["http"],
+                "http": {"cluster": "collector", "batch_size": 5, "buffer_size": 5},
+                "dispatcher": {"mode": "shared_queue"}
+            }))
+            .start()
+            .unwrap()
+    };
+    let (mut w1, mut w2) = (kong_worker(), kong_worker());
+    send(&mut w1, 8);
+    send(&mut w2, 6);
+    w1.advance_ms(500).unwrap();
+    w2.advance_ms(500).unwrap();
+    for (w, dropped) in [(&w1, 3), (&w2, 1)] {
+        assert!(w.trapped().is_none());
+        assert!(w.callouts().is_empty(), "a worker never calls out");
+        assert_eq!(w.metric(BUFFER_EVENTS), 5, "{:?}", w.metrics());
+        assert_eq!(w.metric(EVENTS_DROPPED_BUFFER_FULL), dropped);
+    }
+    let all = [&w1, &w2];
+    assert_eq!(total(&all, EVENTS_CAPTURED), 14);
+    assert_accounting_across(&all);
 }
 
 #[test]
