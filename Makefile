@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test e2e bench run clippy toolchain fmt wasm-opt
+.PHONY: build test unit wasm-unit host-test e2e e2e-caddy bench run clippy toolchain fmt wasm-opt
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -25,7 +25,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build clippy unit wasm-unit host-test e2e
+test: build clippy unit wasm-unit host-test e2e e2e-caddy
 
 clippy: toolchain
 	$(CARGO) clippy -p usage-filter --target $(WASM_TARGET) --profile wasm -- -D warnings
@@ -46,6 +46,10 @@ host-test: build
 
 e2e: build
 	@if [ -x envoy/e2e.sh ]; then envoy/e2e.sh; else echo "e2e: not yet present"; fi
+
+# Caddy: in the path through Envoy, and beside Caddy with usage-agent (real Caddy from PyPI)
+e2e-caddy: build
+	caddy/e2e.sh
 
 bench: build
 	bench/run.sh
