@@ -21,12 +21,20 @@ pub struct Request<'a> {
     response_headers: Headers,
     response_body: Vec<u8>,
     upstream_ms: u64,
+    timed: Option<(u64, u64)>,
+    random: Option<Vec<u8>>,
+    exact: bool,
+    sizes: Option<(u64, u64)>,
 }
 
 /// What the host saw of one request.
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub context_id: u32,
+    /// Bytes the stream's callbacks drew from WASI `random_get`.
+    pub random_drawn: usize,
+    /// Of those, bytes answered from `Request::random_bytes`.
+    pub random_scripted: usize,
     /// Fuel per callback for this request alone.
     pub fuel: FuelLog,
     /// What the filter stored with `proxy_set_property` (Envoy filter state `wasm.<key>`).
@@ -43,16 +51,20 @@ impl Outcome {
 /// the body callback once per chunk with that chunk's size.
 pub const CHUNK: usize = 16 * 1024;
 
+/// Chunk size for `Request::body_sizes` (a size is an i32 in the ABI).
+const SIZES_CHUNK: u64 = 1 << 30;
+
 fn body_chunks(
     vm: &mut Vm,
     f: &wasmtime::TypedFunc<(i32, i32, i32), i32>,
     name: &'static str,
     ctx: u32,
-    len: usize,
+    len: u64,
+    chunk: u64,
 ) -> Result<()> {
     let mut left = len;
     while left > 0 {
-        let n = left.min(CHUNK);
+        let n = left.min(chunk);
         left -= n;
         vm.call(
             name,
@@ -78,6 +90,10 @@ impl<'a> Request<'a> {
             response_headers: Vec::new(),
             response_body: Vec::new(),
             upstream_ms: 0,
+            timed: None,
+            random: None,
+            exact: false,
+            sizes: None,
         }
     }
 
@@ -131,6 +147,37 @@ impl<'a> Request<'a> {
         self
     }
 
+    // ---- for a host replaying finished requests (the agent) ----
+
+    /// A request that already happened: the clock reads `start_ns` from context create
+    /// through the request body and `end_ns` from the response headers through `on_log`.
+    /// No timer fires in between (`upstream_ms` is ignored).
+    pub fn timed(mut self, start_ns: u64, end_ns: u64) -> Self {
+        self.timed = Some((start_ns, end_ns));
+        self
+    }
+    /// While this stream's callbacks run, `random_get` answers from these bytes first
+    /// (a call the remaining bytes cannot fill falls back to the VM's generator).
+    pub fn random_bytes(mut self, bytes: Vec<u8>) -> Self {
+        self.random = Some(bytes);
+        self
+    }
+    /// Exactly these request headers (pseudo-headers included, repeated names kept, names
+    /// as given); no `x-request-id` is added and the response gets only `:status` and
+    /// `response_header`s.
+    pub fn headers_exact(mut self, headers: Headers) -> Self {
+        self.headers = headers;
+        self.exact = true;
+        self
+    }
+    /// Body sizes only (a host replaying a log that has the sizes, not the bodies): the
+    /// body callbacks carry the sizes, in chunks of up to 1 GiB; the body buffers read as
+    /// empty and nothing of that size is allocated.
+    pub fn body_sizes(mut self, request: u64, response: u64) -> Self {
+        self.sizes = Some((request, response));
+        self
+    }
+
     /// The upstream answers with this status.
     pub fn respond(self, status: u32) -> Result<Outcome> {
         self.run(Ending::Respond {
@@ -160,31 +207,94 @@ impl<'a> Request<'a> {
             vm,
             mut headers,
             body,
-            mut response_headers,
-            mut response_body,
+            response_headers,
+            response_body,
             upstream_ms,
+            timed,
+            random,
+            exact,
+            sizes,
         } = self;
         // Envoy's connection manager adds x-request-id unless told not to.
-        if !headers.iter().any(|(k, _)| k == "x-request-id") {
+        if !exact && !headers.iter().any(|(k, _)| k == "x-request-id") {
             let id = format!("req-{}", vm.next_context);
             headers.push(("x-request-id".into(), id.into_bytes()));
         }
         let before = vm.fuel().clone();
-        let f = vm.exports();
-        let root = vm.root_id;
         let ctx = vm.next_context;
         vm.next_context += 1;
         let n_headers = headers.len() as i32;
+        if let Some((start, _)) = timed {
+            vm.set_clock_ns(start);
+        }
+        vm.store
+            .data_mut()
+            .wasi
+            .scripted
+            .set(random.unwrap_or_default());
         let start_ns = vm.now_ns();
+        let (body_len, response_len, chunk) = match sizes {
+            Some((req, resp)) => (req, Some(resp), SIZES_CHUNK),
+            None => (body.len() as u64, None, CHUNK as u64),
+        };
         vm.store.data_mut().streams.insert(
             ctx,
             StreamData {
                 request_headers: headers,
-                request_body: body.clone(),
+                request_body: body,
                 start_ns,
                 ..Default::default()
             },
         );
+        let r = Self::callbacks(
+            vm,
+            ctx,
+            n_headers,
+            (body_len, response_len, chunk),
+            ending,
+            timed,
+            upstream_ms,
+            exact,
+            response_headers,
+            response_body,
+        );
+        let scripted = std::mem::take(&mut vm.store.data_mut().wasi.scripted);
+        let stream = vm.store.data_mut().streams.remove(&ctx).unwrap_or_default();
+        r?;
+        vm.settle()?;
+        let mut fuel = vm.fuel().clone();
+        for (k, (calls, used)) in fuel.iter_mut() {
+            if let Some((c0, u0)) = before.get(k) {
+                *calls -= c0;
+                *used -= u0;
+            }
+        }
+        fuel.retain(|_, (c, _)| *c > 0);
+        Ok(Outcome {
+            context_id: ctx,
+            random_drawn: scripted.drawn,
+            random_scripted: scripted.used,
+            fuel,
+            filter_state: stream.filter_state,
+        })
+    }
+
+    /// Envoy's callbacks for one stream, from context create to `on_delete`.
+    #[allow(clippy::too_many_arguments)]
+    fn callbacks(
+        vm: &mut Vm,
+        ctx: u32,
+        n_headers: i32,
+        (body_len, response_len, chunk): (u64, Option<u64>, u64),
+        ending: Ending,
+        timed: Option<(u64, u64)>,
+        upstream_ms: u64,
+        exact: bool,
+        mut response_headers: Headers,
+        mut response_body: Vec<u8>,
+    ) -> Result<()> {
+        let f = vm.exports();
+        let root = vm.root_id;
         let id = ctx as i32;
         vm.call(
             "on_context_create",
@@ -196,12 +306,17 @@ impl<'a> Request<'a> {
             "on_request_headers",
             f.request_headers,
             ctx,
-            (id, n_headers, body.is_empty() as i32),
+            (id, n_headers, (body_len == 0) as i32),
         )?;
-        body_chunks(vm, &f.request_body, "on_request_body", ctx, body.len())?;
+        body_chunks(vm, &f.request_body, "on_request_body", ctx, body_len, chunk)?;
+        if let Some((_, end)) = timed {
+            vm.set_clock_ns(end);
+        }
         let respond = match ending {
             Ending::Respond { status, code } => {
-                vm.advance_ms(upstream_ms)?;
+                if timed.is_none() {
+                    vm.advance_ms(upstream_ms)?;
+                }
                 Some((status, code))
             }
             Ending::LocalReply(code) => {
@@ -214,29 +329,23 @@ impl<'a> Request<'a> {
         if let Some((status, code)) = respond {
             let mut h: Headers = vec![(":status".into(), status)];
             h.append(&mut response_headers);
-            h.push((
-                "content-length".into(),
-                response_body.len().to_string().into_bytes(),
-            ));
+            let len = response_len.unwrap_or(response_body.len() as u64);
+            if !exact {
+                h.push(("content-length".into(), len.to_string().into_bytes()));
+            }
             let n = h.len() as i32;
             if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
                 s.response_headers = h;
-                s.response_body = response_body.clone();
+                s.response_body = response_body;
                 s.response_code = code;
             }
             vm.call(
                 "on_response_headers",
                 f.response_headers,
                 ctx,
-                (id, n, response_body.is_empty() as i32),
+                (id, n, (len == 0) as i32),
             )?;
-            body_chunks(
-                vm,
-                &f.response_body,
-                "on_response_body",
-                ctx,
-                response_body.len(),
-            )?;
+            body_chunks(vm, &f.response_body, "on_response_body", ctx, len, chunk)?;
         }
         let now = vm.now_ns();
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
@@ -247,21 +356,6 @@ impl<'a> Request<'a> {
             vm.call("on_log", f.log, ctx, id)?;
         }
         vm.call("on_done", f.done, ctx, id)?;
-        vm.call("on_delete", f.delete, ctx, id)?;
-        let stream = vm.store.data_mut().streams.remove(&ctx).unwrap_or_default();
-        vm.settle()?;
-        let mut fuel = vm.fuel().clone();
-        for (k, (calls, used)) in fuel.iter_mut() {
-            if let Some((c0, u0)) = before.get(k) {
-                *calls -= c0;
-                *used -= u0;
-            }
-        }
-        fuel.retain(|_, (c, _)| *c > 0);
-        Ok(Outcome {
-            context_id: ctx,
-            fuel,
-            filter_state: stream.filter_state,
-        })
+        vm.call("on_delete", f.delete, ctx, id)
     }
 }

@@ -17,26 +17,34 @@ const FUEL_BUDGET: u64 = u64::MAX / 4;
 /// Start of the simulated clock: 2023-11-14T22:13:20Z.
 pub const EPOCH_NS: u64 = 1_700_000_000_000_000_000;
 
-fn engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
+/// One engine with fuel metering (tests, benches) and one without (the agent).
+fn engine(fuel: bool) -> &'static Engine {
+    static ENGINES: [OnceLock<Engine>; 2] = [OnceLock::new(), OnceLock::new()];
+    ENGINES[fuel as usize].get_or_init(|| {
         let mut c = Config::new();
-        c.consume_fuel(true);
+        c.consume_fuel(fuel);
         Engine::new(&c).unwrap_or_else(|e| panic!("wasmtime engine: {e}"))
     })
 }
 
 /// Compiles each `.wasm` once per process; tests share the compiled module.
 pub fn module(path: &Path) -> Result<Module> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Module>>> = OnceLock::new();
+    module_for(path, true)
+}
+
+/// The compiled module for an engine with or without fuel metering.
+pub fn module_for(path: &Path, fuel: bool) -> Result<Module> {
+    type Cache = Mutex<HashMap<(PathBuf, bool), Module>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     let mut cache = cache.lock().map_err(|_| anyhow!("module cache poisoned"))?;
-    if let Some(m) = cache.get(path) {
+    let key = (path.to_path_buf(), fuel);
+    if let Some(m) = cache.get(&key) {
         return Ok(m.clone());
     }
-    let m = Module::from_file(engine(), path)
+    let m = Module::from_file(engine(fuel), path)
         .map_err(|e| anyhow!("loading {}: {e:?}", path.display()))?;
-    cache.insert(path.to_path_buf(), m.clone());
+    cache.insert(key, m.clone());
     Ok(m)
 }
 
@@ -90,6 +98,8 @@ pub struct Builder {
     vm_id: String,
     hub: Option<SharedHub>,
     log_level: i32,
+    fuel: bool,
+    random_seed: Option<u64>,
 }
 
 /// Why a VM did not start: the plugin refused its configuration, or it trapped.
@@ -118,6 +128,8 @@ impl Builder {
             vm_id: "usage_filter".to_string(),
             hub: None,
             log_level: 1,
+            fuel: true,
+            random_seed: None,
         }
     }
     pub fn wasm(mut self, p: impl Into<PathBuf>) -> Self {
@@ -143,6 +155,11 @@ impl Builder {
         self.clusters.push(name.to_string());
         self
     }
+    /// Exactly these clusters exist (instead of the default `collector` and `cluster()`s).
+    pub fn clusters_only(mut self, names: &[String]) -> Self {
+        self.clusters = names.to_vec();
+        self
+    }
     pub fn vm_id(mut self, id: &str) -> Self {
         self.vm_id = id.to_string();
         self
@@ -155,6 +172,24 @@ impl Builder {
     /// Lowest level kept in `logs()` (1 = debug).
     pub fn log_level(mut self, level: i32) -> Self {
         self.log_level = level;
+        self
+    }
+
+    /// Fuel metering on every call into the guest (default on; `fuel()` then reads 0 per
+    /// call when off). A production host (the agent) runs without it.
+    pub fn fuel(mut self, on: bool) -> Self {
+        self.fuel = on;
+        self
+    }
+    /// The VM configuration handed to `on_vm_start` (Envoy: `vm_config.configuration`).
+    pub fn vm_config(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.vm_config = bytes.into();
+        self
+    }
+    /// Initial state of WASI `random_get`'s generator (default: fixed per VM of a hub, so
+    /// test runs repeat).
+    pub fn random_seed(mut self, seed: u64) -> Self {
+        self.random_seed = Some(seed);
         self
     }
 
@@ -199,6 +234,9 @@ pub struct Vm {
     fuel: FuelLog,
     trapped: Option<String>,
     auto: Option<Box<dyn FnMut(&Callout) -> Reply>>,
+    metered: bool,
+    /// Highest callout token `take_new_callouts` has handed out.
+    taken_token: u32,
 }
 
 impl Vm {
@@ -217,8 +255,8 @@ impl Vm {
     }
 
     fn load(b: Builder) -> Result<Vm> {
-        let module = module(&b.wasm)?;
-        let mut linker: Linker<HostState> = Linker::new(engine());
+        let module = module_for(&b.wasm, b.fuel)?;
+        let mut linker: Linker<HostState> = Linker::new(engine(b.fuel));
         crate::imports::add_to_linker(&mut linker)?;
         crate::wasi::add_to_linker(&mut linker, &module)?;
         let hub = b.hub.unwrap_or_else(Vm::new_hub);
@@ -230,7 +268,7 @@ impl Vm {
         let state = HostState {
             wasi: WasiState {
                 env: b.env,
-                rng_state: vm_key * 0x1234_5678_9abc,
+                rng_state: b.random_seed.unwrap_or(vm_key * 0x1234_5678_9abc),
                 ..Default::default()
             },
             hub,
@@ -259,8 +297,10 @@ impl Vm {
             host_calls: HashMap::new(),
             call_trace: Default::default(),
         };
-        let mut store = Store::new(engine(), state);
-        store.set_fuel(FUEL_BUDGET)?;
+        let mut store = Store::new(engine(b.fuel), state);
+        if b.fuel {
+            store.set_fuel(FUEL_BUDGET)?;
+        }
         let instance = linker.instantiate(&mut store, &module)?;
         let memory = instance
             .get_memory(&mut store, "memory")
@@ -303,6 +343,8 @@ impl Vm {
             fuel: FuelLog::new(),
             trapped: None,
             auto: None,
+            metered: b.fuel,
+            taken_token: 0,
         })
     }
 
@@ -326,9 +368,15 @@ impl Vm {
             st.wasi.realtime_ns = now;
             st.wasi.monotonic_ns = now;
         }
-        self.store.set_fuel(FUEL_BUDGET)?;
+        if self.metered {
+            self.store.set_fuel(FUEL_BUDGET)?;
+        }
         let r = f.call(&mut self.store, args);
-        let used = FUEL_BUDGET - self.store.get_fuel()?;
+        let used = if self.metered {
+            FUEL_BUDGET - self.store.get_fuel()?
+        } else {
+            0
+        };
         let e = self.fuel.entry(name).or_default();
         e.0 += 1;
         e.1 += used;
@@ -363,10 +411,16 @@ impl Vm {
             .ok_or_else(|| anyhow!("no export {name}"))?;
         let params: Vec<wasmtime::Val> = args.iter().map(|a| wasmtime::Val::I32(*a)).collect();
         let mut results = vec![wasmtime::Val::I32(0); func.ty(&self.store).results().len()];
-        self.store.set_fuel(FUEL_BUDGET)?;
+        if self.metered {
+            self.store.set_fuel(FUEL_BUDGET)?;
+        }
         func.call(&mut self.store, &params, &mut results)
             .map_err(|e| anyhow!("{name}: {e:?}"))?;
-        let used = FUEL_BUDGET - self.store.get_fuel()?;
+        let used = if self.metered {
+            FUEL_BUDGET - self.store.get_fuel()?
+        } else {
+            0
+        };
         Ok((results.first().and_then(|v| v.i32()), used))
     }
 
@@ -382,6 +436,11 @@ impl Vm {
 
     fn set_now(&mut self, ns: u64) {
         self.store.data().hub.borrow_mut().now_ns = ns;
+    }
+
+    /// Sets the clock the VM reads (a host with a real clock sets it before each call in).
+    pub fn set_clock_ns(&mut self, ns: u64) {
+        self.set_now(ns);
     }
 
     /// One `on_tick` now (the timer is not rescheduled).
@@ -451,6 +510,23 @@ impl Vm {
 
     pub fn pending(&self) -> Vec<Callout> {
         self.store.data().pending.clone()
+    }
+
+    /// Callouts made since the last call, each handed out once (a host that sends them).
+    pub fn take_new_callouts(&mut self) -> Vec<Callout> {
+        let after = self.taken_token;
+        let new: Vec<Callout> = self
+            .store
+            .data()
+            .pending
+            .iter()
+            .filter(|c| c.token > after)
+            .cloned()
+            .collect();
+        if let Some(last) = new.iter().map(|c| c.token).max() {
+            self.taken_token = last;
+        }
+        new
     }
 
     /// Keeps at most `n` finished callouts (long runs would otherwise hold every body).
@@ -545,7 +621,8 @@ impl Vm {
         self.reply(token, 503, &[("content-type", "text/plain")], body)
     }
 
-    fn time_out(&mut self, token: u32) -> Result<()> {
+    /// Envoy gave up waiting after the callout's `timeout_ms`: a 504 of its own.
+    pub fn time_out(&mut self, token: u32) -> Result<()> {
         let body = b"upstream request timeout".to_vec();
         let h: Headers = vec![
             (":status".into(), b"504".to_vec()),
@@ -670,6 +747,11 @@ impl Vm {
 
     pub fn clear_logs(&mut self) {
         self.store.data_mut().logs.clear();
+    }
+
+    /// The log lines kept since the last call, removed from the VM (a long-running host).
+    pub fn take_logs(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.store.data_mut().logs)
     }
 
     /// Usage events written by the log sink through the host log.

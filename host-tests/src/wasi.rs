@@ -29,6 +29,39 @@ pub struct WasiState {
     pub passthrough: bool,
     pub rng_state: u64,
     pub exit_code: Option<i32>,
+    /// Scripted entropy, see `ScriptedRandom`.
+    pub scripted: ScriptedRandom,
+}
+
+/// Bytes `random_get` answers from before its generator (one stream's, set by
+/// `Request::random_bytes`), and what was drawn meanwhile. A call is answered from the
+/// script only when the script still holds all the bytes it asks for, so a filter refilling
+/// a large pool in the same callback does not eat the stream's bytes.
+#[derive(Debug, Default, Clone)]
+pub struct ScriptedRandom {
+    pub bytes: Vec<u8>,
+    pub used: usize,
+    /// Bytes drawn by `random_get` (script and generator) since the script was set.
+    pub drawn: usize,
+}
+
+impl ScriptedRandom {
+    pub fn set(&mut self, bytes: Vec<u8>) {
+        *self = ScriptedRandom {
+            bytes,
+            ..Default::default()
+        };
+    }
+
+    /// The next `len` scripted bytes, when the script holds that many.
+    fn take(&mut self, len: usize) -> Option<&[u8]> {
+        self.drawn += len;
+        if self.bytes.len() - self.used < len {
+            return None;
+        }
+        self.used += len;
+        Some(&self.bytes[self.used - len..self.used])
+    }
 }
 
 /// `proc_exit` unwinds out of the guest with this error.
@@ -103,8 +136,16 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, module: &Mod
         M,
         "random_get",
         |mut c: Caller<'_, T>, ptr: i32, len: i32| -> i32 {
-            // splitmix64: deterministic per run is fine; ids only need to differ.
             let st = c.data_mut().wasi();
+            if let Some(b) = st.scripted.take(len as u32 as usize) {
+                let b = b.to_vec();
+                return if write_bytes(&mut c, ptr, &b) {
+                    ERRNO_SUCCESS
+                } else {
+                    ERRNO_INVAL
+                };
+            }
+            // splitmix64: deterministic per run is fine; ids only need to differ.
             let mut out = Vec::with_capacity(len as usize);
             while out.len() < len as usize {
                 st.rng_state = st.rng_state.wrapping_add(0x9E37_79B9_7F4A_7C15);
