@@ -8,4 +8,6 @@ mod formats;
 mod generated;
 mod malformed;
 mod outage;
+mod queue_books;
+mod roles;
 mod shared_queue;

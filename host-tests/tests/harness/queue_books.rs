@@ -1,13 +1,19 @@
 //! The books across VMs in `shared_queue` mode when a hand-over message is damaged on the
 //! way: what it announced but could not deliver is counted, so captured still equals
 //! delivered + dropped + buffered summed over the workers and the service.
+use crate::common::{assert_accounting_across, total};
+use host_tests::metrics::*;
 use host_tests::{Reply, Vm};
 use serde_json::json;
 
 fn start(hub: &host_tests::state::SharedHub, service: bool) -> Vm {
     Vm::envoy()
         .hub(hub)
-        .vm_id(if service { "usage_service" } else { "usage_filter" })
+        .vm_id(if service {
+            "usage_service"
+        } else {
+            "usage_filter"
+        })
         .config(json!({
             "enabled": true,
             "sinks": ["http"],
@@ -16,12 +22,6 @@ fn start(hub: &host_tests::state::SharedHub, service: bool) -> Vm {
         }))
         .start()
         .unwrap()
-}
-
-fn total(vms: &[&Vm], name: &str) -> i64 {
-    vms.iter()
-        .map(|v| v.metric(&format!("usage_filter.{name}")))
-        .sum()
 }
 
 #[test]
@@ -47,24 +47,20 @@ fn records_lost_from_a_truncated_hand_over_are_counted() {
             .iter_mut()
             .find(|q| q.name == "usage_events")
             .expect("the service registered its queue");
-        let msg = q.items.pop_front().expect("the worker handed its events over");
+        let msg = q
+            .items
+            .pop_front()
+            .expect("the worker handed its events over");
         assert!(q.items.is_empty(), "one message for five events");
         q.items.push_back(msg[..msg.len() - 10].to_vec());
     }
     service.advance_ms(3000).unwrap();
     worker.advance_ms(1000).unwrap();
     let vms = [&service, &worker];
-    assert_eq!(total(&vms, "events_captured"), 5);
-    assert_eq!(total(&vms, "events_delivered"), 4);
-    assert_eq!(total(&vms, "events_dropped_send_failed"), 1);
-    assert_eq!(
-        total(&vms, "events_captured"),
-        total(&vms, "events_delivered")
-            + total(&vms, "events_dropped_buffer_full")
-            + total(&vms, "events_dropped_send_failed")
-            + total(&vms, "buffer_events"),
-        "the books balance across the VMs"
-    );
+    assert_eq!(total(&vms, EVENTS_CAPTURED), 5);
+    assert_eq!(total(&vms, EVENTS_DELIVERED), 4);
+    assert_eq!(total(&vms, EVENTS_DROPPED_SEND_FAILED), 1);
+    assert_accounting_across(&vms);
 }
 
 #[test]
@@ -73,7 +69,12 @@ fn a_message_that_is_garbage_loses_no_event_it_did_not_have() {
     let mut service = start(&hub, true);
     let mut worker = start(&hub, false);
     service.auto_reply(|_| Reply::Status(200));
-    worker.request().path("/v1/a").key("k").respond(200).unwrap();
+    worker
+        .request()
+        .path("/v1/a")
+        .key("k")
+        .respond(200)
+        .unwrap();
     worker.advance_ms(100).unwrap();
     {
         let mut h = hub.borrow_mut();
@@ -88,7 +89,7 @@ fn a_message_that_is_garbage_loses_no_event_it_did_not_have() {
     service.advance_ms(3000).unwrap();
     worker.advance_ms(1000).unwrap();
     let vms = [&service, &worker];
-    assert_eq!(total(&vms, "events_delivered"), 1);
-    assert_eq!(total(&vms, "events_dropped_send_failed"), 0);
-    assert_eq!(total(&vms, "events_captured"), 1);
+    assert_eq!(total(&vms, EVENTS_DELIVERED), 1);
+    assert_eq!(total(&vms, EVENTS_DROPPED_SEND_FAILED), 0);
+    assert_accounting_across(&vms);
 }

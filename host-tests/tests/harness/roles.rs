@@ -39,6 +39,6 @@ fn a_local_dispatcher_flushes_what_it_holds_at_shutdown() {
     }
     assert!(vm.callouts().is_empty(), "not due before shutdown");
     vm.shutdown().unwrap();
-    assert_eq!(vm.metric("usage_filter.events_delivered"), 3);
+    assert_eq!(vm.metric(host_tests::metrics::EVENTS_DELIVERED), 3);
     assert!(vm.done_called());
 }
