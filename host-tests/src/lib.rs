@@ -10,6 +10,7 @@
 //! ```
 
 pub mod abi;
+pub mod control;
 pub mod imports;
 pub mod metrics;
 pub mod request;

@@ -149,6 +149,9 @@ pub struct HostState {
     pub next_token: u32,
     pub call_response: Option<CallResponse>,
     pub clusters: Vec<String>,
+    /// When set, `proxy_http_call` answers this status instead of starting the callout (a
+    /// host with its own ideas: any status the ABI allows, and some it does not).
+    pub callout_refusal: Option<i32>,
     pub done_called: bool,
     pub local_responses: Vec<(u32, u32)>,
     pub memory: Option<Memory>,

@@ -290,6 +290,7 @@ impl Vm {
             next_token: 0,
             call_response: None,
             clusters: b.clusters,
+            callout_refusal: None,
             done_called: false,
             local_responses: Vec::new(),
             memory: None,

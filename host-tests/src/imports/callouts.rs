@@ -36,6 +36,9 @@ pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {
                 return BAD_ARGUMENT;
             };
             let st = c.data_mut();
+            if let Some(status) = st.callout_refusal {
+                return status;
+            }
             let has = |n: &str| headers.iter().any(|(k, v)| k == n && !v.is_empty());
             if !st.clusters.contains(&upstream)
                 || !has(":method")

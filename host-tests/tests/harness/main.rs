@@ -1,6 +1,7 @@
 //! Tests that drive the compiled `dist/usage_filter.wasm` through our Envoy-like host.
 mod common;
 
+mod callout_start;
 mod capture;
 mod config;
 mod dispatch;
@@ -9,5 +10,6 @@ mod generated;
 mod malformed;
 mod outage;
 mod queue_books;
+mod reconfigure;
 mod roles;
 mod shared_queue;
