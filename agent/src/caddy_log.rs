@@ -1,8 +1,7 @@
 //! One Caddy JSON access-log entry, and the HTTP stream the filter sees for it.
 //!
-//! Caddy 2.11 writes, per request (`logger` `http.log.access…`, `msg` `handled request`):
-//! `ts` (Unix seconds, float; zap stamps it when the entry is written, at the end of the
-//! request), `request` {`method`, `host`, `uri` (with query), `headers` {Name: [values]},
+//! Caddy 2.11 writes, per request (`logger` `http.log.access…`, `msg` `handled request`;
+//! see `caddy/FORMAT.md`): `ts` (Unix seconds, float, written at the end of the request), `request` {`method`, `host`, `uri` (with query), `headers` {Name: [values]},
 //! `proto`, `remote_ip`, `tls`?}, `bytes_read`, `duration` (seconds, float), `size`
 //! (response body bytes), `status`, `resp_headers`.
 //!
@@ -71,6 +70,10 @@ impl Malformed {
 
 #[derive(Deserialize)]
 struct RawEntry<'a> {
+    #[serde(default)]
+    logger: Option<String>,
+    #[serde(default)]
+    msg: Option<String>,
     #[serde(borrow)]
     ts: Option<&'a RawValue>,
     request: Option<RawRequest>,
@@ -147,6 +150,15 @@ pub fn parse(line: &[u8]) -> Result<Entry, Malformed> {
         }
         Err(_) => return Err(Malformed::NotJson),
     };
+    // Other loggers' lines (over `output net`, or a shared file): `http.log.error` lines
+    // carry a `request` too.
+    let other_logger = raw
+        .logger
+        .as_deref()
+        .is_some_and(|l| !l.starts_with("http.log.access"));
+    if other_logger || raw.msg.as_deref().is_some_and(|m| m != "handled request") {
+        return Err(Malformed::NotAccess);
+    }
     let req = raw.request.ok_or(Malformed::NotAccess)?;
     let end_ns = raw
         .ts
@@ -211,7 +223,10 @@ mod tests {
 
     #[test]
     fn exact_decimal_seconds() {
-        assert_eq!(seconds_to_ns("1700000000.123456789"), Some(1_700_000_000_123_456_789));
+        assert_eq!(
+            seconds_to_ns("1700000000.123456789"),
+            Some(1_700_000_000_123_456_789)
+        );
         assert_eq!(seconds_to_ns("0.000123"), Some(123_000));
         assert_eq!(seconds_to_ns("3"), Some(3_000_000_000));
         assert_eq!(seconds_to_ns("1.5e-3"), Some(1_500_000));
@@ -228,19 +243,24 @@ mod tests {
             Err(Malformed::NotAccess)
         );
         assert_eq!(
+            parse(br#"{"level":"error","ts":1,"logger":"http.log.error","msg":"dial tcp: refused","request":{"method":"GET"},"duration":0.1,"status":502}"#),
+            Err(Malformed::NotAccess)
+        );
+        assert_eq!(
             parse(br#"{"ts":"2024-01-01T00:00:00Z","request":{},"duration":0.1}"#),
             Err(Malformed::BadTime)
         );
-        assert_eq!(parse(br#"{"ts":1,"request":{},"status":"x"}"#), Err(Malformed::BadField));
+        assert_eq!(
+            parse(br#"{"ts":1,"request":{},"status":"x"}"#),
+            Err(Malformed::BadField)
+        );
     }
 
-    /// helper-3's fixture of real Caddy output, when present: every line is an entry.
+    /// Real Caddy 2.11.7 output (`caddy/testdata/access.log`): every line is an entry.
     #[test]
     fn the_real_caddy_fixture_parses() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../caddy/testdata/access.log");
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return;
-        };
+        let text = std::fs::read_to_string(path).unwrap();
         let mut n = 0;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -249,6 +269,12 @@ mod tests {
             }
             let e = parse(line.as_bytes()).unwrap_or_else(|k| panic!("{k:?}: {line}"));
             assert_eq!(e.status as u64, v["status"].as_u64().unwrap());
+            assert_eq!(e.bytes_read, v["bytes_read"].as_u64().unwrap());
+            let dur = (v["duration"].as_f64().unwrap() * 1e9) as i64;
+            assert!(
+                ((e.end_ns - e.start_ns) as i64 - dur).abs() < 1000,
+                "{line}"
+            );
             assert_eq!(e.size, v["size"].as_u64().unwrap());
             let path = e.headers.iter().find(|(k, _)| k == ":path").unwrap();
             assert_eq!(path.1, v["request"]["uri"].as_str().unwrap().as_bytes());

@@ -57,10 +57,7 @@ fn host_port(v: &str) -> bool {
 }
 
 /// Parses the arguments (without the program name). `getenv` answers `--env NAME`.
-pub fn parse(
-    args: &[String],
-    getenv: &dyn Fn(&str) -> Option<String>,
-) -> Result<Parsed, String> {
+pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, String> {
     let mut o = Options::default();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -72,7 +69,13 @@ pub fn parse(
             return Ok(Parsed::Help);
         }
         let known = [
-            "--wasm", "--config", "--follow", "--state", "--listen", "--cluster", "--metrics",
+            "--wasm",
+            "--config",
+            "--follow",
+            "--state",
+            "--listen",
+            "--cluster",
+            "--metrics",
             "--env",
         ];
         if !known.contains(&flag) {
@@ -175,9 +178,11 @@ mod tests {
 
     #[test]
     fn every_flag() {
-        let o = run("--wasm f.wasm --config c.json --follow /var/log/a.log --state s.json \
+        let o = run(
+            "--wasm f.wasm --config c.json --follow /var/log/a.log --state s.json \
                      --cluster collector=127.0.0.1:18080 --cluster=other=localhost:1 \
-                     --metrics 127.0.0.1:9100 --env TOKEN --env ENABLE_EVENT_STREAMING=true")
+                     --metrics 127.0.0.1:9100 --env TOKEN --env ENABLE_EVENT_STREAMING=true",
+        )
         .unwrap();
         assert_eq!(o.wasm, PathBuf::from("f.wasm"));
         assert_eq!(o.config, Some(PathBuf::from("c.json")));

@@ -90,7 +90,10 @@ fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok())
-        .find(|e| e.metadata().is_ok_and(|m| m.is_file() && FileId::of(&m) == id))
+        .find(|e| {
+            e.metadata()
+                .is_ok_and(|m| m.is_file() && FileId::of(&m) == id)
+        })
         .map(|e| e.path())
 }
 
@@ -280,7 +283,10 @@ impl Follower {
                 o.file.seek(SeekFrom::Start(0))?;
                 self.reset_buf(0);
                 if partial {
-                    let end = Position { file: id, offset: 0 };
+                    let end = Position {
+                        file: id,
+                        offset: 0,
+                    };
                     f(Item::Skipped {
                         kind: Malformed::Partial,
                         end,
@@ -354,7 +360,11 @@ mod tests {
     }
 
     fn append(p: &Path, s: &str) {
-        let mut f = OpenOptions::new().create(true).append(true).open(p).unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
         f.write_all(s.as_bytes()).unwrap();
     }
 
@@ -414,7 +424,11 @@ mod tests {
         let mut f = Follower::new(&p, None);
         assert_eq!(drain(&mut f), ["one", "two"]);
         std::fs::copy(&p, d.join("access.log.1")).unwrap();
-        OpenOptions::new().write(true).truncate(true).open(&p).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&p)
+            .unwrap();
         append(&p, "x\n");
         assert_eq!(drain(&mut f), ["x"]);
     }

@@ -173,8 +173,9 @@ fn level_name(l: i32) -> &'static str {
 
 fn run(o: cli::Options) -> Result<(), String> {
     let config = match &o.config {
-        Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("--config {}: {e}", p.display()))?,
+        Some(p) => {
+            std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))?
+        }
         None => "{}".to_string(),
     };
     if let Err(e) = std::fs::metadata(&o.wasm) {
@@ -313,7 +314,9 @@ impl Agent {
     fn tick(&mut self) -> Result<(), String> {
         self.vm.set_clock_ns(now_ns());
         if self.timer {
-            self.vm.tick().map_err(|e| format!("the filter failed: {e:#}"))?;
+            self.vm
+                .tick()
+                .map_err(|e| format!("the filter failed: {e:#}"))?;
         }
         self.end_group();
         self.drain_logs();
@@ -331,7 +334,10 @@ impl Agent {
         let quiet = self.vm.metric("usage_filter.buffer_events") == 0 && self.in_flight.is_empty();
         self.books.tick(d, quiet);
         self.group_open = false;
-        if !self.saw_per_stream && !self.warned_pooled && self.vm.metric("usage_filter.events_captured") > 0 {
+        if !self.saw_per_stream
+            && !self.warned_pooled
+            && self.vm.metric("usage_filter.events_captured") > 0
+        {
             self.warned_pooled = true;
             eprintln!(
                 "usage-agent: warning: this filter build does not draw event ids per stream; \
@@ -388,8 +394,10 @@ impl Agent {
                         self.books.delivered(id);
                     }
                 }
-                let h: Vec<(&str, &str)> =
-                    headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let h: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 self.vm.reply(a.token, status, &h, &body)
             }
             Outcome::ConnectFailed => self.vm.refuse(a.token),
@@ -454,7 +462,10 @@ impl Agent {
                         break;
                     }
                 }
-                if err.is_some() || got.map_or(true, |n| n < BATCH) || Instant::now() >= self.next_tick {
+                if err.is_some()
+                    || got.map_or(true, |n| n < BATCH)
+                    || Instant::now() >= self.next_tick
+                {
                     break;
                 }
             }
@@ -574,7 +585,10 @@ impl Agent {
             .metrics()
             .into_iter()
             .map(|(n, v)| {
-                let kind = self.vm.metric_kind(&n).unwrap_or(host_tests::MetricKind::Gauge);
+                let kind = self
+                    .vm
+                    .metric_kind(&n)
+                    .unwrap_or(host_tests::MetricKind::Gauge);
                 (n, kind, v)
             })
             .collect();

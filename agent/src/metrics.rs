@@ -38,15 +38,30 @@ pub fn render(filter: &[(String, MetricKind, i64)], a: &Agent) -> String {
     let mut one = |n: &str, t: &str, help: &str, v: u64| {
         let _ = writeln!(s, "# HELP {n} {help}\n# TYPE {n} {t}\n{n} {v}");
     };
-    one("usage_agent_lines_read_total", "counter", "Log lines read.", a.lines_read);
+    one(
+        "usage_agent_lines_read_total",
+        "counter",
+        "Log lines read.",
+        a.lines_read,
+    );
     one(
         "usage_agent_lines_behind",
         "gauge",
         "Entries read whose events are only in memory (what a hard kill would read again).",
         a.lines_behind,
     );
-    one("usage_agent_bytes_unread", "gauge", "Bytes of the followed log not read yet.", a.bytes_unread);
-    one("usage_agent_callouts_in_flight", "gauge", "Callouts waiting for an answer.", a.callouts_in_flight);
+    one(
+        "usage_agent_bytes_unread",
+        "gauge",
+        "Bytes of the followed log not read yet.",
+        a.bytes_unread,
+    );
+    one(
+        "usage_agent_callouts_in_flight",
+        "gauge",
+        "Callouts waiting for an answer.",
+        a.callouts_in_flight,
+    );
     one(
         "usage_agent_entries_forgotten_total",
         "counter",
@@ -100,16 +115,23 @@ mod tests {
             ..Default::default()
         };
         let page = render(
-            &[("usage_filter.events_captured".into(), MetricKind::Counter, 3)],
+            &[(
+                "usage_filter.events_captured".into(),
+                MetricKind::Counter,
+                3,
+            )],
             &a,
         );
-        assert!(page.contains("# TYPE usage_filter_events_captured counter\nusage_filter_events_captured 3\n"));
+        assert!(page.contains(
+            "# TYPE usage_filter_events_captured counter\nusage_filter_events_captured 3\n"
+        ));
         assert!(page.contains("usage_agent_lines_read_total 5\n"));
         assert!(page.contains("usage_agent_lines_malformed_total{kind=\"not_json\"} 2\n"));
         let shared = Arc::new(Mutex::new(page.clone()));
         let addr = serve("127.0.0.1:0", shared).unwrap();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .unwrap();
         let mut got = String::new();
         c.read_to_string(&mut got).unwrap();
         assert!(got.starts_with("HTTP/1.1 200 OK") && got.ends_with(&page));

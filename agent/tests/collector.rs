@@ -86,7 +86,9 @@ fn http(addr: &str, method: &str, path: &str, body: &str) -> String {
     .unwrap();
     let mut r = String::new();
     s.read_to_string(&mut r).unwrap();
-    r.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+    r.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 impl Collector {
@@ -135,8 +137,14 @@ fn entry_at(base_s: u64, i: u64) -> (String, bool) {
     .to_string()
     // Exact decimals, as Caddy writes them.
     .replace(r#""ts":0"#, &format!(r#""ts":{ts}"#))
-    .replace(r#""duration":0"#, &format!(r#""duration":0.{:06}"#, 2_000 + i * 1_537))
-    .replace(r#""headers":{"User-Agent":["curl/8.5.0"]}"#, &format!(r#""headers":{{"User-Agent":["curl/8.5.0"]{key}}}"#));
+    .replace(
+        r#""duration":0"#,
+        &format!(r#""duration":0.{:06}"#, 2_000 + i * 1_537),
+    )
+    .replace(
+        r#""headers":{"User-Agent":["curl/8.5.0"]}"#,
+        &format!(r#""headers":{{"User-Agent":["curl/8.5.0"]{key}}}"#),
+    );
     (line, keyed)
 }
 
@@ -250,10 +258,15 @@ fn each_keyed_entry_becomes_one_event_with_caddys_figures() {
     let col = collector(&dir);
     let n = 120;
     let keyed = write_entries(&dir.join("access.log"), 0..n, Some(40));
-    let cfg = config(&dir, json!({"cluster": "collector", "batch_size": 25, "flush_interval_ms": 200}));
+    let cfg = config(
+        &dir,
+        json!({"cluster": "collector", "batch_size": 25, "flush_interval_ms": 200}),
+    );
     let metrics_addr = "127.0.0.1:0";
     let _a = agent(&dir, &col, &cfg, &["--metrics", metrics_addr]);
-    wait_for("the events", Duration::from_secs(20), || col.events().len() >= keyed);
+    wait_for("the events", Duration::from_secs(20), || {
+        col.events().len() >= keyed
+    });
     std::thread::sleep(Duration::from_millis(300));
     let events = col.events();
     assert_eq!(events.len(), keyed, "{}", stderr_of(&dir));
@@ -299,9 +312,16 @@ fn a_hard_kill_and_a_restart_lose_nothing_and_repeat_ids() {
         json!({"cluster": "collector", "batch_size": 20, "flush_interval_ms": 100, "max_in_flight": 1}),
     );
     // A slow collector: events wait in the filter while the agent is killed.
-    http(&col.addr, "POST", "/faults", r#"{"delay_ms": 150, "count": -1}"#);
+    http(
+        &col.addr,
+        "POST",
+        "/faults",
+        r#"{"delay_ms": 150, "count": -1}"#,
+    );
     let mut a = agent(&dir, &col, &cfg, &[]);
-    wait_for("some events", Duration::from_secs(20), || col.events().len() >= 60);
+    wait_for("some events", Duration::from_secs(20), || {
+        col.events().len() >= 60
+    });
     a.0.kill().unwrap();
     a.0.wait().unwrap();
     let before = col.events().len();
@@ -309,7 +329,9 @@ fn a_hard_kill_and_a_restart_lose_nothing_and_repeat_ids() {
     keyed += write_entries(&log, 300..400, None);
     http(&col.addr, "DELETE", "/faults", "");
     let _b = agent(&dir, &col, &cfg, &[]);
-    wait_for("every entry", Duration::from_secs(30), || col.events().len() >= keyed);
+    wait_for("every entry", Duration::from_secs(30), || {
+        col.events().len() >= keyed
+    });
     std::thread::sleep(Duration::from_millis(500));
     let events = col.events();
     // The collector stores each id once: a replay under a new id would show up here.
@@ -341,15 +363,23 @@ fn sigterm_delivers_what_the_filter_holds() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(col.events().len(), 0, "sent before the flush interval");
     // Held in memory: the saved offset stays at the first entry.
-    let st: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    let st: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
     assert_eq!(st["offset"], 0);
     let pid = a.0.id();
-    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
     let status = a.0.wait().unwrap();
     assert!(status.success(), "{}", stderr_of(&dir));
     assert_eq!(col.events().len(), keyed, "{}", stderr_of(&dir));
-    let st: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
-    assert_eq!(st["offset"], std::fs::metadata(dir.join("access.log")).unwrap().len());
+    let st: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+    assert_eq!(
+        st["offset"],
+        std::fs::metadata(dir.join("access.log")).unwrap().len()
+    );
 }
 
 #[test]
@@ -357,7 +387,11 @@ fn a_refused_configuration_is_one_line_naming_the_key() {
     let dir = tmpdir("badcfg");
     std::fs::write(dir.join("access.log"), "").unwrap();
     let cfg = dir.join("plugin.json");
-    std::fs::write(&cfg, r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"collector","batch_size":0}}"#).unwrap();
+    std::fs::write(
+        &cfg,
+        r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"collector","batch_size":0}}"#,
+    )
+    .unwrap();
     let out = Command::new(AGENT)
         .arg("--wasm")
         .arg(wasm())
@@ -370,10 +404,16 @@ fn a_refused_configuration_is_one_line_naming_the_key() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let last: Vec<&str> = err.lines().filter(|l| l.starts_with("usage-agent:")).collect();
+    let last: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("usage-agent:"))
+        .collect();
     assert_eq!(last.len(), 1, "{err}");
     assert!(last[0].contains("http.batch_size"), "{err}");
-    let out = Command::new(AGENT).args(["--follow", "x", "--cluster", "nope"]).output().unwrap();
+    let out = Command::new(AGENT)
+        .args(["--follow", "x", "--cluster", "nope"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
