@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test e2e e2e-caddy bench run clippy toolchain fmt wasm-opt
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench run clippy toolchain fmt wasm-opt
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -19,13 +19,16 @@ build: toolchain wasm-opt
 	@mkdir -p dist
 	$(WASM_OPT) target/$(WASM_TARGET)/wasm/usage_filter.wasm -o $(DIST)
 	@echo "built $(DIST) ($$(stat -c %s $(DIST)) bytes)"
+	$(CARGO) build --release -p usage-agent
+	@install -m 0755 target/release/usage-agent dist/usage-agent
+	@echo "built dist/usage-agent"
 
 # Binaryen's wasm-opt, from Debian
 wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build clippy unit wasm-unit host-test e2e e2e-caddy
+test: build clippy unit wasm-unit host-test agent-test e2e e2e-caddy
 
 clippy: toolchain
 	$(CARGO) clippy -p usage-filter --target $(WASM_TARGET) --profile wasm -- -D warnings
@@ -46,6 +49,11 @@ host-test: build
 
 e2e: build
 	@if [ -x envoy/e2e.sh ]; then envoy/e2e.sh; else echo "e2e: not yet present"; fi
+
+# usage-agent against the real reference collector, on the filter just built
+agent-test: build
+	$(CARGO) build --release -p usage-collector
+	USAGE_FILTER_WASM=$(abspath $(DIST)) $(CARGO) test --release -p usage-agent
 
 # Caddy: in the path through Envoy, and beside Caddy with usage-agent (real Caddy from PyPI)
 e2e-caddy: build
