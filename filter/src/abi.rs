@@ -81,7 +81,10 @@ pub extern "C" fn _initialize() {
     }
     // A panic cannot be caught with panic=abort; at least say why the VM stopped.
     std::panic::set_hook(Box::new(|info| {
-        WasmHost.log(Level::Error, format!("usage-filter: panic: {info}").as_bytes());
+        WasmHost.log(
+            Level::Error,
+            format!("usage-filter: panic: {info}").as_bytes(),
+        );
     }));
 }
 

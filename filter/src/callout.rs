@@ -52,7 +52,10 @@ impl Callout {
 /// proxy-wasm's serialized header map: count, then each key and value length, then each
 /// key and value followed by a NUL.
 pub fn serialize_map(pairs: &[(String, String)]) -> Vec<u8> {
-    let size = 4 + pairs.iter().map(|(k, v)| 10 + k.len() + v.len()).sum::<usize>();
+    let size = 4 + pairs
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.len())
+        .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
     for (k, v) in pairs {

@@ -1,72 +1,105 @@
 //! What one request's callbacks gathered, and the pure rules that decide whether it is
-//! metered and what event it becomes. The stream context only reads headers and sizes.
+//! metered and what event it becomes. The stream context only reads the request's header
+//! map, the status, the sizes and the clock.
 
 use crate::config::Config;
 use crate::event::{self, Event};
+use crate::headers::HeaderMap;
+use std::borrow::Cow;
+use std::ops::Range;
 
-/// A request that is metered: everything its callbacks saw, as raw header bytes.
+/// A request that is metered: everything its callbacks saw. Header values stay in the one
+/// request map the host handed over; the fields are ranges into it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Captured {
     pub start_ns: u64,
-    /// Bytes of `:path` up to (not including) the query.
-    pub path: Vec<u8>,
-    pub key: Option<Vec<u8>>,
-    pub method: Option<Vec<u8>>,
-    pub request_id: Option<Vec<u8>>,
-    pub authority: Option<Vec<u8>>,
+    pub headers: HeaderMap,
+    /// `:path` up to (not including) the query.
+    pub path: Range<usize>,
+    pub key: Option<Range<usize>>,
+    pub method: Option<Range<usize>>,
+    pub request_id: Option<Range<usize>>,
+    pub authority: Option<Range<usize>>,
     /// One per configured attribute, in configuration order.
-    pub attributes: Vec<Option<Vec<u8>>>,
+    pub attributes: Vec<Option<Range<usize>>>,
     pub request_bytes: u64,
     pub response_bytes: u64,
     /// 0 until response headers arrive: a stream that ends without a response stays 0.
     pub status: u32,
 }
 
-/// Whether a request with this `:path` is metered, and if so its path without the query
-/// and its key. The key is looked up only for paths that are not excluded (a host call).
-pub fn metered(
-    cfg: &Config,
-    raw_path: Option<Vec<u8>>,
-    key: impl FnOnce() -> Option<Vec<u8>>,
-) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
-    let mut path = raw_path.unwrap_or_default();
-    let len = event::strip_query(&path).len();
-    path.truncate(len);
-    if event::is_excluded(&path, &cfg.exclude_paths) {
-        return None;
-    }
-    let key = key();
-    if key.is_none() && cfg.require_key {
-        return None;
-    }
-    Some((path, key))
-}
-
 impl Captured {
+    /// The request as its headers describe it, when it is metered: not excluded by path,
+    /// and keyed when a key is required. `extras` reads the fields only some outputs carry.
+    pub fn begin(cfg: &Config, headers: HeaderMap, start_ns: u64, extras: bool) -> Option<Self> {
+        let [path, key, method] =
+            headers.find_each([":path", &cfg.subscription_key_header, ":method"]);
+        let path = path.unwrap_or_default();
+        let bare = event::strip_query(headers.slice(&path)).len();
+        let path = path.start..path.start + bare;
+        if event::is_excluded(headers.slice(&path), &cfg.exclude_paths) {
+            return None;
+        }
+        if key.is_none() && cfg.require_key {
+            return None;
+        }
+        let [request_id, authority] = match extras {
+            true => headers.find_each(["x-request-id", ":authority"]),
+            false => [None, None],
+        };
+        let attributes = match extras {
+            true => cfg
+                .attributes
+                .iter()
+                .map(|a| headers.find(&a.header))
+                .collect(),
+            false => Vec::new(),
+        };
+        Some(Captured {
+            start_ns,
+            path,
+            key,
+            method,
+            request_id,
+            authority,
+            attributes,
+            headers,
+            ..Default::default()
+        })
+    }
+
     pub fn set_status(&mut self, status: Option<&[u8]>) {
         self.status = status.map_or(0, event::parse_status);
     }
 
+    fn text(&self, r: &Range<usize>) -> Cow<'_, str> {
+        event::text(self.headers.slice(r))
+    }
+
     /// The event this request becomes, completed at `now_ns`.
     pub fn event<'a>(&'a self, cfg: &'a Config, now_ns: u64, random: &[u8; 10]) -> Event<'a> {
-        let key = self.key.as_deref().map(event::text).unwrap_or_default();
+        let key = self.key.as_ref().map(|k| self.text(k)).unwrap_or_default();
         Event {
             id: event::uuid_v7(now_ns / 1_000_000, random),
-            api_path: event::text(&self.path),
+            api_path: self.text(&self.path),
             subscription_key: event::apply_key_mode(key, cfg.key_mode),
-            method: self.method.as_deref().map(event::text).unwrap_or_default(),
+            method: self
+                .method
+                .as_ref()
+                .map(|m| self.text(m))
+                .unwrap_or_default(),
             response_time_ms: now_ns.saturating_sub(self.start_ns) / 1_000_000,
             status_code: self.status,
             completed_unix_ns: now_ns,
             request_size: self.request_bytes,
             response_size: self.response_bytes,
-            request_id: self.request_id.as_deref().map(event::text),
-            authority: self.authority.as_deref().map(event::text),
+            request_id: self.request_id.as_ref().map(|r| self.text(r)),
+            authority: self.authority.as_ref().map(|r| self.text(r)),
             attributes: cfg
                 .attributes
                 .iter()
                 .zip(&self.attributes)
-                .filter_map(|(a, v)| v.as_deref().map(|v| (a.field.as_str(), event::text(v))))
+                .filter_map(|(a, v)| v.as_ref().map(|v| (a.field.as_str(), self.text(v))))
                 .collect(),
         }
     }
@@ -75,10 +108,32 @@ impl Captured {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::callout::serialize_map;
     use crate::config;
 
     fn cfg(json: &str) -> Config {
         config::parse(json.as_bytes(), &|_| None).unwrap()
+    }
+
+    fn map(pairs: &[(&str, &[u8])]) -> HeaderMap {
+        // serialize_map takes text; build the bytes by hand for non-UTF-8 values
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        let _ = serialize_map; // the same layout, checked in headers' tests
+        HeaderMap::new(out)
+    }
+
+    fn begin(c: &Config, pairs: &[(&str, &[u8])]) -> Option<Captured> {
+        Captured::begin(c, map(pairs), 0, true)
     }
 
     const MS: u64 = 1_000_000;
@@ -86,36 +141,33 @@ mod tests {
     #[test]
     fn keyed_requests_are_metered_with_the_query_stripped() {
         let c = cfg(r#"{"enabled":true}"#);
-        let k = || Some(b"k".to_vec());
-        assert_eq!(
-            metered(&c, Some(b"/v1/x?key=1#f".to_vec()), k),
-            Some((b"/v1/x".to_vec(), Some(b"k".to_vec())))
+        let cap = begin(
+            &c,
+            &[(":path", b"/v1/x?key=1#f"), ("x-subscription-key", b"k")],
+        )
+        .unwrap();
+        assert_eq!(cap.headers.slice(&cap.path), b"/v1/x");
+        assert!(
+            begin(&c, &[(":path", b"/v1/x")]).is_none(),
+            "no key, no event"
         );
-        assert_eq!(metered(&c, Some(b"/v1/x".to_vec()), || None), None);
         // no :path at all is an empty path, still metered
-        assert_eq!(metered(&c, None, k), Some((Vec::new(), k())));
+        let cap = begin(&c, &[("x-subscription-key", b"k")]).unwrap();
+        assert_eq!(cap.event(&c, 0, &[0; 10]).api_path, "");
     }
 
     #[test]
     fn unkeyed_requests_are_metered_when_no_key_is_required() {
         let c = cfg(r#"{"enabled":true,"require_key":false}"#);
-        assert_eq!(
-            metered(&c, Some(b"/a".to_vec()), || None),
-            Some((b"/a".to_vec(), None))
-        );
+        assert!(begin(&c, &[(":path", b"/a")]).is_some());
     }
 
     #[test]
     fn excluded_prefixes_are_not_metered() {
         let c = cfg(r#"{"enabled":true,"exclude_paths":["/health"]}"#);
-        let key_read = std::cell::Cell::new(false);
-        let k = || {
-            key_read.set(true);
-            Some(b"k".to_vec())
-        };
-        assert_eq!(metered(&c, Some(b"/healthz?x".to_vec()), k), None);
-        assert!(!key_read.get(), "an excluded path costs no key lookup");
-        assert!(metered(&c, Some(b"/api/health".to_vec()), k).is_some());
+        let k: (&str, &[u8]) = ("x-subscription-key", b"k");
+        assert!(begin(&c, &[(":path", b"/healthz?x"), k]).is_none());
+        assert!(begin(&c, &[(":path", b"/api/health"), k]).is_some());
     }
 
     #[test]
@@ -135,19 +187,26 @@ mod tests {
 
     #[test]
     fn the_event_carries_what_was_captured() {
-        let c = cfg(r#"{"enabled":true,"attributes":{"org":{"header":"x-org"},"team":{"header":"x-team"}}}"#);
-        let cap = Captured {
-            start_ns: 1_000 * MS,
-            path: b"/v1/things".to_vec(),
-            key: Some(b"sk_1".to_vec()),
-            method: Some(b"POST".to_vec()),
-            request_id: Some(b"rid".to_vec()),
-            authority: Some(b"api.example.com".to_vec()),
-            attributes: vec![Some(b"acme".to_vec()), None],
-            request_bytes: 12,
-            response_bytes: 34,
-            status: 201,
-        };
+        let c = cfg(
+            r#"{"enabled":true,"attributes":{"org":{"header":"x-org"},"team":{"header":"x-team"}}}"#,
+        );
+        let mut cap = Captured::begin(
+            &c,
+            map(&[
+                (":path", b"/v1/things?x=1"),
+                (":method", b"POST"),
+                (":authority", b"api.example.com"),
+                ("x-subscription-key", b"sk_1"),
+                ("x-request-id", b"rid"),
+                ("x-org", b"acme"),
+            ]),
+            1_000 * MS,
+            true,
+        )
+        .unwrap();
+        cap.request_bytes = 12;
+        cap.response_bytes = 34;
+        cap.status = 201;
         let e = cap.event(&c, 1_250 * MS + 999, &[7; 10]);
         assert_eq!(e.api_path, "/v1/things");
         assert_eq!(e.subscription_key, "sk_1");
@@ -163,9 +222,22 @@ mod tests {
     }
 
     #[test]
+    fn extras_are_left_out_when_no_output_carries_them() {
+        let c = cfg(r#"{"enabled":true,"attributes":{"org":{"header":"x-org"}}}"#);
+        let pairs: &[(&str, &[u8])] = &[
+            ("x-subscription-key", b"k"),
+            ("x-request-id", b"rid"),
+            ("x-org", b"acme"),
+        ];
+        let cap = Captured::begin(&c, map(pairs), 0, false).unwrap();
+        let e = cap.event(&c, 0, &[0; 10]);
+        assert!(e.request_id.is_none() && e.authority.is_none() && e.attributes.is_empty());
+    }
+
+    #[test]
     fn missing_headers_become_empty_fields_not_failures() {
         let c = cfg(r#"{"enabled":true,"require_key":false}"#);
-        let cap = Captured::default();
+        let cap = begin(&c, &[]).unwrap();
         let e = cap.event(&c, 5 * MS, &[0; 10]);
         assert_eq!(e.subscription_key, "");
         assert_eq!(e.method, "");
@@ -177,38 +249,47 @@ mod tests {
     #[test]
     fn invalid_utf8_is_replaced_not_refused() {
         let c = cfg(r#"{"enabled":true}"#);
-        let cap = Captured {
-            path: b"/a\xff".to_vec(),
-            key: Some(b"k\xfe".to_vec()),
-            ..Default::default()
-        };
+        let cap = begin(
+            &c,
+            &[(":path", b"/a\xff"), ("x-subscription-key", b"k\xfe")],
+        )
+        .unwrap();
         let e = cap.event(&c, 0, &[0; 10]);
         assert_eq!(e.api_path, "/a\u{fffd}");
         assert_eq!(e.subscription_key, "k\u{fffd}");
     }
 
     #[test]
+    fn the_first_of_repeated_key_headers_counts() {
+        let c = cfg(r#"{"enabled":true}"#);
+        let cap = begin(
+            &c,
+            &[("x-subscription-key", b"a"), ("x-subscription-key", b"b")],
+        )
+        .unwrap();
+        assert_eq!(cap.event(&c, 0, &[0; 10]).subscription_key, "a");
+    }
+
+    #[test]
     fn key_modes_apply_to_the_event() {
-        let cap = Captured {
-            key: Some(b"abc".to_vec()),
-            ..Default::default()
-        };
         let sha = cfg(r#"{"enabled":true,"key_mode":"sha256"}"#);
+        let k: &[(&str, &[u8])] = &[("x-subscription-key", b"abc")];
         assert_eq!(
-            cap.event(&sha, 0, &[0; 10]).subscription_key,
+            begin(&sha, k)
+                .unwrap()
+                .event(&sha, 0, &[0; 10])
+                .subscription_key,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         let redact = cfg(r#"{"enabled":true,"key_mode":"redact"}"#);
+        let cap = begin(&redact, k).unwrap();
         assert_eq!(cap.event(&redact, 0, &[0; 10]).subscription_key, "abc…");
     }
 
     #[test]
     fn a_clock_that_goes_backwards_gives_zero_not_a_wrap() {
-        let c = cfg(r#"{"enabled":true}"#);
-        let cap = Captured {
-            start_ns: 10 * MS,
-            ..Default::default()
-        };
+        let c = cfg(r#"{"enabled":true,"require_key":false}"#);
+        let cap = Captured::begin(&c, map(&[]), 10 * MS, false).unwrap();
         assert_eq!(cap.event(&c, 5 * MS, &[0; 10]).response_time_ms, 0);
     }
 }

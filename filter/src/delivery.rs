@@ -203,7 +203,10 @@ mod tests {
 
     #[test]
     fn the_role_is_decided_by_the_configuration() {
-        assert_eq!(Delivery::new(&config(r#"{"enabled":true}"#)).role(), Role::LogOnly);
+        assert_eq!(
+            Delivery::new(&config(r#"{"enabled":true}"#)).role(),
+            Role::LogOnly
+        );
         assert_eq!(Delivery::new(&local("")).role(), Role::Local);
     }
 
@@ -250,7 +253,12 @@ mod tests {
         d.on_response(3, Some(200), None, 0, &mut r);
         let c = d.counters();
         assert_eq!(
-            (c.captured, c.delivered, c.dropped_send_failed, c.batch_retries),
+            (
+                c.captured,
+                c.delivered,
+                c.dropped_send_failed,
+                c.batch_retries
+            ),
             (5, 1, 2, 2)
         );
         assert_eq!((c.batches_sent, c.batches_failed), (1, 1));

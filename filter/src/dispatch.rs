@@ -361,7 +361,10 @@ pub(crate) mod tests {
         let mut d = Dispatcher::new(cfg());
         let mut r = Seq(0);
         d.offer(ev(), 0);
-        assert_eq!(d.on_response(42, Some(200), None, 0, &mut r), Outcome::Unknown);
+        assert_eq!(
+            d.on_response(42, Some(200), None, 0, &mut r),
+            Outcome::Unknown
+        );
         assert_eq!(d.buffered(), 1);
     }
 

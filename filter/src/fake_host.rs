@@ -32,7 +32,9 @@ impl FakeHost {
     }
 
     pub fn clear_headers(&self, map: Map) {
-        self.headers.borrow_mut().retain(|(m, _), _| *m != map as u32);
+        self.headers
+            .borrow_mut()
+            .retain(|(m, _), _| *m != map as u32);
     }
 
     pub fn set_config(&self, json: &str) {
@@ -84,6 +86,19 @@ impl Host for FakeHost {
             .borrow()
             .get(&(map as u32, name.to_string()))
             .cloned()
+    }
+
+    fn header_map(&self, map: Map) -> Option<Vec<u8>> {
+        self.call();
+        let mut pairs: Vec<(String, String)> = self
+            .headers
+            .borrow()
+            .iter()
+            .filter(|((m, _), _)| *m == map as u32)
+            .map(|((_, k), v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+            .collect();
+        pairs.sort();
+        Some(crate::callout::serialize_map(&pairs))
     }
 
     fn now_ns(&self) -> u64 {

@@ -34,6 +34,8 @@ pub enum Level {
 pub trait Host {
     fn log(&self, level: Level, msg: &[u8]);
     fn header(&self, map: Map, name: &str) -> Option<Vec<u8>>;
+    /// The whole map in proxy-wasm's serialized form (see `headers::HeaderMap`).
+    fn header_map(&self, map: Map) -> Option<Vec<u8>>;
     fn now_ns(&self) -> u64;
     /// Envoy keeps it as filter state `wasm.<path>` for the access logger.
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool;

@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod dispatch;
 pub mod encode;
 pub mod event;
+pub mod headers;
 pub mod host;
 pub mod metrics;
 pub mod random;

@@ -57,7 +57,6 @@ impl Pool {
         self.pos += N;
         out
     }
-
 }
 
 impl Random for Pool {

@@ -48,7 +48,9 @@ fn wants_per_event_ids(vm_config: &[u8]) -> bool {
 impl Root {
     pub fn on_vm_start(&mut self, host: &dyn Host, size: usize) -> bool {
         if size > 0 {
-            let raw = host.buffer(Buffer::VmConfiguration, 0, size).unwrap_or_default();
+            let raw = host
+                .buffer(Buffer::VmConfiguration, 0, size)
+                .unwrap_or_default();
             self.per_event_ids = wants_per_event_ids(&raw);
         }
         true
@@ -299,9 +301,9 @@ impl Root {
     }
 
     fn publish(&mut self, host: &dyn Host) {
-        let counters = self
-            .live()
-            .fold(self.retired_counters, |c, sh| c.add(&sh.delivery.borrow().counters()));
+        let counters = self.live().fold(self.retired_counters, |c, sh| {
+            c.add(&sh.delivery.borrow().counters())
+        });
         let values = counters.values(self.held() as u64);
         for (i, delta) in self.published.changes(values) {
             if let Some(Some(id)) = self.metric_ids.get(i) {
@@ -400,7 +402,11 @@ mod tests {
         root.on_tick(&host);
         let calls = host.take_callouts();
         let to_c: Vec<_> = calls.iter().filter(|(_, c)| c.upstream == "c").collect();
-        assert_eq!(to_c.len(), 1, "the old events go out at once, with the old cluster");
+        assert_eq!(
+            to_c.len(),
+            1,
+            "the old events go out at once, with the old cluster"
+        );
         let body = String::from_utf8_lossy(&to_c[0].1.body).into_owned();
         assert_eq!(body.matches("\"api_path\"").count(), 6, "{body}");
         for (t, _) in &calls {
@@ -415,7 +421,10 @@ mod tests {
         root.on_tick(&host);
         assert_eq!(host.metric("usage_filter.events_captured"), 7);
         assert_eq!(host.metric("usage_filter.events_delivered"), 7);
-        assert!(root.retired.is_empty(), "the old delivery is gone once drained");
+        assert!(
+            root.retired.is_empty(),
+            "the old delivery is gone once drained"
+        );
         books(&host);
     }
 
@@ -482,7 +491,20 @@ mod tests {
         assert!(configure(&mut root, &host, HTTP));
         let before = *host.host_calls.borrow();
         request(&root, &host, "/a");
-        // :path, key, :method, clock at start; :status; clock at the end
-        assert_eq!(*host.host_calls.borrow() - before, 6);
+        // the request map and the clock at the start; :status; the clock at the end
+        assert_eq!(*host.host_calls.borrow() - before, 4);
+    }
+
+    #[test]
+    fn the_log_sink_adds_only_the_line_it_writes() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, r#"{"enabled":true}"#));
+        let before = *host.host_calls.borrow();
+        request(&root, &host, "/a");
+        assert_eq!(*host.host_calls.borrow() - before, 5);
+        let logs = host.logs.borrow();
+        let line = &logs.last().unwrap().1;
+        assert!(line.contains(r#""api_path":"/a""#) && line.contains(r#""subscription_key":"k""#));
     }
 }

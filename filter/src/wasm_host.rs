@@ -20,6 +20,7 @@ extern "C" {
         ret: *mut *mut u8,
         ret_size: *mut usize,
     ) -> u32;
+    fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
     fn proxy_set_property(
         path: *const u8,
         path_size: usize,
@@ -95,6 +96,14 @@ impl Host for WasmHost {
         owned(st, ptr, size)
     }
 
+    fn header_map(&self, map: Map) -> Option<Vec<u8>> {
+        let mut ptr = std::ptr::null_mut();
+        let mut size = 0;
+        // SAFETY: out-pointers are valid for the call.
+        let st = unsafe { proxy_get_header_map_pairs(map as u32, &mut ptr, &mut size) };
+        owned(st, ptr, size)
+    }
+
     fn now_ns(&self) -> u64 {
         let mut t = 0u64;
         // SAFETY: as above.
@@ -118,7 +127,8 @@ impl Host for WasmHost {
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32> {
         let mut id = 0;
         // SAFETY: as above.
-        let st = unsafe { proxy_define_metric(u32::from(gauge), name.as_ptr(), name.len(), &mut id) };
+        let st =
+            unsafe { proxy_define_metric(u32::from(gauge), name.as_ptr(), name.len(), &mut id) };
         (st == OK).then_some(id)
     }
 
@@ -143,7 +153,13 @@ impl Host for WasmHost {
         let mut id = 0;
         // SAFETY: as above.
         let st = unsafe {
-            proxy_resolve_shared_queue(vm_id.as_ptr(), vm_id.len(), name.as_ptr(), name.len(), &mut id)
+            proxy_resolve_shared_queue(
+                vm_id.as_ptr(),
+                vm_id.len(),
+                name.as_ptr(),
+                name.len(),
+                &mut id,
+            )
         };
         (st == OK).then_some(id)
     }
