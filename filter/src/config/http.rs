@@ -66,9 +66,9 @@ fn target(h: &mut Obj) -> Result<(String, String, String), ConfigError> {
                 "cannot be combined with http.path (the URL carries the path)",
             );
         }
-        let (auth, p) = url::split_url(&url).ok_or(ConfigError {
+        let (auth, p) = url::split_url(&url).map_err(|rule| ConfigError {
             key: keys::HTTP_URL.path.into(),
-            rule: format!("must look like http://host:port/path, got \"{url}\""),
+            rule,
         })?;
         if authority.is_none() {
             authority = Some(auth.clone());

@@ -99,8 +99,10 @@ impl Obj {
         }
     }
 
-    /// Integers may arrive as `100.0`: Envoy turns a `google.protobuf.Struct` into JSON
-    /// through doubles.
+    /// Integers may arrive as `100.0`: a `google.protobuf.Struct` holds numbers as doubles.
+    /// They may also arrive as text: Envoy's YAML loader makes every number that is not a
+    /// 32-bit integer (`100.0`, `1e3`, `3000000000`) a Struct *string* ("Proto3 JSON mapping
+    /// allows use string for double"), so a string spelling a whole number counts as one.
     pub(super) fn int(&mut self, k: &Int) -> Result<u64, ConfigError> {
         let (key, min, max) = (k.path, k.min, k.max);
         let v = match self.take(self.own(k)) {
@@ -108,21 +110,25 @@ impl Obj {
             Some(v) => v,
         };
         let n = match &v {
-            Value::Number(n) => {
-                if let Some(u) = n.as_u64() {
-                    Some(u)
-                } else if let Some(f) = n.as_f64() {
-                    if f.fract() == 0.0 && f >= 0.0 && f <= u64::MAX as f64 {
-                        Some(f as u64)
-                    } else if f < 0.0 {
-                        return err(key, format!("must be between {min} and {max}, got {n}"));
-                    } else {
-                        None
+            Value::Number(n) => match n.as_u64() {
+                Some(u) => Some(u),
+                None => whole(n.as_f64(), key, min, max)?,
+            },
+            Value::String(s) => match s.parse::<u64>() {
+                Ok(u) => Some(u),
+                Err(_) => match number_text(s) {
+                    Some(f) => match whole(Some(f), key, min, max)? {
+                        Some(u) => Some(u),
+                        None => return err(key, format!("must be a whole number, got \"{s}\"")),
+                    },
+                    None => {
+                        return err(
+                            key,
+                            format!("must be a whole number, got a string (\"{s}\")"),
+                        )
                     }
-                } else {
-                    None
-                }
-            }
+                },
+            },
             _ => None,
         };
         match n {
@@ -169,6 +175,25 @@ impl Obj {
             ),
         }
     }
+}
+
+/// A double as a whole number: `Some` when whole and not negative, an error naming the range
+/// when negative, `None` when it has a fraction (or is not finite).
+fn whole(f: Option<f64>, key: &str, min: u64, max: u64) -> Result<Option<u64>, ConfigError> {
+    match f {
+        Some(f) if f.fract() == 0.0 && f >= 0.0 && f <= u64::MAX as f64 => Ok(Some(f as u64)),
+        Some(f) if f < 0.0 => err(key, format!("must be between {min} and {max}, got {f}")),
+        _ => Ok(None),
+    }
+}
+
+/// A string that spells a finite JSON/YAML number (`100.0`, `1e3`, `-5`); not `inf`/`NaN`.
+fn number_text(s: &str) -> Option<f64> {
+    let digits = s.trim_start_matches(['-', '+']);
+    if !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        return None;
+    }
+    s.parse::<f64>().ok().filter(|f| f.is_finite())
 }
 
 pub(super) fn kind(v: &Value) -> &'static str {

@@ -125,7 +125,7 @@ pub const HTTP_PATH: Other = Other {
 pub const HTTP_URL: Other = Other {
     path: "http.url",
     shown: "—",
-    rule: "http://host:port/path (or https://); sets authority, path and, if unset, cluster",
+    rule: "http://host[:port]/path (or https://), port 1..=65535; sets authority, path and, if unset, cluster",
 };
 pub const HTTP_FORMAT: Choice<Format> = Choice {
     path: "http.format",

@@ -320,3 +320,71 @@ fn shared_queue_worker_without_the_http_sink_is_refused_as_it_has_nothing_to_que
     assert_eq!(e.key, "dispatcher.mode");
     assert!(e.rule.contains("needs \"http\" in sinks"), "{e}");
 }
+
+/// A port that is not a number 1..=65535 would make every callout fail with BadArgument and
+/// every event a send failure: it is refused at configure time instead.
+#[test]
+fn url_with_a_bad_port_is_refused_naming_http_url() {
+    for url in [
+        "http://collector:port/api",
+        "http://collector:99999/api",
+        "http://collector:65536/api",
+        "http://collector:0/api",
+        "http://c:/x",
+        "http://collector:-1/api",
+        "http://collector:+80/api",
+        "http://[::1]:abc/api",
+        "http://::1:3000/api",
+        "http://[::1/api",
+    ] {
+        let json = format!(r#"{{"sinks":["http"],"http":{{"url":"{url}"}}}}"#);
+        let e = parse_str(&json).expect_err(url);
+        assert_eq!(e.key, "http.url", "{url} -> {e}");
+        assert!(e.rule.contains(url), "{url} -> {e}");
+    }
+    for (url, authority) in [
+        ("http://collector:3000/api", "collector:3000"),
+        ("http://collector:65535/api", "collector:65535"),
+        ("http://collector/api", "collector"),
+        ("https://[::1]:8443/api", "[::1]:8443"),
+        ("http://[::1]/api", "[::1]"),
+    ] {
+        let json = format!(r#"{{"sinks":["http"],"http":{{"url":"{url}"}}}}"#);
+        let c = parse_str(&json).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(c.http.unwrap().authority, authority);
+    }
+}
+
+/// Envoy turns a YAML number that is not a 32-bit integer (`100.0`, `1e3`, `3000000000`)
+/// into a Struct *string* ("Proto3 JSON mapping allows use string for double"), so a whole
+/// number written that way is accepted; one that is not whole says what arrived.
+#[test]
+fn whole_numbers_envoy_turned_into_strings_are_accepted() {
+    let c = parse_str(
+        r#"{"sinks":["http"],"http":{"cluster":"c","batch_size":"100.0","timeout_ms":"2e3","buffer_size":"20000"}}"#,
+    )
+    .unwrap();
+    let h = c.http.unwrap();
+    assert_eq!(
+        (h.batch_size, h.timeout_ms, h.buffer_size),
+        (100, 2000, 20_000)
+    );
+    let cases = [
+        ("\"100.5\"", "must be a whole number, got \"100.5\""),
+        (
+            "\"3000000000\"",
+            "must be between 1 and 600000, got 3000000000",
+        ),
+        ("\"-5.0\"", "must be between 1 and 600000, got -5"),
+        ("\"1s\"", "must be a whole number, got a string (\"1s\")"),
+        ("\"NaN\"", "must be a whole number"),
+        ("\"inf\"", "must be a whole number"),
+        ("\"\"", "must be a whole number"),
+    ];
+    for (v, rule) in cases {
+        let json = format!(r#"{{"sinks":["http"],"http":{{"cluster":"c","timeout_ms":{v}}}}}"#);
+        let e = parse_str(&json).expect_err(v);
+        assert_eq!(e.key, "http.timeout_ms", "{v} -> {e}");
+        assert!(e.rule.contains(rule), "{v} -> {e}");
+    }
+}

@@ -80,6 +80,26 @@ const BAD: &[(&str, &str, &str)] = &[
         "http.headers.authorization",
         "MISSING_TOKEN is not set",
     ),
+    (
+        r#"{"sinks": ["http"], "http": {"url": "http://collector:port/api"}}"#,
+        "http.url",
+        "port must be a number 1..=65535, got \"port\"",
+    ),
+    (
+        r#"{"sinks": ["http"], "http": {"url": "http://collector:99999/api"}}"#,
+        "http.url",
+        "port must be a number 1..=65535, got \"99999\"",
+    ),
+    (
+        r#"{"sinks": ["http"], "http": {"url": "http://c:/x"}}"#,
+        "http.url",
+        "port must be a number 1..=65535, got \"\"",
+    ),
+    (
+        r#"{"sinks": ["http"], "http": {"cluster": "collector", "batch_size": "100.5"}}"#,
+        "http.batch_size",
+        "must be a whole number, got \"100.5\"",
+    ),
     (r#"{"enabled": true"#, "(root)", "must be valid JSON"),
     (r#""just a string""#, "(root)", "must be a JSON object"),
 ];
@@ -135,6 +155,25 @@ fn struct_config_with_doubles_takes_effect() {
     );
     assert_eq!(veil_events(&c[0]).len(), 3);
     assert_eq!(c[0].timeout_ms, 2000, "the default is 5000");
+}
+
+/// Envoy's YAML loader turns `batch_size: 100.0` (any number that is not a 32-bit integer)
+/// into a Struct string, checked against the real Envoy 1.40: the plugin receives
+/// `string_value: "100.0"`. A whole number spelled so takes effect.
+#[test]
+fn struct_whole_numbers_as_strings_take_effect() {
+    let mut vm = Vm::envoy()
+        .config(json!({"enabled": true, "sinks": ["http"], "http": {
+            "cluster": "collector", "batch_size": "3.0", "timeout_ms": "2e3",
+            "flush_interval_ms": "600000"}}))
+        .start()
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    send(&mut vm, 5);
+    vm.advance_ms(100).unwrap();
+    let c = vm.pending();
+    assert_eq!(c.len(), 1, "one full batch of 3");
+    assert_eq!(veil_events(&c[0]).len(), 3);
+    assert_eq!(c[0].timeout_ms, 2000);
 }
 
 #[test]
