@@ -110,6 +110,7 @@ impl Delivery {
             return Outcome::Unknown;
         };
         let outcome = d.not_sent(batch, now_ms, rng);
+        self.counters.callouts_refused += 1;
         self.counters.record(&outcome);
         outcome
     }

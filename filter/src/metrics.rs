@@ -7,7 +7,7 @@
 use crate::dispatch::Outcome;
 
 /// Metric names exactly as README lists them (Envoy shows them as `wasmcustom.<name>`).
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; COUNT] = [
     "usage_filter.events_captured",
     "usage_filter.events_delivered",
     "usage_filter.events_dropped_buffer_full",
@@ -16,10 +16,16 @@ pub const NAMES: [&str; 8] = [
     "usage_filter.batches_failed",
     "usage_filter.batch_retries",
     "usage_filter.buffer_events",
+    "usage_filter.callouts_refused",
 ];
+
+/// How many metrics there are.
+pub const COUNT: usize = 9;
 
 /// Index of the one gauge in `NAMES`; the rest are counters.
 pub const GAUGE: usize = 7;
+/// Index of `usage_filter.callouts_refused` in `NAMES`.
+pub const CALLOUTS_REFUSED: usize = 8;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -34,6 +40,8 @@ pub struct Counters {
     pub batches_failed: u64,
     /// Failed attempts that were scheduled again.
     pub batch_retries: u64,
+    /// Callouts the host refused to start (an unknown cluster): each also a failed attempt.
+    pub callouts_refused: u64,
 }
 
 impl Counters {
@@ -62,10 +70,11 @@ impl Counters {
             batches_sent: self.batches_sent + o.batches_sent,
             batches_failed: self.batches_failed + o.batches_failed,
             batch_retries: self.batch_retries + o.batch_retries,
+            callouts_refused: self.callouts_refused + o.callouts_refused,
         }
     }
 
-    pub fn values(&self, buffered: u64) -> [u64; 8] {
+    pub fn values(&self, buffered: u64) -> [u64; COUNT] {
         [
             self.captured,
             self.delivered,
@@ -75,6 +84,7 @@ impl Counters {
             self.batches_failed,
             self.batch_retries,
             buffered,
+            self.callouts_refused,
         ]
     }
 }
@@ -85,11 +95,11 @@ impl Counters {
 /// `record` from each VM would overwrite the others.
 #[derive(Debug, Default)]
 pub struct Published {
-    last: [u64; 8],
+    last: [u64; COUNT],
 }
 
 impl Published {
-    pub fn changes(&mut self, now: [u64; 8]) -> Vec<(usize, i64)> {
+    pub fn changes(&mut self, now: [u64; COUNT]) -> Vec<(usize, i64)> {
         let mut out = Vec::new();
         for (i, (n, last)) in now.iter().zip(self.last.iter_mut()).enumerate() {
             if n != last {

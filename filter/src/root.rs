@@ -28,6 +28,9 @@ pub struct Root {
     done_reported: bool,
     /// The host asked for one randomness draw per event id (see `random`).
     per_event_ids: bool,
+    /// Clusters whose callouts the host refuses to start, already said in the log; one is
+    /// said again only after a callout to it started.
+    refused: Vec<String>,
 }
 
 fn now_ms(host: &dyn Host) -> u64 {
@@ -248,17 +251,16 @@ impl Root {
             let mut d = sh.delivery.borrow_mut();
             while let Some((batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
                 match host.http_call(&callout) {
-                    Ok(token) => d.sent(token, batch),
+                    Ok(token) => {
+                        d.sent(token, batch);
+                        if !self.refused.is_empty() {
+                            self.refused.retain(|c| *c != callout.upstream);
+                        }
+                    }
                     Err(status) => {
                         let outcome = d.not_sent(batch, now, &mut *rng);
-                        warn(
-                            host,
-                            &format!(
-                                "usage-filter: callout to cluster \"{}\" could not start ({}); {outcome:?}",
-                                callout.upstream,
-                                crate::host::status_name(status)
-                            ),
-                        );
+                        refused(host, &mut self.refused, &callout.upstream, status);
+                        report(host, &outcome, None);
                     }
                 }
             }
@@ -311,6 +313,31 @@ impl Root {
             }
         }
     }
+}
+
+/// The host would not start a callout. A cluster Envoy does not know (BadArgument) may still
+/// arrive through CDS, so the batch stays a failed attempt; the operator is told once per
+/// cluster, at error level, until a callout to it starts again.
+fn refused(host: &dyn Host, said: &mut Vec<String>, cluster: &str, status: u32) {
+    let name = crate::host::status_name(status);
+    if said.iter().any(|c| c == cluster) {
+        let msg = format!("usage-filter: callout to cluster \"{cluster}\" refused again ({name})");
+        host.log(Level::Debug, msg.as_bytes());
+        return;
+    }
+    said.push(cluster.to_string());
+    let why = if status == 2 {
+        "the cluster does not exist on this host (Envoy may still add it through CDS)"
+    } else {
+        "the host would not start it"
+    };
+    let msg = format!(
+        "usage-filter: the host refused to start a callout to cluster \"{cluster}\" ({name}): \
+         {why}. Batches are retried as failed attempts and dropped after \
+         http.retry.max_attempts; {} counts every refusal. Said once until a callout to it starts.",
+        crate::metrics::NAMES[crate::metrics::CALLOUTS_REFUSED]
+    );
+    host.log(Level::Error, msg.as_bytes());
 }
 
 fn report(host: &dyn Host, outcome: &Outcome, body_head: Option<&[u8]>) {
@@ -439,11 +466,21 @@ mod tests {
             host.advance_ms(1000);
             root.on_tick(&host);
             assert_eq!(host.metric("usage_filter.batch_retries"), 1, "{status}");
-            assert!(host
+            assert_eq!(host.metric("usage_filter.callouts_refused"), 1, "{status}");
+            // Later refusals of the same cluster are not said again at error level.
+            host.advance_ms(20_000);
+            root.on_tick(&host);
+            assert_eq!(host.metric("usage_filter.callouts_refused"), 2, "{status}");
+            let loud = host
                 .logs
                 .borrow()
                 .iter()
-                .any(|(_, l)| l.contains("could not start")));
+                .filter(|(level, l)| {
+                    *level == Level::Error
+                        && l.contains("refused to start a callout to cluster \"c\"")
+                })
+                .count();
+            assert_eq!(loud, 1, "{status}: {:?}", host.logs.borrow());
             books(&host);
         }
     }

@@ -13,7 +13,11 @@ pub const BATCH_RETRIES: &str = "usage_filter.batch_retries";
 /// A gauge: events held now (buffered or handed over and not yet settled).
 pub const BUFFER_EVENTS: &str = "usage_filter.buffer_events";
 
-/// All eight, in the order above.
+/// A counter beside the books: callouts the host refused to start (Envoy: BadArgument for a
+/// cluster it does not have). Each one is also a failed attempt of its batch.
+pub const CALLOUTS_REFUSED: &str = "usage_filter.callouts_refused";
+
+/// The eight of the books, in the order above.
 pub const ALL: [&str; 8] = [
     EVENTS_CAPTURED,
     EVENTS_DELIVERED,

@@ -269,7 +269,8 @@ fn unknown_cluster_counts_as_a_failed_attempt() {
     assert!(vm
         .logs()
         .iter()
-        .any(|l| l.message.contains("could not start")));
+        .any(|l| l.message.contains("refused to start a callout to cluster \"nowhere\"")));
+    assert_eq!(vm.metric(CALLOUTS_REFUSED), 2);
 }
 
 #[test]
