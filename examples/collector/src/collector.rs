@@ -7,7 +7,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderMap, HeaderName, ALLOW, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{
+    HeaderMap, HeaderName, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER,
+};
 use hyper::{Method, Request, Response};
 use serde::Serialize;
 
@@ -43,13 +45,21 @@ struct Failed<'a> {
 pub struct Collector {
     store: Mutex<Store>,
     faults: Mutex<Faults>,
+    /// When set, a batch must carry exactly this `Authorization` value (401 otherwise).
+    require_auth: Option<String>,
 }
 
 impl Collector {
     pub fn new(store: Store) -> Arc<Collector> {
+        Collector::with_auth(store, None)
+    }
+
+    /// A collector that answers 401 to a batch whose `Authorization` is not `require_auth`.
+    pub fn with_auth(store: Store, require_auth: Option<String>) -> Arc<Collector> {
         Arc::new(Collector {
             store: Mutex::new(store),
             faults: Mutex::new(Faults::default()),
+            require_auth,
         })
     }
 
@@ -65,7 +75,7 @@ impl Collector {
 }
 
 /// Paths that are never treated as a batch, whatever the method.
-const CONTROL_PATHS: [&str; 4] = ["/healthz", "/stats", "/faults", "/reset"];
+const CONTROL_PATHS: [&str; 5] = ["/healthz", "/stats", "/attempts", "/faults", "/reset"];
 
 /// Routes one request. `Err(CloseConnection)` drops the connection unanswered.
 pub async fn handle(
@@ -77,6 +87,7 @@ pub async fn handle(
     let response = match (&method, path.as_str()) {
         (&Method::GET, "/healthz") => respond(200, "text/plain", "ok"),
         (&Method::GET, "/stats") => json(200, &state.store().stats()),
+        (&Method::GET, "/attempts") => json(200, &state.store().attempts()),
         (&Method::GET, "/faults") => json(200, &state.faults().list()),
         (&Method::POST, "/faults") => add_faults(&state, req).await,
         (&Method::DELETE, "/faults") => {
@@ -101,6 +112,7 @@ async fn batch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, CloseConnection> {
     let (parts, body) = req.into_parts();
+    let batch_id = header(&parts.headers, &BATCH_ID_HEADER);
 
     // Read the whole body before anything else, as a real collector would:
     // a `close` fault then hits a request that was fully delivered, which is
@@ -108,21 +120,34 @@ async fn batch(
     let body = match read_body(body).await {
         Ok(body) => body,
         Err(response) => {
-            state.store().count_rejected();
+            state
+                .store()
+                .count_rejected(batch_id, response.status().as_u16());
             return Ok(response);
         }
     };
 
     let fault = state.faults().take();
     if let Some(fault) = fault {
-        state.store().count_faulted();
+        let answered = if fault.close { Some(0) } else { fault.status };
+        state.store().count_faulted(batch_id, answered);
         if let Some(response) = apply_fault(&fault).await? {
             return Ok(response);
         }
         // A pure delay: go on and process normally.
     }
 
-    let batch_id = header(&parts.headers, &BATCH_ID_HEADER);
+    if let Some(expected) = &state.require_auth {
+        if header(&parts.headers, &AUTHORIZATION) != Some(expected.as_str()) {
+            eprintln!(
+                "collector: refused batch {}: missing or wrong authorization",
+                batch_id.unwrap_or("-")
+            );
+            state.store().count_rejected(batch_id, 401);
+            return Ok(error(401, "missing or wrong authorization"));
+        }
+    }
+
     Ok(ingest(state, &parts.headers, &body, batch_id))
 }
 
@@ -140,7 +165,7 @@ fn ingest(
             "collector: rejected batch {}: {message}",
             batch_id.unwrap_or("-")
         );
-        state.store().count_rejected();
+        state.store().count_rejected(batch_id, 400);
         error(400, &message)
     };
 
@@ -245,7 +270,7 @@ fn error(status: u16, message: &str) -> Response<Body> {
 
 fn method_not_allowed(path: &str) -> Response<Body> {
     let allow = match path {
-        "/healthz" | "/stats" => "GET",
+        "/healthz" | "/stats" | "/attempts" => "GET",
         "/faults" => "GET, POST, DELETE",
         _ => "POST",
     };

@@ -40,11 +40,12 @@ impl Format {
     /// Picks the format from a `Content-Type` header value.
     ///
     /// Parameters such as `; charset=utf-8` are ignored and the comparison is
-    /// case-insensitive, as media types are. A missing header is treated as
-    /// JSON, which is what a hand-written `curl -d` test usually means.
+    /// case-insensitive, as media types are. A missing or empty header is
+    /// refused: the filter always sends one, and guessing would hide a sender
+    /// that lost its headers.
     pub fn from_content_type(content_type: Option<&str>) -> Result<Format, String> {
         let Some(value) = content_type else {
-            return Ok(Format::Json);
+            return Err("missing content-type".to_string());
         };
         let essence = value
             .split(';')
@@ -53,7 +54,8 @@ impl Format {
             .trim()
             .to_ascii_lowercase();
         match essence.as_str() {
-            "application/json" | "" => Ok(Format::Json),
+            "" => Err("missing content-type".to_string()),
+            "application/json" => Ok(Format::Json),
             "application/x-ndjson" => Ok(Format::Ndjson),
             "application/cloudevents-batch+json" => Ok(Format::CloudEventsBatch),
             "application/vnd.kafka.json.v2+json" => Ok(Format::KafkaRest),
@@ -254,6 +256,7 @@ pub fn validate_event(raw: &RawValue) -> Result<ValidEvent, String> {
         return Err("event is not a JSON object".to_string());
     };
     check_fields(&object)?;
+    check_values(&object)?;
     let id = match object.get("id") {
         Some(Value::String(id)) => id.clone(),
         _ => unreachable!("check_fields verified `id`"),
@@ -287,6 +290,110 @@ fn check_fields(object: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
+/// The rules on values, once the types are right: `id` a UUID, `timestamp` RFC 3339,
+/// `success` exactly `200 <= status_code <= 299`, `status_code` 0 or a real status.
+fn check_values(object: &Map<String, Value>) -> Result<(), String> {
+    let text = |name: &str| object.get(name).and_then(Value::as_str).unwrap_or("");
+    if !is_uuid(text("id")) {
+        return Err(format!("field `id` must be a UUID, got {:?}", text("id")));
+    }
+    if !is_rfc3339(text("timestamp")) {
+        return Err(format!(
+            "field `timestamp` must be an RFC 3339 date-time, got {:?}",
+            text("timestamp")
+        ));
+    }
+    let status = object
+        .get("status_code")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if status != 0 && !(100..=599).contains(&status) {
+        return Err(format!(
+            "field `status_code` must be 0 or 100..=599, got {status}"
+        ));
+    }
+    let success = object.get("success").and_then(Value::as_bool) == Some(true);
+    if success != (200..=299).contains(&status) {
+        return Err(format!(
+            "field `success` is {success} but `status_code` is {status}"
+        ));
+    }
+    Ok(())
+}
+
+/// `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, hex digits in either case (any version).
+pub fn is_uuid(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
+/// RFC 3339 `date-time`: `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)`, with
+/// the calendar checked (month lengths, leap years; a leap second `:60` allowed).
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let num = |from: usize, len: usize| -> Option<u32> {
+        let part = b.get(from..from + len)?;
+        part.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| part.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
+    };
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        num(0, 4),
+        num(5, 2),
+        num(8, 2),
+        num(11, 2),
+        num(14, 2),
+        num(17, 2),
+    ) else {
+        return false;
+    };
+    let separators = at(4, b'-')
+        && at(7, b'-')
+        && matches!(b.get(10), Some(b'T' | b't'))
+        && at(13, b':')
+        && at(16, b':');
+    if !separators {
+        return false;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    if day == 0 || day > days || hour > 23 || minute > 59 || second > 60 {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            i + 6 == b.len()
+                && at(i + 3, b':')
+                && num(i + 1, 2).is_some_and(|h| h <= 23)
+                && num(i + 4, 2).is_some_and(|m| m <= 59)
+        }
+        _ => false,
+    }
+}
+
 /// Makes a raw JSON text fit on one NDJSON line.
 ///
 /// JSON strings cannot contain raw line breaks (they must be escaped as `\n`),
@@ -301,14 +408,34 @@ fn one_line(raw: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
     use std::io::Write;
 
-    pub(crate) fn event(id: &str) -> Value {
+    /// A deterministic UUID that carries a short test name in its last group.
+    pub(crate) fn uid(name: &str) -> String {
+        let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("00000000-0000-7000-8000-{hex:0>12}")
+    }
+
+    /// The name [`uid`] carried.
+    fn name_of(id: &str) -> String {
+        let hex = id[24..].trim_start_matches('0');
+        let hex = if hex.len() % 2 == 1 {
+            format!("0{hex}")
+        } else {
+            hex.to_string()
+        };
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap() as char)
+            .collect()
+    }
+
+    pub(crate) fn event(name: &str) -> Value {
         json!({
-            "id": id,
+            "id": uid(name),
             "api_path": "/v1/things",
             "subscription_key": "sk_test",
             "method": "GET",
@@ -328,7 +455,7 @@ mod tests {
         let mut invalid = 0;
         for c in candidates {
             match c.and_then(validate_event) {
-                Ok(ev) => ids.push(ev.id),
+                Ok(ev) => ids.push(name_of(&ev.id)),
                 Err(_) => invalid += 1,
             }
         }
@@ -353,7 +480,8 @@ mod tests {
             Format::from_content_type(Some("application/vnd.kafka.json.v2+json")),
             Ok(Format::KafkaRest)
         );
-        assert_eq!(Format::from_content_type(None), Ok(Format::Json));
+        assert!(Format::from_content_type(None).is_err());
+        assert!(Format::from_content_type(Some(" ; charset=utf-8")).is_err());
         assert!(Format::from_content_type(Some("text/plain")).is_err());
     }
 
@@ -552,9 +680,10 @@ mod tests {
         let mut ev = event("a");
         ev["custom"] = json!({"tier": "gold"});
         ev["status_code"] = json!(0);
+        ev["success"] = json!(false);
         let raw = RawValue::from_string(ev.to_string()).unwrap();
         let valid = validate_event(&raw).unwrap();
-        assert_eq!(valid.id, "a");
+        assert_eq!(valid.id, uid("a"));
         assert!(valid.line.contains("\"tier\":\"gold\""));
     }
 
@@ -568,12 +697,72 @@ mod tests {
         assert_eq!(valid.line, pretty.replace('\n', ""));
         // Key order is the sender's, not sorted.
         let raw = RawValue::from_string(
-            r#"{"z":1,"id":"k","api_path":"/","subscription_key":"s","method":"GET","response_time_ms":1,"status_code":200,"success":true,"timestamp":"t","request_size":0,"response_size":0}"#.into(),
+            r#"{"z":1,"id":"ID","api_path":"/","subscription_key":"s","method":"GET","response_time_ms":1,"status_code":200,"success":true,"timestamp":"2024-02-29T23:59:60.5+01:00","request_size":0,"response_size":0}"#.replace("ID", &uid("k")),
         )
         .unwrap();
         assert!(validate_event(&raw)
             .unwrap()
             .line
-            .starts_with(r#"{"z":1,"id":"k""#));
+            .starts_with(&format!(r#"{{"z":1,"id":"{}""#, uid("k"))));
+    }
+
+    #[test]
+    fn values_are_checked_not_only_types() {
+        let bad: &[(&str, Value)] = &[
+            ("id", json!("")),
+            ("id", json!("a")),
+            ("id", json!("0190abcd-0000-7000-8000-00000000006")),
+            ("id", json!("0190abcd-0000-7000-8000-0000000000zz")),
+            ("id", json!("0190abcd00000-7000-8000-000000000061")),
+            ("timestamp", json!("t")),
+            ("timestamp", json!("")),
+            ("timestamp", json!("2024-01-01")),
+            ("timestamp", json!("2024-01-01 00:00:00Z")),
+            ("timestamp", json!("2024-01-01T00:00:00")),
+            ("timestamp", json!("2024-13-01T00:00:00Z")),
+            ("timestamp", json!("2023-02-29T00:00:00Z")),
+            ("timestamp", json!("2024-01-01T24:00:00Z")),
+            ("timestamp", json!("2024-01-01T00:00:00.Z")),
+            ("timestamp", json!("2024-01-01T00:00:00+1:00")),
+            ("timestamp", json!("2024-01-01T00:00:00Zjunk")),
+            ("timestamp", json!("1700000000")),
+            ("success", json!(false)),
+            ("status_code", json!(700)),
+            ("status_code", json!(42)),
+        ];
+        for (name, value) in bad {
+            let mut ev = event("a");
+            ev[*name] = value.clone();
+            let raw = RawValue::from_string(ev.to_string()).unwrap();
+            let err = validate_event(&raw).expect_err(&format!("{name} = {value} was accepted"));
+            assert!(err.contains(name), "{name}: {err}");
+        }
+        // success must follow status_code both ways, and 0 (no response) is not a success.
+        for (status, success, ok) in [
+            (200, true, true),
+            (299, true, true),
+            (300, true, false),
+            (199, false, true),
+            (404, false, true),
+            (0, false, true),
+            (0, true, false),
+            (503, false, true),
+        ] {
+            let mut ev = event("a");
+            ev["status_code"] = json!(status);
+            ev["success"] = json!(success);
+            let raw = RawValue::from_string(ev.to_string()).unwrap();
+            assert_eq!(validate_event(&raw).is_ok(), ok, "{status} {success}");
+        }
+        for good in [
+            "2026-11-23T19:48:34.618061Z",
+            "2024-02-29T00:00:00Z",
+            "2000-02-29T00:00:00z",
+            "2024-01-01t00:00:00-05:30",
+            "2024-06-30T23:59:60Z",
+        ] {
+            assert!(is_rfc3339(good), "{good}");
+        }
+        assert!(is_uuid("019AB2F0-5c1e-7a43-9f0e-3b1c2d4e5f60"));
     }
 }

@@ -32,7 +32,18 @@ pub async fn run_collector(
     store: store::Store,
     shutdown: impl Future<Output = ()>,
 ) {
-    let state = collector::Collector::new(store);
+    run_collector_with(listener, store, None, shutdown).await;
+}
+
+/// [`run_collector`], answering 401 to batches whose `Authorization` header is
+/// not `require_auth` (when given).
+pub async fn run_collector_with(
+    listener: TcpListener,
+    store: store::Store,
+    require_auth: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let state = collector::Collector::with_auth(store, require_auth);
     let handler = move |req| collector::handle(Arc::clone(&state), req);
     http::serve(listener, handler, shutdown).await;
 }

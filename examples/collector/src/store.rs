@@ -5,11 +5,17 @@
 //! connection reset, 5xx). A retried batch may therefore arrive although the
 //! first copy was stored. Two mechanisms make retries harmless:
 //!
+//! * the `x-usage-batch-id` header of every accepted batch is remembered, and
+//!   a batch whose id was accepted before is a replay: answered 200 with its
+//!   events counted as processed, nothing written, and counted in
+//!   [`Stats::duplicate_batches`];
 //! * every event `id` ever stored is remembered, and an event with a known id
 //!   is not written again (it still counts as *processed*, so the sender does
-//!   not retry it forever);
-//! * the `x-usage-batch-id` header of every accepted batch is remembered, so
-//!   re-deliveries show up in [`Stats::duplicate_batches`].
+//!   not retry it forever). This also covers batches without an id and the
+//!   same event re-sent in a different batch.
+//!
+//! Every batch request is also recorded as an [`Attempt`] (`GET /attempts`),
+//! so a test can see each try of a batch id and what became of it.
 //!
 //! Memory grows with the number of distinct ids. That is fine for a reference
 //! collector used in demos and tests; a production system would keep this in
@@ -41,6 +47,21 @@ pub struct Stats {
     pub duplicate_events: u64,
     /// Batches that met an injected fault (status, delay or close).
     pub faulted_batches: u64,
+    /// Accepted batches that carried no `x-usage-batch-id`.
+    pub batches_without_id: u64,
+}
+
+/// One batch request and what the collector answered (`GET /attempts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Attempt {
+    /// Its `x-usage-batch-id`, if any.
+    pub batch_id: Option<String>,
+    /// The status answered; 0 when the connection was closed without an answer.
+    pub status: u16,
+    /// Valid events in the batch (0 when it was not decoded).
+    pub events: u64,
+    /// Of those, the ones written (not seen before).
+    pub new_events: u64,
 }
 
 /// The result of one accepted batch, as reported to the sender.
@@ -64,6 +85,7 @@ pub struct Store {
     seen_event_ids: HashSet<String>,
     seen_batch_ids: HashSet<String>,
     stats: Stats,
+    attempts: Vec<Attempt>,
 }
 
 impl Store {
@@ -78,6 +100,7 @@ impl Store {
             seen_event_ids: HashSet::new(),
             seen_batch_ids: HashSet::new(),
             stats: Stats::default(),
+            attempts: Vec::new(),
         })
     }
 
@@ -89,15 +112,37 @@ impl Store {
         self.stats
     }
 
-    pub fn count_rejected(&mut self) {
+    pub fn attempts(&self) -> &[Attempt] {
+        &self.attempts
+    }
+
+    /// A batch refused with `status` before its events were looked at.
+    pub fn count_rejected(&mut self, batch_id: Option<&str>, status: u16) {
         self.stats.rejected_batches += 1;
+        self.record(batch_id, status, 0, 0);
     }
 
-    pub fn count_faulted(&mut self) {
+    /// A batch that met an injected fault; `answered` is the status the fault
+    /// answered with (0: closed unanswered), `None` for a pure delay (the batch
+    /// is then processed and recorded as usual).
+    pub fn count_faulted(&mut self, batch_id: Option<&str>, answered: Option<u16>) {
         self.stats.faulted_batches += 1;
+        if let Some(status) = answered {
+            self.record(batch_id, status, 0, 0);
+        }
     }
 
-    /// Validates, de-duplicates and appends one non-empty batch.
+    fn record(&mut self, batch_id: Option<&str>, status: u16, events: u64, new_events: u64) {
+        self.attempts.push(Attempt {
+            batch_id: batch_id.map(str::to_string),
+            status,
+            events,
+            new_events,
+        });
+    }
+
+    /// Validates, de-duplicates and appends one non-empty batch. A batch whose
+    /// id was accepted before writes nothing: all its valid events are duplicates.
     ///
     /// All new events of the batch are written with a single `write_all` and
     /// reach the file before this returns, so a client that got the 200 can
@@ -123,7 +168,10 @@ impl Store {
                 Ok(event) => {
                     outcome.processed += 1;
                     // Also catches the same id twice inside one batch.
-                    if self.seen_event_ids.contains(&event.id) || new_ids.contains(&event.id) {
+                    if outcome.duplicate_batch
+                        || self.seen_event_ids.contains(&event.id)
+                        || new_ids.contains(&event.id)
+                    {
                         outcome.duplicates += 1;
                     } else {
                         lines.push_str(&event.line);
@@ -154,6 +202,10 @@ impl Store {
         if outcome.duplicate_batch {
             self.stats.duplicate_batches += 1;
         }
+        if batch_id.is_none() {
+            self.stats.batches_without_id += 1;
+        }
+        self.record(batch_id, 200, outcome.processed, new_ids.len() as u64);
         self.seen_event_ids.extend(new_ids);
         if let Some(id) = batch_id {
             self.seen_batch_ids.insert(id.to_string());
@@ -168,6 +220,7 @@ impl Store {
         self.seen_event_ids.clear();
         self.seen_batch_ids.clear();
         self.stats = Stats::default();
+        self.attempts.clear();
         Ok(())
     }
 }
@@ -178,9 +231,11 @@ mod tests {
     use crate::decode::{decode_batch, Format};
     use serde_json::{json, Value};
 
-    fn event(id: &str) -> Value {
+    use crate::decode::tests::uid;
+
+    fn event(name: &str) -> Value {
         json!({
-            "id": id, "api_path": "/p", "subscription_key": "k", "method": "POST",
+            "id": uid(name), "api_path": "/p", "subscription_key": "k", "method": "POST",
             "response_time_ms": 3, "status_code": 201, "success": true,
             "timestamp": "2024-01-01T00:00:00Z", "request_size": 5, "response_size": 7
         })
@@ -229,21 +284,26 @@ mod tests {
             }
         );
 
-        // The same batch again (a retry after a lost response), plus one new event.
+        // The same batch id again (a retry after a lost response): a replay,
+        // nothing written even for an event id not seen before.
         let retry = ingest(
             &mut store,
             Some("b1"),
-            json!([event("a"), event("b"), event("c")]),
+            json!([event("a"), event("b"), event("z")]),
         );
         assert_eq!(
             retry,
             BatchOutcome {
                 processed: 3,
                 errors: 0,
-                duplicates: 2,
+                duplicates: 3,
                 duplicate_batch: true
             }
         );
+
+        // Known event ids in a new batch id: dropped by event id, the new one kept.
+        let mixed = ingest(&mut store, Some("b3"), json!([event("a"), event("c")]));
+        assert_eq!((mixed.duplicates, mixed.duplicate_batch), (1, false));
 
         // Same id twice inside one batch; an invalid event alongside.
         let inner = ingest(
@@ -265,18 +325,34 @@ mod tests {
         let none = ingest(&mut store, None, json!([event("a")]));
         assert!(!none.duplicate_batch);
 
-        assert_eq!(file_ids(&path), ["a", "b", "c", "d"]);
+        assert_eq!(file_ids(&path), [uid("a"), uid("b"), uid("c"), uid("d")]);
         assert_eq!(
             store.stats(),
             Stats {
-                batches: 4,
+                batches: 5,
                 events: 4,
                 invalid_events: 1,
                 rejected_batches: 0,
                 duplicate_batches: 1,
-                duplicate_events: 4,
-                faulted_batches: 0
+                duplicate_events: 6,
+                faulted_batches: 0,
+                batches_without_id: 1,
             }
+        );
+        let tries: Vec<_> = store
+            .attempts()
+            .iter()
+            .map(|a| (a.batch_id.as_deref(), a.status, a.events, a.new_events))
+            .collect();
+        assert_eq!(
+            tries,
+            [
+                (Some("b1"), 200, 2, 2),
+                (Some("b1"), 200, 3, 0),
+                (Some("b3"), 200, 2, 1),
+                (Some("b2"), 200, 2, 1),
+                (None, 200, 1, 0)
+            ]
         );
     }
 
@@ -285,15 +361,16 @@ mod tests {
         let path = temp_path("reset.ndjson");
         let mut store = Store::open(&path).unwrap();
         ingest(&mut store, Some("b1"), json!([event("a")]));
-        store.count_rejected();
+        store.count_rejected(Some("b0"), 400);
         store.reset().unwrap();
+        assert!(store.attempts().is_empty());
         assert_eq!(store.stats(), Stats::default());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
 
         let again = ingest(&mut store, Some("b1"), json!([event("a")]));
         assert_eq!(again.duplicates, 0);
         assert!(!again.duplicate_batch);
-        assert_eq!(file_ids(&path), ["a"]);
+        assert_eq!(file_ids(&path), [uid("a")]);
     }
 
     #[test]
@@ -302,6 +379,6 @@ mod tests {
         std::fs::write(&path, format!("{}\n", event("old"))).unwrap();
         let mut store = Store::open(&path).unwrap();
         ingest(&mut store, None, json!([event("new")]));
-        assert_eq!(file_ids(&path), ["old", "new"]);
+        assert_eq!(file_ids(&path), [uid("old"), uid("new")]);
     }
 }

@@ -206,9 +206,15 @@ fn post_batch(addr: SocketAddr, content_type: &str, batch_id: &str, body: &[u8])
     )
 }
 
-fn event(id: &str) -> Value {
+/// A deterministic UUID that carries a short test name in its last group.
+fn uid(name: &str) -> String {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("00000000-0000-7000-8000-{hex:0>12}")
+}
+
+fn event(name: &str) -> Value {
     json!({
-        "id": id, "api_path": "/v1/things", "subscription_key": "sk_live_1", "method": "GET",
+        "id": uid(name), "api_path": "/v1/things", "subscription_key": "sk_live_1", "method": "GET",
         "response_time_ms": 12, "status_code": 200, "success": true,
         "timestamp": "2024-01-01T00:00:00Z", "request_size": 0, "response_size": 16,
         "extra": {"kept": true}
@@ -248,7 +254,7 @@ fn collector_accepts_every_format_and_deduplicates() {
     assert_eq!(request(addr, "GET", "/healthz", &[], b"").body, b"ok");
 
     // Veil JSON: two valid events and one invalid.
-    let body = json!({"events": [event("a"), event("b"), {"id": "broken"}]}).to_string();
+    let body = json!({"events": [event("a"), event("b"), {"id": uid("broken")}]}).to_string();
     let res = post_batch(
         addr,
         "application/json; charset=utf-8",
@@ -339,11 +345,13 @@ fn collector_accepts_every_format_and_deduplicates() {
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids, ["a", "b", "c", "d", "e", "g"]);
+    let names: Vec<_> = ["a", "b", "c", "d", "e", "g"].map(uid).to_vec();
+    assert_eq!(ids, names);
     assert_eq!(
         request(addr, "GET", "/stats", &[], b"").json(),
         json!({"batches": 5, "events": 6, "invalid_events": 2, "rejected_batches": 3,
-               "duplicate_batches": 1, "duplicate_events": 2, "faulted_batches": 0})
+               "duplicate_batches": 1, "duplicate_events": 2, "faulted_batches": 0,
+               "batches_without_id": 0})
     );
 
     // Reset empties everything; the same events are new again.
@@ -535,9 +543,10 @@ fn spawn(bin: &str, args: &[&str], prefix: &str) -> (Child, SocketAddr, String) 
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    stderr.read_line(&mut line).unwrap();
+    // Keep reading what it logs later, or its next line would hit a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let rest = line
         .trim_end()
         .strip_prefix(prefix)
@@ -603,5 +612,211 @@ fn upstream_binary_serves_and_exits_on_sigterm() {
     );
     let res = request(addr, "GET", "/?bytes=3&status=202", &[], b"");
     assert_eq!((res.status, res.body.as_slice()), (202, b"xxx".as_slice()));
+    terminate(child);
+}
+
+// ------------------------------------------- what README promises the collector does
+
+#[test]
+fn concurrent_retries_of_one_batch_write_it_once() {
+    let out = out_file("concurrent.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+    let names: Vec<String> = (0..50).map(|i| format!("c{i}")).collect();
+    let body = json!({"events": names.iter().map(|n| event(n)).collect::<Vec<_>>()}).to_string();
+    // 16 copies of the same batch at once, as retries racing a slow first answer would be.
+    let answers: Vec<HttpResponse> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                s.spawn(|| post_batch(addr, "application/json", "same-batch", body.as_bytes()))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for res in &answers {
+        assert_eq!(
+            res.json(),
+            json!({"success": true, "processed": 50, "errors": 0}),
+            "every copy is acknowledged, so none is retried again"
+        );
+    }
+    assert_eq!(file_events(&out).len(), 50, "the events are written once");
+    let stats = request(addr, "GET", "/stats", &[], b"").json();
+    assert_eq!(stats["events"], json!(50));
+    assert_eq!(stats["duplicate_batches"], json!(15));
+    assert_eq!(stats["duplicate_events"], json!(15 * 50));
+    let attempts = request(addr, "GET", "/attempts", &[], b"").json();
+    let attempts = attempts.as_array().unwrap();
+    assert_eq!(attempts.len(), 16);
+    let written: u64 = attempts
+        .iter()
+        .map(|a| a["new_events"].as_u64().unwrap())
+        .sum();
+    assert_eq!(written, 50);
+    assert!(attempts
+        .iter()
+        .all(|a| a["batch_id"] == json!("same-batch") && a["status"] == json!(200)));
+}
+
+#[test]
+fn a_replayed_batch_id_is_dropped_even_with_new_event_ids() {
+    let out = out_file("replay.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+    let first = json!({"events": [event("r1")]}).to_string();
+    assert_eq!(
+        post_batch(addr, "application/json", "b-r", first.as_bytes()).status,
+        200
+    );
+    let changed = json!({"events": [event("r2")]}).to_string();
+    let res = post_batch(addr, "application/json", "b-r", changed.as_bytes());
+    assert_eq!(
+        res.json(),
+        json!({"success": true, "processed": 1, "errors": 0})
+    );
+    assert_eq!(file_events(&out), vec![event("r1")]);
+}
+
+#[test]
+fn batches_without_an_id_are_deduplicated_by_event_id() {
+    let out = out_file("noid.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+    let body = json!({"events": [event("n1"), event("n2")]}).to_string();
+    let headers = [("Content-Type", "application/json")];
+    for _ in 0..3 {
+        let res = request(
+            addr,
+            "POST",
+            "/api/v1/usage/events",
+            &headers,
+            body.as_bytes(),
+        );
+        assert_eq!(
+            res.json(),
+            json!({"success": true, "processed": 2, "errors": 0})
+        );
+    }
+    assert_eq!(file_events(&out), vec![event("n1"), event("n2")]);
+    let stats = request(addr, "GET", "/stats", &[], b"").json();
+    assert_eq!(stats["batches_without_id"], json!(3));
+    assert_eq!(stats["duplicate_batches"], json!(0));
+    assert_eq!(stats["duplicate_events"], json!(4));
+    assert_eq!(
+        request(addr, "GET", "/attempts", &[], b"").json()[0],
+        json!({"batch_id": null, "status": 200, "events": 2, "new_events": 2})
+    );
+}
+
+#[test]
+fn size_limit_missing_content_type_and_bad_values_are_refused() {
+    let out = out_file("limits.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+
+    // One byte over MAX_BODY: 413, nothing stored, the batch id not remembered.
+    let max = usage_collector::collector::MAX_BODY;
+    let mut big = json!({"events": [event("big")]}).to_string().into_bytes();
+    big.resize(max + 1, b' ');
+    let res = post_batch(addr, "application/json", "b-big", &big);
+    assert_eq!(res.status, 413);
+    // Exactly MAX_BODY (the same event padded with JSON whitespace) is accepted.
+    big.truncate(max);
+    let res = post_batch(addr, "application/json", "b-big", &big);
+    assert_eq!(
+        res.json(),
+        json!({"success": true, "processed": 1, "errors": 0})
+    );
+
+    // No Content-Type: refused, not guessed.
+    let body = json!({"events": [event("ct")]}).to_string();
+    let res = request(
+        addr,
+        "POST",
+        "/api/v1/usage/events",
+        &[("x-usage-batch-id", "b-ct")],
+        body.as_bytes(),
+    );
+    assert_eq!(res.status, 400);
+    assert_eq!(res.json()["error"], json!("missing content-type"));
+
+    // Values, not only types: each of these is an invalid event (counted, not stored).
+    let mut bad = Vec::new();
+    for (field, value) in [
+        ("timestamp", json!("t")),
+        ("id", json!("")),
+        ("success", json!(false)),
+    ] {
+        let mut e = event("v");
+        e[field] = value;
+        bad.push(e);
+    }
+    let body = json!({ "events": bad }).to_string();
+    let res = post_batch(addr, "application/json", "b-values", body.as_bytes());
+    assert_eq!(
+        res.json(),
+        json!({"success": true, "processed": 0, "errors": 3})
+    );
+
+    assert_eq!(file_events(&out), vec![event("big")]);
+    let attempts: Vec<(Value, Value)> = request(addr, "GET", "/attempts", &[], b"")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["batch_id"].clone(), a["status"].clone()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (json!("b-big"), json!(413)),
+            (json!("b-big"), json!(200)),
+            (json!("b-ct"), json!(400)),
+            (json!("b-values"), json!(200)),
+        ]
+    );
+}
+
+#[test]
+fn collector_binary_requires_the_authorization_it_was_given() {
+    let out = out_file("auth.ndjson");
+    let out_arg = out.to_str().unwrap();
+    let (child, addr, _) = spawn(
+        env!("CARGO_BIN_EXE_collector"),
+        &["--out", out_arg, "--require-auth", "Bearer s3cret"],
+        "collector listening on ",
+    );
+    let body = json!({"events": [event("au")]}).to_string();
+    for auth in [None, Some("Bearer wrong"), Some("bearer s3cret")] {
+        let mut headers = vec![
+            ("Content-Type", "application/json"),
+            ("x-usage-batch-id", "b-auth"),
+        ];
+        headers.extend(auth.map(|a| ("Authorization", a)));
+        let res = request(
+            addr,
+            "POST",
+            "/api/v1/usage/events",
+            &headers,
+            body.as_bytes(),
+        );
+        assert_eq!(res.status, 401, "{auth:?}");
+    }
+    let res = request(
+        addr,
+        "POST",
+        "/api/v1/usage/events",
+        &[
+            ("Content-Type", "application/json"),
+            ("x-usage-batch-id", "b-auth"),
+            ("Authorization", "Bearer s3cret"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(
+        res.json(),
+        json!({"success": true, "processed": 1, "errors": 0})
+    );
+    assert_eq!(file_events(&out), vec![event("au")]);
     terminate(child);
 }

@@ -23,6 +23,12 @@ const FLAGS: &[Flag] = &[
         default: "./events.ndjson",
         help: "NDJSON file new events are appended to",
     },
+    Flag {
+        name: "require-auth",
+        env: "COLLECTOR_REQUIRE_AUTH",
+        default: "",
+        help: "answer 401 unless a batch's Authorization header is exactly this",
+    },
 ];
 
 const ABOUT: &str = "Reference receiver for usage-filter batches.";
@@ -34,6 +40,7 @@ async fn main() -> ExitCode {
         Err(code) => return code,
     };
     let (listen, out) = (&values["listen"], &values["out"]);
+    let require_auth = Some(values["require-auth"].clone()).filter(|v| !v.is_empty());
 
     let store = match Store::open(out) {
         Ok(store) => store,
@@ -56,6 +63,12 @@ async fn main() -> ExitCode {
         .unwrap_or_else(|_| listen.clone());
     eprintln!("collector listening on {addr}, appending to {out}");
 
-    usage_collector::run_collector(listener, store, usage_collector::http::shutdown_signal()).await;
+    usage_collector::run_collector_with(
+        listener,
+        store,
+        require_auth,
+        usage_collector::http::shutdown_signal(),
+    )
+    .await;
     ExitCode::SUCCESS
 }
