@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench run clippy toolchain fmt wasm-opt
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench run run-caddy clippy toolchain fmt wasm-opt
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -64,6 +64,10 @@ bench: build
 
 run: build
 	@if [ -x envoy/run.sh ]; then envoy/run.sh; else echo "run: not yet present"; fi
+
+# The demo beside Caddy: upstream, collector, Caddy (caddy/Caddyfile.beside), usage-agent on its log
+run-caddy: build
+	caddy/run.sh
 
 fmt:
 	$(CARGO) fmt --all
