@@ -77,6 +77,9 @@ impl Root {
                 .map(|(i, n)| host.define_metric(i == metrics::GAUGE, n))
                 .collect();
         }
+        // The queue of an earlier configuration is not this one's: a worker resolves its own
+        // (lazily), a service registers its own.
+        self.queue = None;
         let role = cfg.role();
         if role == Role::QueueService {
             match host.register_queue(&cfg.dispatcher.queue) {

@@ -102,3 +102,34 @@ fn a_refused_configuration_leaves_the_old_one_serving() {
     assert_eq!(vm.metric(EVENTS_DELIVERED), 2);
     assert_accounting(&vm);
 }
+
+/// Found by `make fuzz`: the root kept the shared queue it had registered or resolved across
+/// a reconfiguration. A VM that had been the queue's service and became a worker for another
+/// queue handed its events to its own old queue, which nobody reads any more: they left the
+/// books (captured, yet neither held, delivered nor dropped). A new configuration must
+/// resolve its own queue.
+#[test]
+fn a_new_dispatcher_queue_is_resolved_anew() {
+    let http = json!({"cluster": "collector", "batch_size": 10, "flush_interval_ms": 50});
+    let mut vm = Vm::envoy()
+        .vm_id("usage_service")
+        .config(
+            json!({"enabled": true, "sinks": ["http"], "http": http.clone(),
+                       "dispatcher": {"mode": "shared_queue", "service": true}}),
+        )
+        .start()
+        .unwrap();
+    assert!(vm
+        .reconfigure(json!({"enabled": true, "sinks": ["http"], "http": http,
+                            "dispatcher": {"mode": "shared_queue", "queue": "elsewhere"}}))
+        .unwrap());
+    vm.request().path("/a").key("k").respond(200).unwrap();
+    vm.advance_ms(200).unwrap();
+    assert_eq!(vm.metric(EVENTS_CAPTURED), 1);
+    assert_eq!(
+        vm.metric(BUFFER_EVENTS),
+        1,
+        "no service for \"elsewhere\" yet: the worker holds its event"
+    );
+    assert_accounting(&vm);
+}
