@@ -84,9 +84,17 @@ pub fn serve(addr: &str, page: Arc<Mutex<String>>) -> std::io::Result<std::net::
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };
             let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-            let mut req = [0u8; 2048];
-            let n = conn.read(&mut req).unwrap_or(0);
-            let first = String::from_utf8_lossy(&req[..n]);
+            // The whole request head (a client may write it in pieces; answering after the
+            // first piece and closing would reset the rest), at most 8 KiB.
+            let mut req = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            while req.len() < 8192 && !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let first = String::from_utf8_lossy(&req);
             let path = first.split_whitespace().nth(1).unwrap_or("");
             let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
                 ("200 OK", page.lock().map(|p| p.clone()).unwrap_or_default())
@@ -130,8 +138,10 @@ mod tests {
         let shared = Arc::new(Mutex::new(page.clone()));
         let addr = serve("127.0.0.1:0", shared).unwrap();
         let mut c = std::net::TcpStream::connect(addr).unwrap();
-        c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .unwrap();
+        // In pieces, as a client may send it.
+        c.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        c.write_all(b"host: x\r\n\r\n").unwrap();
         let mut got = String::new();
         c.read_to_string(&mut got).unwrap();
         assert!(got.starts_with("HTTP/1.1 200 OK") && got.ends_with(&page));
