@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
-# Builds the three .wasm files the benchmarks use into dist/.
+# Builds the .wasm files the benchmarks use into dist/: the filter (make build), its bench build
+# (extra exports for fuel-bench), and the reference filters from bench/ (proxy-wasm SDK 0.2.5),
+# all with the workspace's profile `wasm` and the same wasm-opt pass:
+#   null_filter.wasm       the null filter: every callback crosses, nothing done
+#   floor_filter.wasm      the floor: only the four host calls a complete event needs
+#   probe_<kind>.wasm      the null filter plus one host call (kind: header clock map set_property log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s build >/dev/null
 opt="wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int --enable-multivalue --enable-reference-types"
+out=target/wasm32-wasip1/wasm
 cargo build -q -p usage-filter --target wasm32-wasip1 --profile wasm --features bench
-$opt target/wasm32-wasip1/wasm/usage_filter.wasm -o dist/usage_filter_bench.wasm
-# the floor is built exactly like the filter: same SDK, profile and post-optimisation
+$opt $out/usage_filter.wasm -o dist/usage_filter_bench.wasm
+# the references are built exactly like the filter: same profile and post-optimisation
 cargo build -q -p null-filter --target wasm32-wasip1 --profile wasm
-$opt target/wasm32-wasip1/wasm/null_filter.wasm -o dist/null_filter.wasm
+$opt $out/null_filter.wasm -o dist/null_filter.wasm
+cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
+$opt $out/floor_filter.wasm -o dist/floor_filter.wasm
+for kind in header clock map set_property log; do
+  cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$kind"
+  $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
+done
 # the bench build overwrote the shared target path: restore the real artifact
 make -s build >/dev/null
