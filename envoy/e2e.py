@@ -682,11 +682,156 @@ def test_drain_then_sigterm_delivers_everything():
             assert all(e["status_code"] == 201 for e in events if "/slow/" in e["api_path"])
 
 
+def ecds_config(first_value):
+    """envoy/envoy-ecds.yaml (the plugin from a file Envoy watches) with this run's ports, its
+    resource file envoy/usage_filter.ecds.yaml in the scenario's folder holding `first_value`,
+    and a second collector cluster `collector_b` (its port set by the scenario)."""
+    def make(st, ports):
+        text = replace_ports(open(os.path.join(ROOT, "envoy", "envoy-ecds.yaml")).read(), ports)
+        st.ecds_path = st.path("usage_filter.ecds.yaml")
+        write_ecds(st, first_value)
+        assert "path: envoy/usage_filter.ecds.yaml" in text
+        text = text.replace("path: envoy/usage_filter.ecds.yaml", f"path: {st.ecds_path}")
+        return text + f"""
+  - name: collector_b
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: collector_b
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {st.ports['collector_b']} }} }} }}
+"""
+    return make
+
+
+def write_ecds(st, value):
+    """A new plugin configuration, as an operator would: a new file renamed over the old."""
+    text = replace_value_block(open(os.path.join(ROOT, "envoy", "usage_filter.ecds.yaml")).read(), value)
+    with open(st.ecds_path + ".new", "w") as f:
+        f.write(text)
+    os.rename(st.ecds_path + ".new", st.ecds_path)
+
+
+def test_runtime_reconfiguration():
+    """The plugin configuration changes three times in the running Envoy (ECDS from a watched
+    file, envoy/envoy-ecds.yaml) while six clients keep sending, some requests in flight across
+    each switch: format veil → ndjson → json, key mode raw → sha256 → redact, batch size,
+    and a new collector. Then a configuration the filter refuses (batch_size 0). Every request
+    is one event, delivered exactly once by id across both collectors, in the shape of the
+    configuration that measured it; the events the old plugin held when it was replaced are
+    delivered by it; the refused configuration is rejected (update_rejected, the key named in
+    the log) and the last good one keeps serving; the books balance."""
+    import hashlib
+    auth = {"authorization": "${COLLECTOR_TOKEN}"}
+    configs = [
+        # A: holds everything (nothing is sent until the switch flushes it)
+        {"enabled": True, "sinks": ["http"], "key_mode": "raw",
+         "http": {"cluster": "collector", "format": "veil", "batch_size": 5000, "flush_interval_ms": 600000,
+                  "headers": auth}},
+        {"enabled": True, "sinks": ["http"], "key_mode": "sha256",
+         "http": {"cluster": "collector", "format": "ndjson", "batch_size": 7, "flush_interval_ms": 100,
+                  "headers": auth}},
+        {"enabled": True, "sinks": ["http"], "key_mode": "redact",
+         "http": {"cluster": "collector_b", "format": "json", "batch_size": 20, "flush_interval_ms": 100,
+                  "headers": auth}},
+    ]
+    bad = {"enabled": True, "sinks": ["http"], "http": {"cluster": "collector_b", "batch_size": 0}}
+
+    class EcdsStack(Stack):
+        def start_collector(self, port=0):
+            super().start_collector(port)
+            if "collector_b" not in self.procs:
+                self.events_b = self.path("events_b.ndjson")
+                self.spawn("collector_b", [os.path.join(BIN, "collector"), "--listen", "127.0.0.1:0",
+                                           "--out", self.events_b, "--require-auth", TOKEN])
+                self.ports["collector_b"] = self.listening_on("collector_b", "collector listening on ")
+
+    with EcdsStack(config_text=ecds_config(configs[0])) as st:
+        def events_b():
+            with open(st.events_b) as f:
+                return [json.loads(l) for l in f if l.strip()]
+
+        def updates():
+            return st.stat("extension_config_discovery.http_filter.usage_filter.update_success")
+        sent, failures, stop, lock = [], [], threading.Event(), threading.Lock()
+
+        def load(t):
+            i = 0
+            while not stop.is_set():
+                i += 1
+                path = f"/rc/{t}/{i}"
+                delay = 300 if i % 25 == 0 else 0
+                try:
+                    st.expect("GET", f"{path}?status=200&bytes=3&delay_ms={delay}", f"key-{t}", 200)
+                except Exception as e:  # noqa: BLE001
+                    failures.append((path, repr(e)))
+                with lock:
+                    sent.append((path, f"key-{t}"))
+                time.sleep(0.003)
+        threads = [threading.Thread(target=load, args=(t,)) for t in range(6)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: len(sent) >= 300, 20, "traffic under the first configuration")
+            assert st.collector_events() == [], "the first configuration holds its events"
+            write_ecds(st, configs[1])
+            wait_for(lambda: updates() == 2, 10, "the second configuration")
+            wait_for(lambda: any("billable" in e for e in st.collector_events()), 10, "ndjson events")
+            held = [int(x) for x in re.findall(r"shutting down, flushing (\d+)", "\n".join(st.filter_log()))]
+            assert sum(held) >= 300 - 6, f"the replaced plugin said what it held: {held}"
+            n_before = len(sent)
+            wait_for(lambda: len(sent) >= n_before + 300, 20, "traffic under the second configuration")
+            write_ecds(st, configs[2])
+            wait_for(lambda: updates() == 3, 10, "the third configuration")
+            wait_for(lambda: len(events_b()) >= 100, 10, "events at the new collector")
+            write_ecds(st, bad)
+            rejected = "extension_config_discovery.http_filter.usage_filter.update_rejected"
+            wait_for(lambda: st.stat(rejected) == 1, 10, "the refused configuration to be rejected")
+            n_at_reject = len(events_b())
+            wait_for(lambda: len(events_b()) >= n_at_reject + 100, 10, "the last good configuration serving on")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not failures, failures[:5]
+        n = len(sent)
+        m = settled(st, n)
+        assert updates() == 3, "the refused configuration did not replace the good one"
+        err = st.envoy_stderr()
+        assert re.search(r"wasm log usage_filter usage_filter: usage-filter: invalid plugin configuration: "
+                         r"http.batch_size: must be between 1 and 100000, got 0", err), err[-2000:]
+        assert "Filesystem config update rejected: Unable to create Wasm plugin usage_filter" in err, err[-2000:]
+        a, b = st.collector_events(), events_b()
+        events = a + b
+        ids = [e["id"] for e in events]
+        assert len(ids) == n and len(set(ids)) == n, f"{len(ids)} events, {len(set(ids))} ids, {n} requests"
+        key_of = dict(sent)
+        assert {e["api_path"] for e in events} == set(key_of), "every request is one event"
+        shapes = {"A": 0, "B": 0, "C": 0}
+        for e in a:
+            key = key_of[e["api_path"]]
+            if e["subscription_key"] == key:
+                assert set(e) == VEIL_FIELDS, e
+                shapes["A"] += 1
+            else:
+                assert e["subscription_key"] == hashlib.sha256(key.encode()).hexdigest() and "billable" in e, e
+                shapes["B"] += 1
+        for e in b:
+            assert e["subscription_key"] == key_of[e["api_path"]][:4] + "\u2026" and "billable" in e, e
+            shapes["C"] += 1
+        assert all(v >= 100 for v in shapes.values()), shapes
+        assert m["events_delivered"] == n and accounting_holds(m), m
+        assert m["events_dropped_send_failed"] == 0 and m["events_dropped_buffer_full"] == 0, m
+        print(f"  reconfiguration: {n} events, by configuration {shapes}", flush=True)
+
+
 SHUTDOWN_RESULT = {}
 
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
-         test_sigterm_with_events_buffered, test_drain_then_sigterm_delivers_everything]
+         test_sigterm_with_events_buffered, test_drain_then_sigterm_delivers_everything,
+         test_runtime_reconfiguration]
 
 
 def _on_signal(signum, frame):
