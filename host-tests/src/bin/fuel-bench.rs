@@ -1,13 +1,20 @@
 //! `make bench`, part (a): deterministic costs of the compiled filter in our host, in wasm fuel
 //! (about one unit per wasm instruction), printed as JSON for `bench/report.py`.
 //!
-//! usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm>
+//! usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm> [<before.wasm>]
+//!
+//! With a fourth argument (another build of the filter, e.g. the last release), the per-callback
+//! fuel and the host calls of both builds are measured the same way and printed side by side
+//! (JSON key `before`, and a table on stderr). The reference filters found beside
+//! `null_filter.wasm` (`floor_filter.wasm`, `probe_*.wasm`) get their fuel and host calls too,
+//! which checks that each makes exactly the calls it claims.
 
 use anyhow::{anyhow, Result};
 use host_tests::metrics::EVENTS_DELIVERED;
 use host_tests::{Reply, Vm};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 const WARMUP: usize = 200;
 const MEASURED: usize = 2000;
@@ -21,17 +28,51 @@ fn typical_get(vm: &mut Vm) -> Result<host_tests::Outcome> {
         .respond(200)
 }
 
+/// Host calls one more typical request makes, by import name (after the warm-up).
+fn host_calls_of_one(vm: &mut Vm) -> Result<BTreeMap<&'static str, u64>> {
+    let before = vm.host_calls().clone();
+    typical_get(vm)?;
+    Ok(vm
+        .host_calls()
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect())
+}
+
+/// A reference filter (no configuration): fuel per request and its host calls.
+fn reference(wasm: &str) -> Result<Value> {
+    let mut vm = Vm::envoy()
+        .wasm(wasm)
+        .start()
+        .map_err(|e| anyhow!("{wasm}: {e}"))?;
+    for _ in 0..WARMUP {
+        typical_get(&mut vm)?;
+    }
+    let mut total = 0;
+    for _ in 0..MEASURED {
+        total += typical_get(&mut vm)?.total_fuel();
+    }
+    let calls = host_calls_of_one(&mut vm)?;
+    Ok(json!({"total": total / MEASURED as u64, "host_calls": calls, "wasm_bytes": size(wasm)}))
+}
+
+fn size(p: &str) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
 /// Average fuel per request by callback, and the batch share per event.
 fn per_request(wasm: &str, config: Value) -> Result<Value> {
     let mut vm = Vm::envoy()
         .wasm(wasm)
         .config(config)
         .start()
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(|e| anyhow!("{wasm}: {e}"))?;
     vm.auto_reply(|_| Reply::Status(200));
     for _ in 0..WARMUP {
         typical_get(&mut vm)?;
     }
+    let host_calls = host_calls_of_one(&mut vm)?;
     vm.advance_ms(1000)?;
     vm.reset_fuel();
     let mut per_cb: BTreeMap<&'static str, u64> = BTreeMap::new();
@@ -65,21 +106,108 @@ fn per_request(wasm: &str, config: Value) -> Result<Value> {
         "batch_share": root / n,
         "total": capture + lifecycle + on_log + root / n,
         "delivered": vm.metric(EVENTS_DELIVERED),
+        "host_calls": host_calls,
     }))
+}
+
+/// One build's per-request figures for both sinks.
+fn sinks(wasm: &str) -> Result<(Value, Value)> {
+    let http = json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
+    let log = json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"});
+    Ok((per_request(wasm, http)?, per_request(wasm, log)?))
+}
+
+/// Before and after, per callback, on stderr (the JSON on stdout is for report.py).
+fn print_comparison(before: &Value, after: &Value) {
+    eprintln!("fuel per typical GET, by callback (before -> after)");
+    for sink in ["http", "log"] {
+        let (b, a) = (&before[sink], &after[sink]);
+        eprintln!("  {sink} sink");
+        let mut names: Vec<String> = Vec::new();
+        for v in [b, a] {
+            if let Some(m) = v["callbacks"].as_object() {
+                names.extend(
+                    m.keys()
+                        .filter(|k| !names.contains(k))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        let row = |name: &str, x: &Value, y: &Value| {
+            let (x, y) = (x.as_u64().unwrap_or(0), y.as_u64().unwrap_or(0));
+            eprintln!(
+                "    {name:<22} {x:>8} -> {y:>8}  ({:+})",
+                y as i64 - x as i64
+            );
+        };
+        for n in &names {
+            row(n, &b["callbacks"][n], &a["callbacks"][n]);
+        }
+        row("batch share", &b["batch_share"], &a["batch_share"]);
+        row("total", &b["total"], &a["total"]);
+        let calls = |v: &Value| {
+            v["host_calls"]
+                .as_object()
+                .map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>())
+        };
+        eprintln!(
+            "    {:<22} {:>8} -> {:>8}",
+            "host calls",
+            calls(b),
+            calls(a)
+        );
+    }
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [wasm, bench_wasm, null_wasm] = args.as_slice() else {
-        return Err(anyhow!(
-            "usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm>"
-        ));
+    let (wasm, bench_wasm, null_wasm, before_wasm) = match args.as_slice() {
+        [w, b, n] => (w, b, n, None),
+        [w, b, n, before] => (w, b, n, Some(before)),
+        _ => {
+            return Err(anyhow!(
+                "usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm> [<before.wasm>]"
+            ))
+        }
     };
 
-    let http = json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
-    let log = json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"});
-    let http_run = per_request(wasm, http)?;
-    let log_run = per_request(wasm, log)?;
+    let (http_run, log_run) = sinks(wasm)?;
+    let before_build = match before_wasm {
+        Some(b) => {
+            let (http, log) = sinks(b)?;
+            let before = json!({"path": b, "wasm_bytes": size(b), "http": http, "log": log});
+            print_comparison(&before, &json!({"http": http_run, "log": log_run}));
+            before
+        }
+        None => Value::Null,
+    };
+
+    // the reference filters built beside the null filter (bench/build.sh)
+    let dir = Path::new(null_wasm.as_str())
+        .parent()
+        .unwrap_or(Path::new("."));
+    let mut references = BTreeMap::new();
+    let mut names = vec![
+        "null_filter.wasm".to_string(),
+        "floor_filter.wasm".to_string(),
+    ];
+    let mut probes: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("probe_") && n.ends_with(".wasm"))
+        .collect();
+    probes.sort();
+    names.extend(probes);
+    for name in names {
+        let path = dir.join(&name);
+        if path.exists() {
+            let key = name
+                .trim_end_matches(".wasm")
+                .trim_end_matches("_filter")
+                .to_string();
+            references.insert(key, reference(&path.to_string_lossy())?);
+        }
+    }
 
     // the null filter: same callbacks, nothing done
     let mut null = Vm::envoy()
@@ -141,10 +269,11 @@ fn main() -> Result<()> {
     let after = m.memory_bytes();
     let per_event = (after - before) as f64 / (n - 100) as f64;
 
-    let size = |p: &str| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let out = json!({
         "http": http_run,
         "log": log_run,
+        "before": before_build,
+        "references": references,
         "null_total": null_total / MEASURED as u64,
         "encode_event": encode_event,
         "formats": formats,
