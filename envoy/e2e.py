@@ -124,7 +124,7 @@ class Stack:
     requires as Authorization (the token Envoy is given); None requires nothing."""
 
     def __init__(self, filter_value=None, start_envoy=True, concurrency=2, config_text=None,
-                 collector_auth=TOKEN, envoy_env=None):
+                 collector_auth=TOKEN, envoy_env=None, front=None):
         self.dir = tempfile.mkdtemp(prefix="usage-e2e-")
         self.procs = {}
         self.fronts = []
@@ -135,6 +135,8 @@ class Stack:
         self.collector_auth = collector_auth
         self.envoy_env = dict(envoy_env or {})
         self.start_envoy_now = start_envoy
+        self.make_front = front
+        self.front = None
         self.ports = {}
         self.events_file = self.path("events.ndjson")
         self.config_path = self.path("envoy.yaml")
@@ -145,6 +147,10 @@ class Stack:
         try:
             self.start_upstream()
             self.start_collector()
+            if self.make_front is not None:
+                # Envoy's `collector` cluster then points at the front, which forwards.
+                self.front = self.make_front(self)
+                self.fronts.append(self.front)
             self.write_envoy_config()
             if self.start_envoy_now:
                 self.start_envoy()
@@ -210,6 +216,8 @@ class Stack:
 
     def write_envoy_config(self):
         ports = dict(self.ports, listener=0, admin=0)
+        if self.front is not None:
+            ports["collector"] = self.front.port
         if self.config_text is not None:
             text = self.config_text(self, ports)
         else:
@@ -350,6 +358,131 @@ class Stack:
         """What the filter logged from VMs of this plugin name (Envoy prefixes every line with
         `wasm log <plugin name> <root id>:`)."""
         return re.findall(rf"wasm log {vm} {vm}: (usage-filter: .*)", self.envoy_stderr())
+
+
+class Front:
+    """A loopback HTTP/1.1 server between Envoy and the collector, optionally over TLS. Each
+    request takes the next behaviour of `script` ("forward" once it is used up):
+    - "forward": pass the request to the collector and its answer back;
+    - "big200": forward, then answer 200 with a 50 MB body instead of the collector's answer;
+    - "trickle": forward, then send the collector's answer one byte a second;
+    - "close_mid": forward, then send half the answer's head and close the connection;
+    - "retry_after_date" / "retry_after_garbage": 503 with `Retry-After` as an HTTP date
+      (2 s ahead) / as `soon`, without forwarding.
+    `seen` records (behaviour, x-usage-batch-id, authorization) per request; `sni` the server
+    names TLS clients asked for; `handshake_failures` the TLS handshakes that failed."""
+
+    def __init__(self, collector_port, script=(), tls=None):
+        self.collector_port = collector_port
+        self.script = list(script)
+        self.tls = tls
+        self.seen, self.sni, self.handshake_failures = [], [], 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.closed = False
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+        for c in list(self.conns):
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    with self.lock:
+                        self.handshake_failures += 1
+                    return
+                self.conns.append(conn)
+            f = conn.makefile("rb")
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                method, target, _ = line.decode().split(" ", 2)
+                headers = []
+                while True:
+                    h = f.readline().decode()
+                    if h in ("\r\n", "\n", ""):
+                        break
+                    k, v = h.split(":", 1)
+                    headers.append((k.strip(), v.strip()))
+                hd = {k.lower(): v for k, v in headers}
+                if hd.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(f.readline().split(b";")[0], 16)
+                        chunk = f.read(size + 2)[:size]
+                        if size == 0:
+                            break
+                        body += chunk
+                else:
+                    body = f.read(int(hd.get("content-length", "0")))
+                with self.lock:
+                    behaviour = self.script.pop(0) if self.script else "forward"
+                    self.seen.append((behaviour, hd.get("x-usage-batch-id"), hd.get("authorization")))
+                if behaviour.startswith("retry_after"):
+                    value = email.utils.formatdate(time.time() + 2, usegmt=True) if behaviour.endswith("date") \
+                        else "soon"
+                    conn.sendall(f"HTTP/1.1 503 Service Unavailable\r\nretry-after: {value}\r\n"
+                                 f"content-length: 0\r\n\r\n".encode())
+                    continue
+                answer = self._forward(method, target, headers, body)
+                if behaviour == "forward":
+                    conn.sendall(answer)
+                elif behaviour == "big200":
+                    size = 50 * 1000 * 1000
+                    conn.sendall(f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                                 f"content-length: {size}\r\n\r\n".encode())
+                    block = b" " * (1 << 20)
+                    for _ in range(size // len(block)):
+                        conn.sendall(block)
+                    conn.sendall(b" " * (size % len(block)))
+                elif behaviour == "trickle":
+                    for byte in answer:
+                        conn.sendall(bytes([byte]))
+                        time.sleep(1)
+                elif behaviour == "close_mid":
+                    conn.sendall(answer[:len(answer) // 2])
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _forward(self, method, target, headers, body):
+        c = http.client.HTTPConnection("127.0.0.1", self.collector_port, timeout=10)
+        skip = {"connection", "transfer-encoding", "content-length", "keep-alive"}
+        c.request(method, target, body=body, headers={k: v for k, v in headers if k.lower() not in skip})
+        r = c.getresponse()
+        data = r.read()
+        c.close()
+        head = f"HTTP/1.1 {r.status} {r.reason}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in r.getheaders() if k.lower() not in skip)
+        return (head + f"content-length: {len(data)}\r\n\r\n").encode() + data
 
 
 def accounting_holds(m):
@@ -826,12 +959,70 @@ def test_runtime_reconfiguration():
         print(f"  reconfiguration: {n} events, by configuration {shapes}", flush=True)
 
 
+def test_misbehaving_collectors():
+    """Answers a collector should never give, one batch each: 200 with a 50 MB body (three
+    times), the answer trickled a byte a second (the callout times out), the connection closed
+    mid-answer, 503 with Retry-After as an HTTP date and as garbage. Envoy 1.40 drains an
+    answer beyond its async-client body limit and fails the callout, so each of the seven is a
+    failed attempt, retried once with the same batch id (batch_retries == 7); the collector had
+    stored the forwarded ones and drops their replays by batch id, so every event is stored
+    exactly once. Proxied requests are unaffected (every status right, none slow) and Envoy's
+    heap after three 50 MB answers is back where it was."""
+    script = ["big200", "trickle", "big200", "close_mid", "retry_after_date", "big200", "retry_after_garbage"]
+    value = {"enabled": True, "sinks": ["http"],
+             "http": {"cluster": "collector", "headers": {"authorization": "${COLLECTOR_TOKEN}"},
+                      "batch_size": 10, "flush_interval_ms": 100, "timeout_ms": 1500, "max_in_flight": 1,
+                      "retry": {"max_attempts": 10, "initial_backoff_ms": 50, "max_backoff_ms": 1000}}}
+    with Stack(filter_value=value, front=lambda st: Front(st.ports["collector"])) as st:
+        for i in range(50):  # warm up before the baseline
+            st.expect("GET", f"/warm/{i}", "k", 200)
+        settled(st, 50)
+        base = st.stat("server.memory_allocated")
+        st.front.script = list(script)
+        n, slowest = 400, 0.0
+        for i in range(n):
+            t0 = time.monotonic()
+            st.expect("POST", f"/mis/{i}?status=201&bytes=7", "k", 201, b"abc")
+            slowest = max(slowest, time.monotonic() - t0)
+            time.sleep(0.01)
+        m = settled(st, n + 50)
+        after = st.stat("server.memory_allocated")
+        events = st.collector_events()
+        ids = [e["id"] for e in events]
+        assert len(ids) == n + 50 and len(set(ids)) == n + 50, (len(ids), len(set(ids)))
+        assert m["events_delivered"] == n + 50 and m["events_dropped_send_failed"] == 0, m
+        assert accounting_holds(m), m
+        assert not st.front.script, f"every misbehaviour was met: {st.front.script}"
+        assert m["batch_retries"] == len(script), (m, st.front.seen)
+        tried = {}
+        for behaviour, batch_id, auth in st.front.seen:
+            assert auth == TOKEN and batch_id, (behaviour, batch_id, auth)
+            tried.setdefault(batch_id, []).append(behaviour)
+        for attempts in tried.values():
+            assert attempts[-1] == "forward" and attempts.count("forward") == 1, attempts
+        # Forwarded attempts beyond each batch's first reached the collector as replays.
+        forwarded = sum(1 for b, _, _ in st.front.seen if not b.startswith("retry_after"))
+        replays = forwarded - len(tried)
+        stats = st.collector_stats()
+        assert stats["duplicate_batches"] == replays, (stats, tried)
+        first = set()
+        for a in st.collector_attempts():
+            assert (a["new_events"] > 0) == (a["batch_id"] not in first), a
+            first.add(a["batch_id"])
+        assert re.search(r"buffer size limit for async client response body has been exceeded", st.envoy_stderr())
+        assert slowest < 0.5, f"a proxied request took {slowest:.3f}s while the collector misbehaved"
+        grew = (after - base) / 1e6
+        assert grew < 8, f"Envoy's heap grew {grew:.1f} MB over three 50 MB answers"
+        print(f"  misbehaving collectors: slowest request {slowest * 1000:.0f} ms, heap {base / 1e6:.1f} MB "
+              f"-> {after / 1e6:.1f} MB, retries {m['batch_retries']}", flush=True)
+
+
 SHUTDOWN_RESULT = {}
 
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
          test_sigterm_with_events_buffered, test_drain_then_sigterm_delivers_everything,
-         test_runtime_reconfiguration]
+         test_runtime_reconfiguration, test_misbehaving_collectors]
 
 
 def _on_signal(signum, frame):
