@@ -1017,12 +1017,98 @@ def test_misbehaving_collectors():
               f"-> {after / 1e6:.1f} MB, retries {m['batch_retries']}", flush=True)
 
 
+# The collector cluster over TLS, as README shows it (appended to the `collector` cluster).
+TLS_TRANSPORT = """    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: collector.test
+        common_tls_context:
+          validation_context:
+            trusted_ca: { filename: CA_FILE }
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: { exact: collector.test }
+"""
+
+
+def make_certs(folder):
+    """A CA and a certificate for collector.test it signed; another CA's certificate for the
+    same name (the wrong one). `openssl` from Debian."""
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with open(os.path.join(folder, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:collector.test\n")
+    for ca in ("ca", "wrong-ca"):
+        run("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN=usage-e2e {ca}")
+        run("req", *ec, "-keyout", f"{ca}-server.key", "-out", f"{ca}-server.csr", "-subj", "/CN=collector.test")
+        run("x509", "-req", "-in", f"{ca}-server.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{ca}-server.pem", "-days", "2", "-extfile", "san.ext")
+
+    def context(ca):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(folder, f"{ca}-server.pem"), os.path.join(folder, f"{ca}-server.key"))
+        return ctx
+    return context("ca"), context("wrong-ca")
+
+
+def test_collector_over_tls():
+    """The collector behind TLS: Envoy's `collector` cluster with an UpstreamTlsContext (SNI
+    collector.test, the test's own CA, the name checked). First the server shows a certificate
+    from another CA: every callout fails the handshake, is retried, and the events are counted
+    as failed to send, while proxied requests are answered as usual. Then the right certificate:
+    every event arrives, with the ${COLLECTOR_TOKEN} bearer token, and the server saw the SNI."""
+    value = {"enabled": True, "sinks": ["http"],
+             "http": {"cluster": "collector", "headers": {"authorization": "${COLLECTOR_TOKEN}"},
+                      "batch_size": 10, "flush_interval_ms": 100,
+                      "retry": {"max_attempts": 2, "initial_backoff_ms": 50, "max_backoff_ms": 100}}}
+
+    def front(st):
+        st.good_tls, st.wrong_tls = make_certs(st.dir)
+        f = Front(st.ports["collector"], tls=st.wrong_tls)
+        for ctx in (st.good_tls, st.wrong_tls):
+            ctx.sni_callback = lambda sock, name, ctx: f.sni.append(name)
+        return f
+
+    def config(st, ports):
+        return envoy_config(ports, value) + TLS_TRANSPORT.replace("CA_FILE", st.path("ca.pem"))
+
+    with Stack(config_text=config, front=front) as st:
+        bad = 30
+        for i in range(bad):
+            st.expect("GET", f"/tls-bad/{i}?status=200", "k", 200)
+        m = settled(st, bad)
+        assert m["events_dropped_send_failed"] == bad and m["events_delivered"] == 0, m
+        assert m["batch_retries"] == m["batches_failed"] >= 3, m
+        assert st.front.handshake_failures >= 1, "the handshakes failed"
+        assert st.stat("cluster.collector.ssl.fail_verify_error") >= 1, "Envoy says why"
+        print(f"  tls, wrong certificate: {m['batches_failed']} batches failed, {st.front.handshake_failures} "
+              f"handshakes refused, fail_verify_error {st.stat('cluster.collector.ssl.fail_verify_error')}, "
+              f"upstream_cx_connect_fail {st.stat('cluster.collector.upstream_cx_connect_fail')}", flush=True)
+        assert st.collector_events() == [] and st.front.seen == []
+
+        st.front.tls = st.good_tls
+        good = 100
+        for i in range(good):
+            st.expect("POST", f"/tls/{i}?status=201", "k", 201, b"x")
+        m = settled(st, bad + good)
+        events = st.collector_events()
+        assert len(events) == good and {e["api_path"] for e in events} == {f"/tls/{i}" for i in range(good)}
+        assert m["events_delivered"] == good and m["events_dropped_send_failed"] == bad and accounting_holds(m), m
+        assert st.front.seen and all(auth == TOKEN for _, _, auth in st.front.seen), st.front.seen[:3]
+        assert set(st.front.sni) == {"collector.test"}, st.front.sni[:3]
+        check_batches(st)
+        assert st.stat("cluster.collector.ssl.handshake") >= 1
+
+
 SHUTDOWN_RESULT = {}
 
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
          test_sigterm_with_events_buffered, test_drain_then_sigterm_delivers_everything,
-         test_runtime_reconfiguration, test_misbehaving_collectors]
+         test_runtime_reconfiguration, test_misbehaving_collectors,
+         test_collector_over_tls]
 
 
 def _on_signal(signum, frame):
