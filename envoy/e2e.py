@@ -1102,13 +1102,45 @@ def test_collector_over_tls():
         assert st.stat("cluster.collector.ssl.handshake") >= 1
 
 
+def test_shared_queue_outage_with_the_service_full():
+    """shared_queue mode with the collector down and the singleton service's buffer (50) full:
+    the workers (whose own bound, 10,000, is never near) hand every event over; the service
+    keeps the first 50 and counts the other 150 as dropped_buffer_full; proxied requests are
+    answered as usual. When the collector is back, the 50 are delivered exactly once and the
+    books balance: captured 200 = delivered 50 + dropped 150."""
+    service = {"buffer_size": 50, "batch_size": 10, "flush_interval_ms": 100,
+               "retry": {"max_attempts": 100, "initial_backoff_ms": 100, "max_backoff_ms": 200}}
+    with Stack(config_text=singleton_config(service_http=service)) as st:
+        port = st.ports["collector"]
+        st.kill("collector")
+        n = 200
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda i: st.expect("GET", f"/sq/{i}?status=200", "k", 200), range(n)))
+
+        def full():
+            m = st.metrics()
+            return m if (m.get("events_captured"), m.get("buffer_events")) == (n, 50) \
+                and m.get("events_dropped_buffer_full") == n - 50 else None
+        m = wait_for(full, 10, "the service's buffer full and the rest dropped")
+        assert m["events_delivered"] == 0 and m["events_dropped_send_failed"] == 0 and accounting_holds(m), m
+        assert m["batch_retries"] >= 1, m
+        st.start_collector(port)
+        m = settled(st, n)
+        assert (m["events_delivered"], m["events_dropped_buffer_full"], m["events_dropped_send_failed"]) \
+            == (50, n - 50, 0), m
+        assert accounting_holds(m), m
+        events = st.collector_events()
+        assert len(events) == 50 and len({e["id"] for e in events}) == 50, len(events)
+        check_batches(st)
+
+
 SHUTDOWN_RESULT = {}
 
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
          test_sigterm_with_events_buffered, test_drain_then_sigterm_delivers_everything,
          test_runtime_reconfiguration, test_misbehaving_collectors,
-         test_collector_over_tls]
+         test_collector_over_tls, test_shared_queue_outage_with_the_service_full]
 
 
 def _on_signal(signum, frame):
