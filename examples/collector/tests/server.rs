@@ -533,7 +533,19 @@ fn upstream_answers_as_asked_with_keep_alive() {
 
 /// Starts a binary with `--listen 127.0.0.1:0` and reads the bound address
 /// from its startup line.
-fn spawn(bin: &str, args: &[&str], prefix: &str) -> (Child, SocketAddr, String) {
+/// A child process that is killed if the test panics before `terminate` takes it.
+struct Spawned(Option<Child>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(bin: &str, args: &[&str], prefix: &str) -> (Spawned, SocketAddr, String) {
     let mut child = Command::new(bin)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
@@ -552,10 +564,11 @@ fn spawn(bin: &str, args: &[&str], prefix: &str) -> (Child, SocketAddr, String) 
         .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
     let addr = rest.split(',').next().unwrap().parse().unwrap();
-    (child, addr, line)
+    (Spawned(Some(child)), addr, line)
 }
 
-fn terminate(mut child: Child) {
+fn terminate(mut spawned: Spawned) {
+    let mut child = spawned.0.take().expect("a running child");
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
