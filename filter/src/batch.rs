@@ -45,7 +45,7 @@ impl Policy {
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub id: [u8; 16],
-    pub events: Vec<crate::encode::Encoded>,
+    pub events: Vec<crate::record::Record>,
     /// Attempts made so far.
     pub attempts: u32,
     /// Not to be sent before this time (ms).

@@ -1,12 +1,13 @@
 //! Exports for `make bench` only (feature `bench`, never in `dist/usage_filter.wasm`): let the
 //! host measure the pure encoder's cost in fuel, apart from host calls and the SDK.
 use crate::config::Format;
-use crate::encode::{self, Encoded};
+use crate::encode;
 use crate::event::Event;
+use crate::record::Record;
 use std::cell::RefCell;
 
 thread_local! {
-    static PREPARED: RefCell<Vec<Encoded>> = const { RefCell::new(Vec::new()) };
+    static PREPARED: RefCell<Vec<Record>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A typical keyed GET, as the capture would build it.
@@ -27,7 +28,7 @@ fn sample() -> Event<'static> {
     }
 }
 
-/// Encodes the sample event `n` times (the per-event JSON, done once per request).
+/// Encodes the sample event `n` times (the log line's JSON, on the request path).
 #[no_mangle]
 pub extern "C" fn bench_encode_event(n: u32) -> u32 {
     let e = sample();
@@ -37,11 +38,11 @@ pub extern "C" fn bench_encode_event(n: u32) -> u32 {
         .sum()
 }
 
-/// Prepares `n` encoded events for `bench_batch_body`.
+/// Prepares `n` records for `bench_batch_body`.
 #[no_mangle]
 pub extern "C" fn bench_prepare(n: u32) {
     let e = sample();
-    PREPARED.with(|p| *p.borrow_mut() = (0..n).map(|_| encode::encode_event(&e)).collect());
+    PREPARED.with(|p| *p.borrow_mut() = (0..n).map(|_| Record::from_event(&e)).collect());
 }
 
 /// One batch body of the prepared events: format 0 veil, 1 ndjson, 2 json, 3 cloudevents,
@@ -57,7 +58,7 @@ pub extern "C" fn bench_batch_body(format: u32) -> u32 {
     };
     PREPARED.with(|p| {
         let p = p.borrow();
-        let body = encode::batch_body(f, p.iter());
+        let body = encode::batch_body(f, p.iter(), &mut crate::event::SecondCache::default());
         if format == 5 {
             encode::gzip(&body).len() as u32
         } else {

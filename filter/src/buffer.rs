@@ -1,13 +1,13 @@
 //! The bounded buffer: every event the http sink holds, waiting in the queue or inside a
 //! batch that is in flight or waiting to be retried. Full means the newest event is refused.
 
-use crate::encode::Encoded;
+use crate::record::Record;
 use std::collections::VecDeque;
 
 #[derive(Debug)]
 pub struct Buffer {
     capacity: usize,
-    waiting: VecDeque<(Encoded, u64)>,
+    waiting: VecDeque<(Record, u64)>,
     waiting_bytes: usize,
     /// Events taken out into batches that are not yet delivered or dropped.
     in_batches: usize,
@@ -41,7 +41,7 @@ impl Buffer {
     }
 
     /// Holds the event, or hands it back when the buffer is full.
-    pub fn push(&mut self, e: Encoded, now_ms: u64) -> Result<(), Encoded> {
+    pub fn push(&mut self, e: Record, now_ms: u64) -> Result<(), Record> {
         if self.held() >= self.capacity {
             return Err(e);
         }
@@ -52,7 +52,7 @@ impl Buffer {
 
     /// Takes the oldest events, up to `max_events` and `max_bytes` (always at least one).
     /// They stay counted as held until `release`.
-    pub fn take(&mut self, max_events: usize, max_bytes: usize) -> Vec<Encoded> {
+    pub fn take(&mut self, max_events: usize, max_bytes: usize) -> Vec<Record> {
         let mut out = Vec::with_capacity(max_events.min(self.waiting.len()));
         let mut bytes = 0;
         while out.len() < max_events {
@@ -74,7 +74,7 @@ impl Buffer {
     }
 
     /// The waiting events, oldest first, without taking them.
-    pub fn waiting_events(&self) -> impl Iterator<Item = &Encoded> + Clone {
+    pub fn waiting_events(&self) -> impl Iterator<Item = &Record> + Clone {
         self.waiting.iter().map(|(e, _)| e)
     }
 
@@ -98,13 +98,12 @@ impl Buffer {
 mod tests {
     use super::*;
 
-    fn ev(n: usize) -> Encoded {
-        Encoded {
-            json: vec![b'x'; n],
-            core_end: 0,
-            key: (0, 0),
-            timestamp: (0, 0),
-        }
+    fn ev(n: usize) -> Record {
+        // weight = strings + 300
+        Record::from_event(&crate::event::Event {
+            api_path: "x".repeat(n).into(),
+            ..Default::default()
+        })
     }
 
     #[test]
@@ -128,13 +127,14 @@ mod tests {
     fn take_respects_count_and_bytes_but_always_takes_one() {
         let mut b = Buffer::new(100);
         for _ in 0..10 {
-            b.push(ev(99), 0).unwrap();
+            b.push(ev(100), 0).unwrap();
         }
-        assert_eq!(b.waiting_bytes(), 1000);
+        // each weighs its 100 bytes of strings plus 300 for what surrounds them
+        assert_eq!(b.waiting_bytes(), 4000);
         assert_eq!(b.take(4, usize::MAX).len(), 4);
-        assert_eq!(b.take(100, 250).len(), 2);
+        assert_eq!(b.take(100, 1000).len(), 2);
         assert_eq!(b.take(100, 1).len(), 1);
         assert_eq!(b.waiting(), 3);
-        assert_eq!(b.waiting_bytes(), 300);
+        assert_eq!(b.waiting_bytes(), 1200);
     }
 }

@@ -10,9 +10,10 @@ use crate::buffer::Buffer;
 use crate::callout::Callout;
 use crate::config::{Config, LogOutput, Role};
 use crate::dispatch::{Dispatcher, Outcome, Random};
-use crate::encode::{self, Encoded};
+use crate::encode;
 use crate::event::{Event, SecondCache};
 use crate::metrics::Counters;
+use crate::record::{self, Record};
 
 /// A log line to write for one event, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,26 +63,25 @@ impl Delivery {
     /// One finished request: encoded once, counted once, routed by role. Returns the log
     /// line to write, when the log sink is on.
     pub fn finish(&mut self, e: &Event<'_>, now_ms: u64) -> Option<LogLine> {
-        let enc = encode::encode_event_with(e, &mut self.seconds);
         self.counters.captured += 1;
         let line = self.log.map(|out| LogLine {
-            line: encode::log_line(&enc),
+            line: encode::log_line(&encode::encode_event_with(e, &mut self.seconds)),
             to_host_log: matches!(out, LogOutput::HostLog | LogOutput::Both),
             to_filter_state: matches!(out, LogOutput::FilterState | LogOutput::Both),
         });
-        self.hold(enc, now_ms);
+        match self.role {
+            // Log only: written is delivered.
+            Role::LogOnly => self.counters.delivered += 1,
+            _ => self.hold(Record::from_event(e), now_ms),
+        }
         line
     }
 
-    fn hold(&mut self, enc: Encoded, now_ms: u64) {
+    fn hold(&mut self, rec: Record, now_ms: u64) {
         let held = match (&mut self.dispatcher, &mut self.handoff) {
-            (Some(d), _) => d.offer(enc, now_ms),
-            (None, Some(h)) => h.push(enc, now_ms).is_ok(),
-            // Log only: written is delivered.
-            (None, None) => {
-                self.counters.delivered += 1;
-                true
-            }
+            (Some(d), _) => d.offer(rec, now_ms),
+            (None, Some(h)) => h.push(rec, now_ms).is_ok(),
+            (None, None) => false,
         };
         if !held {
             self.counters.dropped_buffer_full += 1;
@@ -136,7 +136,7 @@ impl Delivery {
     pub fn handoff_message(&self) -> Option<(Vec<u8>, usize)> {
         let h = self.handoff.as_ref()?;
         let n = h.waiting();
-        (n > 0).then(|| (encode::pack(h.waiting_events()), n))
+        (n > 0).then(|| (record::pack(h.waiting_events()), n))
     }
 
     /// The message of `n` events is in the queue: the service holds them now.
@@ -149,10 +149,10 @@ impl Delivery {
     /// The queue service takes a worker's message. The worker counted its events as
     /// captured; what the message lost on the way is counted here as failed to send.
     pub fn receive(&mut self, msg: &[u8], now_ms: u64) {
-        let got = encode::unpack(msg);
+        let got = record::unpack(msg);
         self.counters.dropped_send_failed += got.lost.min(self.lost_cap);
-        for e in got.events {
-            self.hold(e, now_ms);
+        for r in got.records {
+            self.hold(r, now_ms);
         }
     }
 

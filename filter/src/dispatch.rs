@@ -7,8 +7,10 @@ use crate::batch::{Batch, Policy};
 use crate::buffer::Buffer;
 use crate::callout::Callout;
 use crate::config::Http;
-use crate::encode::{self, Encoded};
+use crate::encode;
 use crate::event::uuid_v4;
+use crate::event::SecondCache;
+use crate::record::Record;
 use crate::retry::{self, Verdict};
 
 /// A source of randomness for batch ids and jitter.
@@ -54,6 +56,10 @@ pub struct Dispatcher {
     /// Batches waiting for their retry time, oldest first.
     retrying: Vec<Batch>,
     in_flight: Vec<(u32, Batch)>,
+    /// The formatted second, reused across the events of a batch and between batches.
+    seconds: SecondCache,
+    /// Where bodies are encoded before an exactly sized copy goes out.
+    scratch: Vec<u8>,
 }
 
 impl Dispatcher {
@@ -64,6 +70,8 @@ impl Dispatcher {
             cfg,
             retrying: Vec::new(),
             in_flight: Vec::new(),
+            seconds: SecondCache::default(),
+            scratch: Vec::new(),
         }
     }
 
@@ -85,7 +93,7 @@ impl Dispatcher {
     }
 
     /// Holds one event. False when the buffer was full and it was dropped.
-    pub fn offer(&mut self, e: Encoded, now_ms: u64) -> bool {
+    pub fn offer(&mut self, e: Record, now_ms: u64) -> bool {
         self.buffer.push(e, now_ms).is_ok()
     }
 
@@ -99,7 +107,13 @@ impl Dispatcher {
         rng: &mut dyn Random,
     ) -> Option<(Batch, Callout)> {
         let batch = self.next_batch(now_ms, flushing, rng)?;
-        let body = encode::batch_body(self.cfg.format, batch.events.iter());
+        encode::write_batch_body(
+            &mut self.scratch,
+            self.cfg.format,
+            batch.events.iter(),
+            &mut self.seconds,
+        );
+        let body = self.scratch.clone();
         let callout = Callout::batch(&self.cfg, &batch.id, body);
         Some((batch, callout))
     }
@@ -239,13 +253,11 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn ev() -> Encoded {
-        Encoded {
-            json: b"{\"id\":\"x\"}".to_vec(),
-            core_end: 9,
-            key: (0, 0),
-            timestamp: (0, 0),
-        }
+    pub(crate) fn ev() -> Record {
+        Record::from_event(&crate::event::Event {
+            api_path: "/x".into(),
+            ..Default::default()
+        })
     }
 
     fn send(d: &mut Dispatcher, now: u64, r: &mut Seq) -> Option<Batch> {
@@ -286,10 +298,10 @@ pub(crate) mod tests {
             d.offer(ev(), 0);
         }
         let (b, first) = d.next_send(0, false, &mut r).unwrap();
-        assert_eq!(
-            first.body,
-            br#"{"events":[{"id":"x"},{"id":"x"},{"id":"x"}]}"#
-        );
+        let v: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
+        let events = v["events"].as_array().unwrap();
+        assert_eq!(events.len(), 3);
+        assert!(events.iter().all(|e| e["api_path"] == "/x"));
         assert_eq!(first.upstream, "c");
         assert_eq!(first.timeout_ms, 1000);
         d.sent(1, b);

@@ -23,6 +23,7 @@ pub mod headers;
 pub mod host;
 pub mod metrics;
 pub mod random;
+pub mod record;
 pub mod retry;
 pub mod root;
 pub mod shared;
