@@ -284,24 +284,27 @@ impl Root {
     }
 
     /// A shared-queue worker hands its waiting events to the service in one message.
+    /// Retired worker deliveries hand over too: what they held when the configuration
+    /// changed would otherwise stay with them forever.
     fn hand_over(&mut self, host: &dyn Host) {
-        let Some(sh) = self.shared.clone() else {
-            return;
-        };
-        let Some((msg, n)) = sh.delivery.borrow().handoff_message() else {
-            return;
-        };
-        if self.queue.is_none() {
-            let d = &sh.config.dispatcher;
-            // The service may be configured after this VM (main thread): resolve lazily.
-            self.queue = host.resolve_queue(&d.vm_id, &d.queue);
-        }
-        let Some(q) = self.queue else { return };
-        if host.enqueue(q, &msg) {
-            sh.delivery.borrow_mut().handed_over(n);
-        } else {
-            // The queue went away (service reloaded): resolve again next time.
-            self.queue = None;
+        let all: Vec<Rc<Shared>> = self.live().cloned().collect();
+        for sh in all {
+            let Some((msg, n)) = sh.delivery.borrow().handoff_message() else {
+                continue;
+            };
+            if self.queue.is_none() {
+                let d = &sh.config.dispatcher;
+                // The service may be configured after this VM (main thread): resolve lazily.
+                self.queue = host.resolve_queue(&d.vm_id, &d.queue);
+            }
+            let Some(q) = self.queue else { return };
+            if host.enqueue(q, &msg) {
+                sh.delivery.borrow_mut().handed_over(n);
+            } else {
+                // The queue went away (service reloaded): resolve again next time.
+                self.queue = None;
+                return;
+            }
         }
     }
 

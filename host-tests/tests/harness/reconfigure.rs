@@ -133,3 +133,46 @@ fn a_new_dispatcher_queue_is_resolved_anew() {
     );
     assert_accounting(&vm);
 }
+
+/// Found by `make fuzz`: a shared-queue worker reconfigured between two ticks kept the events
+/// captured since the last hand-over in its retired delivery forever: never handed over,
+/// `buffer_events` never back to 0, memory growing with every reconfiguration. They are
+/// handed over like the current configuration's.
+#[test]
+fn a_reconfigured_worker_hands_over_what_it_held() {
+    let hub = Vm::new_hub();
+    let http = json!({"cluster": "collector", "batch_size": 1, "flush_interval_ms": 50});
+    let mut service = Vm::envoy()
+        .hub(&hub)
+        .vm_id("usage_service")
+        .config(
+            json!({"enabled": true, "sinks": ["http"], "http": http.clone(),
+                       "dispatcher": {"mode": "shared_queue", "service": true}}),
+        )
+        .start()
+        .unwrap();
+    service.auto_reply(|_| Reply::Status(200));
+    let worker_cfg = json!({"enabled": true, "sinks": ["http"], "http": http,
+                            "dispatcher": {"mode": "shared_queue"}});
+    let mut worker = Vm::envoy()
+        .hub(&hub)
+        .config(worker_cfg.clone())
+        .start()
+        .unwrap();
+    for i in 0..5 {
+        worker
+            .request()
+            .path(&format!("/{i}"))
+            .key("k")
+            .respond(200)
+            .unwrap();
+        assert!(worker.reconfigure(worker_cfg.clone()).unwrap());
+    }
+    worker.advance_ms(200).unwrap();
+    service.advance_ms(200).unwrap();
+    worker.advance_ms(200).unwrap();
+    let vms = [&service, &worker];
+    assert_eq!(crate::common::total(&vms, EVENTS_DELIVERED), 5);
+    assert_eq!(crate::common::total(&vms, BUFFER_EVENTS), 0);
+    crate::common::assert_accounting_across(&vms);
+}
