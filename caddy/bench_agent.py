@@ -5,14 +5,15 @@ memory. Prints one JSON object.
 
 Entries are the real Caddy 2.11.7 lines of caddy/testdata/access.log (the keyed ones, ~560
 bytes each) with a distinct path and a current `ts` each. Two runs:
-- backlog: N entries already in the file when the agent starts; the rate is N over the time
-  until the collector acknowledged all of them (the agent's `events_delivered`);
+- backlog: N entries already in the file when the agent starts; the rate is the entries the
+  collector acknowledged (the agent's `events_delivered`) over the time until every entry was
+  delivered or dropped (a backlog read faster than delivery drops beyond `buffer_size`);
 - paced: a writer appends entries at a fixed rate (default 50,000/s) for some seconds while
   the agent follows; reported: whether the agent kept up (nothing dropped, nothing left
   behind), its CPU use on its core and its resident memory (peak and at the end).
 
-Plugin configuration: caddy/usage-agent.json with `--batch-size` (default 1000) and
-`--buffer-size` (default 100000). Needs dist/usage-agent, dist/usage_filter.wasm and
+Plugin configuration: caddy/usage-agent.json with `--batch-size` and `--buffer-size` (defaults
+1000 and 100000, as in that file). Needs dist/usage-agent, dist/usage_filter.wasm and
 target/release/collector (make build; cargo build --release -p usage-collector).
 Usage: caddy/bench_agent.py [--entries N] [--rate R] [--seconds S] [--batch-size B]
        [--buffer-size B] [--agent-cpu C] [--collector-cpu C]
@@ -185,7 +186,8 @@ def backlog(a):
         done.set()
         cpu, rss = proc_stat(r.agent.pid)
         return {"entries": a.entries, "bytes": size, "seconds": round(took, 3),
-                "entries_per_s": round(a.entries / took), "delivered": m["usage_filter_events_delivered"],
+                "entries_per_s": round(m["usage_filter_events_delivered"] / took),
+                "delivered": m["usage_filter_events_delivered"],
                 "dropped": m["usage_filter_events_dropped_buffer_full"] + m["usage_filter_events_dropped_send_failed"],
                 "agent_cpu_s_with_startup": round(cpu, 2), "rss_peak_kib": max(peak["rss"], rss), "rss_end_kib": rss}
     finally:

@@ -290,6 +290,9 @@ def test_collector_outage_and_recovery():
         assert books(m)[0] == books(m)[1], m
         wait_for(lambda: metrics(st)["usage_filter_batch_retries"] >= 3, 10, "failed attempts")
         st.start_collector()
+        # Recovered: the held events delivered (requests before this would still find the
+        # buffer full and be dropped too).
+        wait_for(lambda: metrics(st)["usage_filter_buffer_events"] == 0, 20, "the held events delivered")
         after = plain(50, "after")
         send_padded(st, after)
         want = 100 + buffer + 50
