@@ -1,18 +1,40 @@
 #!/usr/bin/env python3
 """`make bench`, parts (b) and (c): what usage-filter costs the real Envoy 1.40 (V8).
 
-Five Envoys run side by side, each with one worker pinned to CPU 0, identical but for one
-configuration: no filter, the null wasm filter, Envoy's native JSON file access log,
-usage-filter with the log sink, usage-filter with the http sink delivering to the collector.
-wrk (one thread, 32 connections, pinned to CPU 1) loads one at a time, interleaved, on a
-direct_response route and on a route proxied to the demo upstream; every combination is
-repeated and medians reported. Overhead per request = 1e6/rps - 1e6/rps(no filter).
+One Envoy per configuration, all running side by side, each with one worker pinned to one CPU,
+identical but for that configuration (see CONFIGS). wrk (one thread, pinned to the other CPU
+with the demo upstream and the collector) loads one Envoy at a time. A round measures every
+configuration once on every route, in an order rotated from round to round; rows report the
+median of the rounds with min and max. Overhead per request = 1e6/rps - 1e6/rps(no filter),
+computed within each round; ratios are per round too (median, min, max).
+
+A measurement with any wrk socket error or non-2xx answer, a usage filter that captured fewer
+events than wrk got answers (a trapped filter fails open and looks fast), a batch the collector
+refused, a retry, a failed batch or a callout the host refused is itself refused: it is run
+once more, and if that is refused too the benchmark stops with an error naming it. Nothing
+refused is ever averaged in.
+
+Settings (environment):
+  BENCH_ROUNDS=5           interleaved rounds (BENCH_REPEATS is the old name)
+  BENCH_SECONDS=3          wrk duration of each measurement
+  BENCH_ROUTES=direct,proxy
+  BENCH_PROBE_ROUTES=direct  routes the per-host-call probes are measured on ("" = no probes)
+  BENCH_CONNECTIONS=32     wrk connections (one wrk thread)
+  BENCH_ENVOY_CPU=0 BENCH_LOAD_CPU=1   pinning (taskset) of the Envoys, and of wrk, the
+                           upstream and the collector
+  BENCH_VARIANTS=name=path,...  other builds of the filter, each run as an extra `http` sink
+                           configuration `usage_http_<name>` (path: absolute, relative to the
+                           repository root, or a file in dist/)
+  BENCH_BEFORE=path        the "before" build: added as variant `before` (and fuel-bench's
+                           fourth argument, in run.sh)
+  BENCH_CONFIGS=a,b        measure only these configurations (none and null are always in)
 
 Writes bench/results/envoy.json. Standard library only.
 """
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -23,18 +45,74 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release")
+DIST = os.path.join(ROOT, "dist")
 OUT = os.path.join(ROOT, "bench", "results")
-DURATION = int(os.environ.get("BENCH_SECONDS", "5"))
-REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-CONNECTIONS = 32
+DURATION = int(os.environ.get("BENCH_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", os.environ.get("BENCH_REPEATS", "5")))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+ENVOY_CPU = os.environ.get("BENCH_ENVOY_CPU", "0")
+LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "1")
 KEY = "bench-key-0123456789"
+ROUTES = [r for r in os.environ.get("BENCH_ROUTES", "direct,proxy").split(",") if r]
+PROBE_ROUTES = [r for r in os.environ.get("BENCH_PROBE_ROUTES", "direct").split(",") if r in ROUTES]
 
-CONFIGS = ["none", "null", "native_log", "usage_log", "usage_http"]
-ROUTES = os.environ.get("BENCH_ROUTES", "direct,proxy").split(",")
-# Extra usage_http variants from other builds, compared in the same interleaved run:
-# BENCH_VARIANTS="o3=usage_filter_o3.wasm" adds config "usage_http_o3" (files in dist/).
-VARIANTS = dict(v.split("=", 1) for v in os.environ.get("BENCH_VARIANTS", "").split(",") if v)
-CONFIGS += [f"usage_http_{name}" for name in VARIANTS]
+# The probes: the null filter plus one host call each (bench/probe-filter, dist/probe_<kind>.wasm).
+PROBES = ["header", "clock", "map", "set_property", "log"]
+# What each configuration is (report.py shows these names).
+NAMES = {
+    "none": "no filter",
+    "null": "null wasm filter (every callback crosses, nothing done)",
+    "floor": "floor: only the 4 host calls an event needs",
+    "native_log": "Envoy native JSON file access log",
+    "usage_log": "usage-filter, log sink",
+    "usage_http": "usage-filter, http sink, `local` (default)",
+    "usage_shared_queue": "usage-filter, http sink, `shared_queue`",
+}
+for _p in PROBES:
+    NAMES[f"probe_{_p}"] = f"probe: null + one {_p} call"
+
+
+def resolve(path):
+    if os.path.isabs(path):
+        return path
+    if os.path.exists(path):
+        return os.path.abspath(path)
+    return os.path.join(DIST, path)
+
+
+VARIANTS = {}
+for v in os.environ.get("BENCH_VARIANTS", "").split(","):
+    if v:
+        if "=" not in v:
+            sys.exit(f"BENCH_VARIANTS: {v!r} is not name=path")
+        name, path = v.split("=", 1)
+        VARIANTS[name] = resolve(path)
+if os.environ.get("BENCH_BEFORE") and "before" not in VARIANTS:
+    VARIANTS["before"] = resolve(os.environ["BENCH_BEFORE"])
+for name, path in VARIANTS.items():
+    if not os.path.isfile(path):
+        sys.exit(f"BENCH_VARIANTS: {name}: no file {path}")
+    NAMES[f"usage_http_{name}"] = f"variant `{name}`, http sink, `local` ({os.path.basename(path)})"
+
+BASE = ["none", "null", "floor", "native_log", "usage_log", "usage_http", "usage_shared_queue"]
+CONFIGS = BASE + [f"usage_http_{n}" for n in VARIANTS] + [f"probe_{p}" for p in PROBES]
+if os.environ.get("BENCH_CONFIGS"):
+    keep = set(os.environ["BENCH_CONFIGS"].split(",")) | {"none", "null"}
+    unknown = keep - set(CONFIGS)
+    if unknown:
+        sys.exit(f"BENCH_CONFIGS: unknown {sorted(unknown)}; known: {CONFIGS}")
+    CONFIGS = [c for c in CONFIGS if c in keep]
+if not PROBE_ROUTES:
+    CONFIGS = [c for c in CONFIGS if not c.startswith("probe_")]
+
+
+def routes_of(kind):
+    return PROBE_ROUTES if kind.startswith("probe_") else ROUTES
+
+
+def sends(kind):
+    """Configurations that deliver to the collector."""
+    return kind.startswith("usage_http") or kind == "usage_shared_queue"
 
 
 def free_port():
@@ -52,23 +130,36 @@ def cluster(name, port):
             "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr(port)}}]}]}}
 
 
-def wasm_filter(code, configuration):
-    cfg = {"name": "bench", "root_id": "bench", "failure_policy": "FAIL_OPEN",
-           "vm_config": {"vm_id": "bench", "runtime": "envoy.wasm.runtime.v8",
-                         "code": {"local": {"filename": os.path.join(ROOT, "dist", code)}}}}
+def vm_config(vm_id, path):
+    return {"vm_id": vm_id, "runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": path}}}
+
+
+def struct(value):
+    return {"@type": "type.googleapis.com/google.protobuf.Struct", "value": value}
+
+
+def wasm_filter(path, configuration):
+    cfg = {"name": "bench", "root_id": "bench", "failure_policy": "FAIL_OPEN", "vm_config": vm_config("bench", path)}
     if configuration is not None:
-        cfg["configuration"] = {"@type": "type.googleapis.com/google.protobuf.Struct", "value": configuration}
+        cfg["configuration"] = struct(configuration)
     return {"name": "envoy.filters.http.wasm",
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", "config": cfg}}
+
+
+FILTER = os.path.join(DIST, "usage_filter.wasm")
+HTTP = {"enabled": True, "sinks": ["http"], "http": {"cluster": "collector"}}
 
 
 def envoy_config(kind, ports, workdir):
     filters = []
     access_log = []
-    if kind == "null":
-        filters.append(wasm_filter("null_filter.wasm", None))
+    bootstrap = []
+    if kind in ("null", "floor"):
+        filters.append(wasm_filter(os.path.join(DIST, f"{kind}_filter.wasm"), None))
+    elif kind.startswith("probe_"):
+        filters.append(wasm_filter(os.path.join(DIST, f"{kind}.wasm"), None))
     elif kind == "usage_log":
-        filters.append(wasm_filter("usage_filter.wasm", {"enabled": True, "sinks": ["log"], "log_output": "filter_state"}))
+        filters.append(wasm_filter(FILTER, {"enabled": True, "sinks": ["log"], "log_output": "filter_state"}))
         access_log.append({
             "name": "envoy.access_loggers.stdout",
             "filter": {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
@@ -76,9 +167,18 @@ def envoy_config(kind, ports, workdir):
                 "expression": "'wasm.usage_event' in filter_state"}}},
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                              "log_format": {"text_format_source": {"inline_string": "%FILTER_STATE(wasm.usage_event:PLAIN)%\n"}}}})
+    elif kind == "usage_shared_queue":
+        # as envoy/envoy-singleton.yaml: the workers hand events to one singleton service VM
+        # (on the main thread, same pinned process) that batches and sends
+        service = {"name": "usage_service", "root_id": "usage_service", "vm_config": vm_config("usage_service", FILTER),
+                   "configuration": struct({"sinks": ["http"], "http": {"cluster": "collector"},
+                                            "dispatcher": {"mode": "shared_queue", "service": True, "queue": "usage_events"}})}
+        bootstrap.append({"name": "envoy.bootstrap.wasm", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True, "config": service}})
+        filters.append(wasm_filter(FILTER, dict(HTTP, dispatcher={"mode": "shared_queue", "vm_id": "usage_service",
+                                                                  "queue": "usage_events"})))
     elif kind.startswith("usage_http"):
-        code = VARIANTS.get(kind[len("usage_http_"):], "usage_filter.wasm")
-        filters.append(wasm_filter(code, {"enabled": True, "sinks": ["http"], "http": {"cluster": "collector"}}))
+        filters.append(wasm_filter(VARIANTS.get(kind[len("usage_http_"):], FILTER), HTTP))
     elif kind == "native_log":
         # Envoy's own JSON file access log with the ten fields as close as its operators get
         # (no `success` boolean and the path keeps its query: Envoy has no operator for those).
@@ -92,6 +192,8 @@ def envoy_config(kind, ports, workdir):
                                  "response_time_ms": "%DURATION%", "status_code": "%RESPONSE_CODE%",
                                  "success": "%RESPONSE_FLAGS%", "timestamp": "%START_TIME%",
                                  "request_size": "%BYTES_RECEIVED%", "response_size": "%BYTES_SENT%"}}}})
+    elif kind != "none":
+        raise ValueError(kind)
     filters.append({"name": "envoy.filters.http.router",
                     "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -101,18 +203,21 @@ def envoy_config(kind, ports, workdir):
                {"match": {"prefix": "/proxy/"}, "route": {"cluster": "upstream"}}]}]}}
     if access_log:
         hcm["access_log"] = access_log
-    return {"admin": {"address": addr(ports["admin"])},
-            "static_resources": {
-                "listeners": [{"name": "l", "address": addr(ports["listener"]), "filter_chains": [{"filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-                "clusters": [cluster("upstream", ports["upstream"]), cluster("collector", ports["collector"])]}}
+    cfg = {"admin": {"address": addr(ports["admin"])},
+           "static_resources": {
+               "listeners": [{"name": "l", "address": addr(ports["listener"]), "filter_chains": [{"filters": [
+                   {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+               "clusters": [cluster("upstream", ports["upstream"]), cluster("collector", ports["collector"])]}}
+    if bootstrap:
+        cfg["bootstrap_extensions"] = bootstrap
+    return cfg
 
 
-def wait_ready(admin_port, proc, timeout=30):
+def wait_ready(admin_port, proc, kind, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError("envoy exited during startup")
+            raise RuntimeError(f"envoy for {kind} exited during startup (see bench/results/run/{kind}.stderr)")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1) as r:
                 if r.status == 200:
@@ -120,24 +225,27 @@ def wait_ready(admin_port, proc, timeout=30):
         except OSError:
             pass
         time.sleep(0.2)
-    raise RuntimeError("envoy not ready")
+    raise RuntimeError(f"envoy for {kind} not ready after {timeout}s")
 
 
 def wrk(port, route, seconds):
     path = f"/{route}/v1/things/42?expand=owner"
-    out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
                           "-H", f"x-subscription-key: {KEY}", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"^\s*(\d+) requests in", out, re.M).group(1))
 
     def pct(p):
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         v, unit = float(m.group(1)), m.group(2)
         return v * {"us": 1, "ms": 1000, "s": 1e6}[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50_us": pct(50), "p99_us": pct(99),
-            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock.group(1) if sock else ""}
+    sock_counts = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", sock.group(1))} if sock else {}
+    return {"rps": rps, "requests": requests, "p50_us": pct(50), "p99_us": pct(99),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "socket_errors": {k: v for k, v in sock_counts.items() if v}, "wrk_output": out}
 
 
 def metrics(admin_port):
@@ -146,19 +254,101 @@ def metrics(admin_port):
     return {k.split("usage_filter.")[-1]: int(v) for k, v in re.findall(r"^(\S+): (\d+)$", text, re.M)}
 
 
+def collector_stats(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
+        return json.loads(r.read())
+
+
+DROPS = ("events_dropped_buffer_full", "events_dropped_send_failed")
+
+
+def settle(kind, admin_port, timeout=8.0):
+    """Waits until a usage filter has published everything the last load produced (its
+    metrics go out on its tick: every 100 ms with the http sink, every second with the log
+    sink alone) and, when it sends, until every event is delivered or dropped."""
+    if not kind.startswith("usage_"):
+        return {}
+    quiet = 1.2 if kind == "usage_log" else 0.3
+    prev, changed, deadline = None, time.time(), time.time() + timeout
+    while True:
+        m = metrics(admin_port)
+        now = time.time()
+        if m != prev:
+            prev, changed = m, now
+        done = now - changed >= quiet
+        if sends(kind):
+            accounted = sum(m.get(k, 0) for k in ("events_delivered",) + DROPS)
+            done = done and m.get("buffer_events", 0) == 0 and accounted == m.get("events_captured", 0)
+        if done or now > deadline:
+            return m
+        time.sleep(0.1)
+
+
+def delta(after, before, key):
+    return after.get(key, 0) - before.get(key, 0)
+
+
+def measure(kind, ports, route, coll_port, before):
+    """One wrk run, checked. Returns (result, reasons it is refused)."""
+    coll_before = collector_stats(coll_port)
+    r = wrk(ports["listener"], route, DURATION)
+    after = settle(kind, ports["admin"])
+    coll_after = collector_stats(coll_port)
+    refused = []
+    if r["socket_errors"]:
+        refused.append(f"wrk socket errors {r['socket_errors']}")
+    if r["non2xx"]:
+        refused.append(f"{r['non2xx']} non-2xx/3xx responses")
+    for k in ("rejected_batches", "invalid_events"):
+        if coll_after.get(k, 0) != coll_before.get(k, 0):
+            refused.append(f"collector {k} +{coll_after.get(k, 0) - coll_before.get(k, 0)}")
+    if kind.startswith("usage_"):
+        captured = delta(after, before, "events_captured")
+        r["captured"] = captured
+        # every answered request is an event; requests still open when wrk stopped may add
+        # up to one per connection
+        if not r["requests"] <= captured <= r["requests"] + CONNECTIONS:
+            refused.append(f"{captured} events captured for {r['requests']} answered requests")
+    if sends(kind):
+        r["delivered"] = delta(after, before, "events_delivered")
+        r["drops"] = sum(delta(after, before, k) for k in DROPS)
+        r["batches"] = delta(after, before, "batches_sent")
+        # the batches carrying this measurement's events, tail included, per second of load
+        r["callouts_per_s"] = r["batches"] / DURATION
+        for k in ("batches_failed", "batch_retries", "callouts_refused"):
+            if delta(after, before, k):
+                refused.append(f"{k} +{delta(after, before, k)}")
+        if after.get("buffer_events", 0):
+            refused.append(f"{after['buffer_events']} events still buffered after the load (settle timed out)")
+    return r, refused, after
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     envoy = subprocess.check_output([os.path.join(ROOT, "envoy", "install-envoy.sh")], text=True).strip()
+    for kind in CONFIGS:
+        if kind in ("null", "floor") or kind.startswith("probe_"):
+            path = os.path.join(DIST, f"{kind}_filter.wasm" if kind in ("null", "floor") else f"{kind}.wasm")
+            if not os.path.isfile(path):
+                sys.exit(f"{path} missing: run bench/build.sh")
     workdir = os.path.join(OUT, "run")
-    os.makedirs(workdir, exist_ok=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    os.makedirs(workdir)
     procs = []
+    plan = [(route, kind) for route in ROUTES for kind in CONFIGS if route in routes_of(kind)]
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        print(f"warning: load average {load_before[0]:.2f} before the run: other work shares the CPUs, "
+              "the figures will be noisy", flush=True)
+    print(f"{len(CONFIGS)} configurations, {len(plan)} measurements per round, {ROUNDS} rounds of "
+          f"{DURATION}s (about {len(plan) * ROUNDS * (DURATION + 0.6) / 60:.1f} min)", flush=True)
     try:
         up_port, coll_port = free_port(), free_port()
-        procs.append(subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "demo-upstream"), "--listen",
+        procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, os.path.join(BIN, "demo-upstream"), "--listen",
                                        f"127.0.0.1:{up_port}"], stderr=subprocess.DEVNULL))
-        procs.append(subprocess.Popen(["taskset", "-c", "1", os.path.join(BIN, "collector"), "--listen",
+        procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, os.path.join(BIN, "collector"), "--listen",
                                        f"127.0.0.1:{coll_port}", "--out", os.path.join(workdir, "events.ndjson")],
-                                      stderr=subprocess.DEVNULL))
+                                      stderr=open(os.path.join(workdir, "collector.stderr"), "wb")))
         envoys = {}
         for kind in CONFIGS:
             ports = {"listener": free_port(), "admin": free_port(), "upstream": up_port, "collector": coll_port}
@@ -166,35 +356,45 @@ def main():
             with open(cfg_path, "w") as f:
                 json.dump(envoy_config(kind, ports, workdir), f)
             stdout = open(os.path.join(workdir, f"{kind}.stdout"), "wb")
-            p = subprocess.Popen(["taskset", "-c", "0", envoy, "-c", cfg_path, "--concurrency", "1",
-                                  "--disable-hot-restart", "--log-level", "error"], stdout=stdout,
-                                 stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
+            p = subprocess.Popen(["taskset", "-c", ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
+                                  "--disable-hot-restart", "--log-level", "error"],
+                                 stdout=stdout, stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
             procs.append(p)
-            wait_ready(ports["admin"], p)
+            wait_ready(ports["admin"], p, kind)
             envoys[kind] = ports
-        for kind, ports in envoys.items():  # warm up every VM and connection pool
+        for route, kind in plan:  # warm up every VM and connection pool
+            wrk(envoys[kind]["listener"], route, 1)
+        last = {kind: settle(kind, envoys[kind]["admin"]) for kind in CONFIGS}
+        runs, refusals = [], []
+        for rnd in range(ROUNDS):
             for route in ROUTES:
-                wrk(ports["listener"], route, 1)
-        runs = []
-        for rep in range(REPEATS):
-            for route in ROUTES:
-                order = CONFIGS[rep % len(CONFIGS):] + CONFIGS[:rep % len(CONFIGS)]
+                kinds = [k for k in CONFIGS if route in routes_of(k)]
+                order = kinds[rnd % len(kinds):] + kinds[:rnd % len(kinds)]
                 for kind in order:
-                    before = metrics(envoys[kind]["admin"]) if kind.startswith("usage_http") else {}
-                    r = wrk(envoys[kind]["listener"], route, DURATION)
-                    if kind.startswith("usage_http"):
-                        after = metrics(envoys[kind]["admin"])
-                        r["callouts_per_s"] = (after.get("batches_sent", 0) - before.get("batches_sent", 0)) / DURATION
-                        r["drops"] = sum(after.get(k, 0) - before.get(k, 0) for k in
-                                         ("events_dropped_buffer_full", "events_dropped_send_failed"))
-                    r.update(config=kind, route=route, rep=rep)
+                    for attempt in (1, 2):
+                        r, refused, after = measure(kind, envoys[kind], route, coll_port, last[kind])
+                        last[kind] = after
+                        if not refused:
+                            break
+                        where = f"round {rnd} {route} {kind}"
+                        refusals.append({"round": rnd, "route": route, "config": kind, "attempt": attempt,
+                                         "reasons": refused})
+                        with open(os.path.join(workdir, f"refused-{rnd}-{route}-{kind}-{attempt}.txt"), "w") as f:
+                            f.write("\n".join(refused) + "\n\n" + r["wrk_output"])
+                        print(f"REFUSED ({where}, attempt {attempt}): {'; '.join(refused)}", flush=True)
+                        if attempt == 2:
+                            raise RuntimeError(f"measurement refused twice, benchmark stopped: {where}: "
+                                               f"{'; '.join(refused)} (wrk output in bench/results/run/)")
+                    del r["wrk_output"]
+                    r.update(config=kind, route=route, round=rnd)
                     runs.append(r)
-                    print(f"rep {rep} {route:6} {kind:11} {r['rps']:9.0f} req/s  p50 {r['p50_us']:7.0f}us  "
-                          f"p99 {r['p99_us']:7.0f}us", flush=True)
-        time.sleep(2.5)  # let the http sink's last batches go out
-        final = metrics(envoys["usage_http"]["admin"])
-        log_lines = sum(1 for _ in open(os.path.join(workdir, "usage_log.stdout"), "rb"))
-        log_metrics = metrics(envoys["usage_log"]["admin"])
+                    extra = f"  {r['callouts_per_s']:5.0f} callouts/s" if sends(kind) else ""
+                    print(f"round {rnd} {route:6} {kind:20} {r['rps']:9.0f} req/s  p50 {r['p50_us']:6.0f}us  "
+                          f"p99 {r['p99_us']:6.0f}us{extra}", flush=True)
+        time.sleep(2.5)  # the access logger flushes its file every second
+        final = {k: metrics(envoys[k]["admin"]) for k in CONFIGS if k.startswith("usage_")}
+        log_lines = sum(1 for _ in open(os.path.join(workdir, "usage_log.stdout"), "rb")) if "usage_log" in CONFIGS else None
+        coll_final = collector_stats(coll_port)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -203,39 +403,118 @@ def main():
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    summary = {}
-    for route in ROUTES:
-        base = statistics.median(r["rps"] for r in runs if r["route"] == route and r["config"] == "none")
-        null = statistics.median(r["rps"] for r in runs if r["route"] == route and r["config"] == "null")
-        null_over = 1e6 / null - 1e6 / base
-        for kind in CONFIGS:
-            rs = [r for r in runs if r["route"] == route and r["config"] == kind]
-            rps = statistics.median(r["rps"] for r in rs)
-            over = 1e6 / rps - 1e6 / base
-            summary[f"{route}/{kind}"] = {
-                "rps": rps, "p50_us": statistics.median(r["p50_us"] for r in rs),
-                "p99_us": statistics.median(r["p99_us"] for r in rs),
-                "overhead_us": over, "vs_null": (over / null_over) if kind != "none" and null_over > 0 else None,
-                "runs": [round(r["rps"]) for r in rs],
-            }
-    http_runs = [r for r in runs if r["config"] == "usage_http"]
-    best = max(http_runs, key=lambda r: r["rps"])
-    result = {
-        "duration_s": DURATION, "repeats": REPEATS, "connections": CONNECTIONS,
-        "summary": summary, "runs": runs,
-        "delivery": {
-            "max_rps_zero_drops": max((r["rps"] for r in http_runs if r["drops"] == 0), default=0),
-            "callouts_per_s_at_max": best["callouts_per_s"], "drops_at_max": best["drops"],
-            "final_metrics": final,
-            "accounting_holds": final.get("events_captured") == sum(final.get(k, 0) for k in (
-                "events_delivered", "events_dropped_buffer_full", "events_dropped_send_failed", "buffer_events")),
-        },
-        "log_sink": {"lines": log_lines, "captured": log_metrics.get("events_captured")},
-    }
+    result = summarize(runs)
+    result.update(refusals=refusals, final_metrics=final, collector=coll_final,
+                  load_average={"before": load_before[0], "after": os.getloadavg()[0]})
+    problems = []
+    for kind, m in final.items():
+        if sends(kind):
+            held = sum(m.get(k, 0) for k in ("events_delivered", "buffer_events") + DROPS)
+            if m.get("events_captured") != held:
+                problems.append(f"{kind}: accounting does not hold ({m})")
+    if log_lines is not None:
+        result["log_sink"] = {"lines": log_lines, "captured": final["usage_log"].get("events_captured")}
+        if log_lines != result["log_sink"]["captured"]:
+            problems.append(f"usage_log: {log_lines} lines on stdout for {result['log_sink']['captured']} events")
+    result["problems"] = problems
     with open(os.path.join(OUT, "envoy.json"), "w") as f:
         json.dump(result, f, indent=2)
-    print(json.dumps(summary, indent=1))
+    if problems:
+        raise RuntimeError("; ".join(problems))
+
+
+def stats(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(runs):
+    by = {(r["round"], r["route"], r["config"]): r for r in runs}
+
+    def per_round(_route, fn):
+        """fn(round) for every round in which all it needs was measured."""
+        out = []
+        for rnd in range(ROUNDS):
+            try:
+                out.append(fn(rnd))
+            except (KeyError, ZeroDivisionError):
+                pass
+        return stats(out) if out else None
+
+    def over(rnd, route, kind):
+        return 1e6 / by[(rnd, route, kind)]["rps"] - 1e6 / by[(rnd, route, "none")]["rps"]
+
+    summary = {}
+    for route in ROUTES:
+        for kind in CONFIGS:
+            rs = [r for r in runs if r["route"] == route and r["config"] == kind]
+            if not rs:
+                continue
+            row = {"rps": stats([r["rps"] for r in rs]), "p50_us": statistics.median(r["p50_us"] for r in rs),
+                   "p99_us": statistics.median(r["p99_us"] for r in rs), "runs": [round(r["rps"]) for r in rs]}
+            if kind != "none":
+                row["overhead_us"] = per_round(route, lambda n: over(n, route, kind))
+                if kind != "null":
+                    row["vs_null"] = per_round(route, lambda n: over(n, route, kind) / over(n, route, "null"))
+                if kind not in ("null", "floor") and "floor" in CONFIGS:
+                    row["vs_floor"] = per_round(route, lambda n: over(n, route, kind) / over(n, route, "floor"))
+            summary[f"{route}/{kind}"] = row
+
+    def ratio(route, a, b):
+        return per_round(route, lambda n: over(n, route, a) / over(n, route, b))
+
+    # the goals of issue 9, each from the same interleaved rounds
+    goals = []
+    for label, route, a, b, target in [
+            ("http sink ÷ floor, direct_response", "direct", "usage_http", "floor", 1.2),
+            ("http sink ÷ null filter, proxied route", "proxy", "usage_http", "null", 1.5),
+            ("log sink ÷ http sink, direct_response", "direct", "usage_log", "usage_http", 1.3)]:
+        if route in ROUTES and a in CONFIGS and b in CONFIGS:
+            goals.append({"label": label, "route": route, "a": a, "b": b, "goal": target, **ratio(route, a, b)})
+    ratios = []  # more of the same kind, for reading, no goal
+    for route in ROUTES:
+        for a, b in [("usage_shared_queue", "floor"), ("usage_shared_queue", "usage_http"),
+                     ("usage_log", "usage_http"), ("floor", "null")] + \
+                [(f"usage_http_{n}", "floor") for n in VARIANTS] + \
+                [("usage_http", f"usage_http_{n}") for n in VARIANTS]:
+            if a in CONFIGS and b in CONFIGS and not any(g["route"] == route and g["a"] == a and g["b"] == b for g in goals):
+                r = ratio(route, a, b)
+                if r:
+                    ratios.append({"route": route, "a": a, "b": b, **r})
+
+    # one host call = probe - null, in the same round
+    host_calls = []
+    for route in PROBE_ROUTES:
+        for p in PROBES:
+            kind = f"probe_{p}"
+            if kind in CONFIGS:
+                c = per_round(route, lambda n: 1e6 / by[(n, route, kind)]["rps"] - 1e6 / by[(n, route, "null")]["rps"])
+                if c:
+                    host_calls.append({"route": route, "call": p, **c})
+        if "floor" in CONFIGS:
+            c = per_round(route, lambda n: 1e6 / by[(n, route, "floor")]["rps"] - 1e6 / by[(n, route, "null")]["rps"])
+            host_calls.append({"route": route, "call": "floor (map + :status + 2 clock)", **c})
+
+    # delivery: the fastest measurement without drops, every figure from that one measurement
+    delivery = {}
+    for kind in CONFIGS:
+        if sends(kind):
+            ok = [r for r in runs if r["config"] == kind and r["drops"] == 0]
+            best = max(ok, key=lambda r: r["rps"], default=None)
+            delivery[kind] = {
+                "measurements": len([r for r in runs if r["config"] == kind]),
+                "with_drops": len([r for r in runs if r["config"] == kind and r["drops"]]),
+                "best": {k: best[k] for k in ("route", "round", "rps", "requests", "captured", "delivered", "drops",
+                                               "batches", "callouts_per_s")} if best else None}
+    return {"duration_s": DURATION, "rounds": ROUNDS, "connections": CONNECTIONS, "routes": ROUTES,
+            "probe_routes": PROBE_ROUTES, "pinning": {"envoy_cpu": ENVOY_CPU, "load_cpu": LOAD_CPU},
+            "configs": CONFIGS, "names": {k: NAMES[k] for k in CONFIGS}, "variants": VARIANTS,
+            "summary": summary, "goals": goals, "ratios": ratios, "host_calls": host_calls,
+            "delivery": delivery, "runs": runs}
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except RuntimeError as e:
+        print(f"bench: FAILED: {e}", file=sys.stderr)
+        sys.exit(1)

