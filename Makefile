@@ -68,7 +68,7 @@ agent-test: build
 e2e-caddy: build
 	caddy/e2e.sh
 
-## bench: Envoy and fuel benchmarks (not part of test; ~7 min), report in bench/results/ (README "Performance")
+## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (README "Performance")
 bench: build
 	bench/run.sh
 
