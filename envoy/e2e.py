@@ -491,10 +491,17 @@ def accounting_holds(m):
 
 
 def settled(st, n=None):
-    """Waits until nothing is buffered (and, given n, n events were captured); the metrics."""
+    """Waits until nothing is buffered (and, given n, n events were captured) and the books
+    balance, in two reads in a row that agree; the metrics. (One read is not a snapshot: Envoy
+    renders the counters, then the gauge, while the workers' VMs publish on their timers.)"""
+    last = [None]
+
     def quiet():
         m = st.metrics()
-        return m if m.get("buffer_events", 1) == 0 and (n is None or m.get("events_captured") == n) else None
+        ok = m.get("buffer_events", 1) == 0 and (n is None or m.get("events_captured") == n) and accounting_holds(m)
+        same = ok and m == last[0]
+        last[0] = m
+        return m if same else None
     return wait_for(quiet, 30, f"an empty buffer{'' if n is None else f' after {n} events'}")
 
 
@@ -753,8 +760,8 @@ def test_sigterm_with_events_buffered():
                 st.expect("GET", f"/bye/{i}?status=200", "k", 200)
             # Metrics are published on the timer (and, in shared_queue mode, the workers hand
             # over on theirs): wait until all n are captured and held.
-            m = wait_for(lambda: (lambda m: m.get("buffer_events") == n and m)(st.metrics()), 10,
-                         "the events to be held")
+            m = wait_for(lambda: (lambda m: (m.get("buffer_events"), m.get("events_captured")) == (n, n) and m)(
+                st.metrics()), 10, "the events to be held")
             assert m["events_captured"] == n and m["buffer_events"] == n and m["events_delivered"] == 0, m
             st.kill("envoy", signal.SIGTERM)
             rc = st.procs["envoy"].returncode
