@@ -6,7 +6,8 @@ identical but for that configuration (see CONFIGS). wrk (one thread, pinned to t
 with the demo upstream and the collector) loads one Envoy at a time. A round measures every
 configuration once on every route, in an order rotated from round to round; rows report the
 median of the rounds with min and max. Overhead per request = 1e6/rps - 1e6/rps(no filter),
-computed within each round; ratios are per round too (median, min, max).
+computed within each round (median, min, max over the rounds); a ratio is the ratio of two rows'
+median overheads, with the min and max of the per-round ratios beside it.
 
 A measurement with any wrk socket error or non-2xx answer, a usage filter that captured fewer
 events than wrk got answers (a trapped filter fails open and looks fast), a batch the collector
@@ -27,7 +28,8 @@ Settings (environment):
                            repository root, or a file in dist/)
   BENCH_BEFORE=path        the "before" build: added as variant `before` (and fuel-bench's
                            fourth argument, in run.sh)
-  BENCH_CONFIGS=a,b        measure only these configurations (none and null are always in)
+  BENCH_CONFIGS=a,b        measure only these configurations (none, null and the variants are
+                           always in)
 
 Writes bench/results/envoy.json. Standard library only.
 """
@@ -97,7 +99,7 @@ for name, path in VARIANTS.items():
 BASE = ["none", "null", "floor", "native_log", "usage_log", "usage_http", "usage_shared_queue"]
 CONFIGS = BASE + [f"usage_http_{n}" for n in VARIANTS] + [f"probe_{p}" for p in PROBES]
 if os.environ.get("BENCH_CONFIGS"):
-    keep = set(os.environ["BENCH_CONFIGS"].split(",")) | {"none", "null"}
+    keep = set(os.environ["BENCH_CONFIGS"].split(",")) | {"none", "null"} | {f"usage_http_{n}" for n in VARIANTS}
     unknown = keep - set(CONFIGS)
     if unknown:
         sys.exit(f"BENCH_CONFIGS: unknown {sorted(unknown)}; known: {CONFIGS}")
@@ -443,6 +445,22 @@ def summarize(runs):
     def over(rnd, route, kind):
         return 1e6 / by[(rnd, route, kind)]["rps"] - 1e6 / by[(rnd, route, "none")]["rps"]
 
+    def ratio(route, a, b):
+        """The ratio of the two rows' median overheads, and the min and max of the per-round
+        ratios (their spread; a headline outside it says the rounds disagree)."""
+        pairs = []
+        for n in range(ROUNDS):
+            try:
+                pairs.append((over(n, route, a), over(n, route, b)))
+            except KeyError:
+                pass
+        per = [x / y for x, y in pairs if y]
+        den = statistics.median(y for _, y in pairs) if pairs else 0
+        if not per or not den:
+            return None
+        return {"value": statistics.median(x for x, _ in pairs) / den, "min": min(per), "max": max(per),
+                "per_round": per}
+
     summary = {}
     for route in ROUTES:
         for kind in CONFIGS:
@@ -454,13 +472,10 @@ def summarize(runs):
             if kind != "none":
                 row["overhead_us"] = per_round(route, lambda n: over(n, route, kind))
                 if kind != "null":
-                    row["vs_null"] = per_round(route, lambda n: over(n, route, kind) / over(n, route, "null"))
+                    row["vs_null"] = ratio(route, kind, "null")
                 if kind not in ("null", "floor") and "floor" in CONFIGS:
-                    row["vs_floor"] = per_round(route, lambda n: over(n, route, kind) / over(n, route, "floor"))
+                    row["vs_floor"] = ratio(route, kind, "floor")
             summary[f"{route}/{kind}"] = row
-
-    def ratio(route, a, b):
-        return per_round(route, lambda n: over(n, route, a) / over(n, route, b))
 
     # the goals of issue 9, each from the same interleaved rounds
     goals = []
