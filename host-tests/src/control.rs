@@ -17,6 +17,17 @@ impl Vm {
         Ok(accepted)
     }
 
+    /// Like `reconfigure`, with the configuration's bytes exactly as given (any bytes: a
+    /// StringValue's text, a Struct's binary encoding, or garbage).
+    pub fn reconfigure_bytes(&mut self, config: &[u8]) -> Result<bool> {
+        let n = config.len() as i32;
+        self.store.data_mut().plugin_config = config.to_vec();
+        let (f, root) = (self.exports(), self.root_id);
+        let accepted = self.call("on_configure", f.configure, root, (root as i32, n))? != 0;
+        self.settle()?;
+        Ok(accepted)
+    }
+
     /// From now on `proxy_http_call` answers `status` without starting anything; None
     /// restores normal service.
     pub fn refuse_callouts_with(&mut self, status: Option<i32>) {

@@ -25,6 +25,7 @@ pub struct Request<'a> {
     random: Option<Vec<u8>>,
     exact: bool,
     sizes: Option<(u64, u64)>,
+    chunk: Option<u64>,
 }
 
 /// What the host saw of one request.
@@ -94,6 +95,7 @@ impl<'a> Request<'a> {
             random: None,
             exact: false,
             sizes: None,
+            chunk: None,
         }
     }
 
@@ -178,6 +180,12 @@ impl<'a> Request<'a> {
         self
     }
 
+    /// Bodies arrive in chunks of `n` bytes (default `CHUNK`; at least 1).
+    pub fn chunk_size(mut self, n: u64) -> Self {
+        self.chunk = Some(n.max(1));
+        self
+    }
+
     /// The upstream answers with this status.
     pub fn respond(self, status: u32) -> Result<Outcome> {
         self.run(Ending::Respond {
@@ -214,6 +222,7 @@ impl<'a> Request<'a> {
             random,
             exact,
             sizes,
+            chunk: chunk_size,
         } = self;
         // Envoy's connection manager adds x-request-id unless told not to.
         if !exact && !headers.iter().any(|(k, _)| k == "x-request-id") {
@@ -237,6 +246,7 @@ impl<'a> Request<'a> {
             Some((req, resp)) => (req, Some(resp), SIZES_CHUNK),
             None => (body.len() as u64, None, CHUNK as u64),
         };
+        let chunk = chunk_size.unwrap_or(chunk);
         vm.store.data_mut().streams.insert(
             ctx,
             StreamData {

@@ -147,6 +147,11 @@ impl Builder {
         self.plugin_config = s.as_bytes().to_vec();
         self
     }
+    /// The configuration's bytes exactly as given (any bytes at all).
+    pub fn config_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.plugin_config = bytes.into();
+        self
+    }
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
         self

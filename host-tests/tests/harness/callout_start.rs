@@ -54,13 +54,20 @@ fn an_unknown_cluster_is_said_once_loudly_and_counted() {
         .iter()
         .filter(|l| l.level >= 3 && l.message.contains("nowhere"))
         .collect();
-    assert_eq!(loud.len(), 1, "one warning or error, not one per attempt: {loud:?}");
+    assert_eq!(
+        loud.len(),
+        1,
+        "one warning or error, not one per attempt: {loud:?}"
+    );
     let msg = &loud[0].message;
     assert!(
         msg.contains("cluster \"nowhere\"") && msg.contains("does not exist on this host"),
         "{msg}"
     );
-    assert!(msg.contains(CALLOUTS_REFUSED), "points at the metric: {msg}");
+    assert!(
+        msg.contains(CALLOUTS_REFUSED),
+        "points at the metric: {msg}"
+    );
     // 4 batches of one event, 3 attempts each, every one refused.
     assert_eq!(vm.metric(CALLOUTS_REFUSED), 12);
     assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 4);

@@ -266,10 +266,9 @@ fn unknown_cluster_counts_as_a_failed_attempt() {
     vm.advance_ms(1000).unwrap();
     settle_and_check(&mut vm);
     assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 1);
-    assert!(vm
-        .logs()
-        .iter()
-        .any(|l| l.message.contains("refused to start a callout to cluster \"nowhere\"")));
+    assert!(vm.logs().iter().any(|l| l
+        .message
+        .contains("refused to start a callout to cluster \"nowhere\"")));
     assert_eq!(vm.metric(CALLOUTS_REFUSED), 2);
 }
 
