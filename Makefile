@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers run-caddy clippy toolchain fmt wasm-opt
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test
+test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy run-test e2e-receivers
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -68,14 +68,13 @@ agent-test: build
 e2e-caddy: build
 	caddy/e2e.sh
 
-# Generated inputs against dist/usage_filter.wasm in our host (host-tests/src/bin/fuzz):
-# FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS; FUZZ_SCENARIO=<seed> replays one.
-fuzz: build
-	$(CARGO) run --release -q -p host-tests --bin fuzz
-
-# The slice make test runs: a fixed seed, well under a minute.
-fuzz-slice: build
-	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p host-tests --bin fuzz
+# Real receivers, filter in the real Envoy: ClickHouse (JSONEachRow inserts, a lost answer's
+# retry deduplicated), the CloudEvents SDK, Prometheus scraping Envoy plus promtool on the
+# alerting rules (examples/). Installs clickhouse-server and prometheus (apt) and the SDK (.tools/).
+e2e-receivers: build
+	@set -euo pipefail; py=$$(examples/receivers/install.sh); \
+	$(CARGO) build -q --release -p usage-collector; \
+	$$py examples/receivers/e2e.py
 
 ## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (README "Performance")
 bench: build
