@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers run-caddy clippy toolchain fmt wasm-opt
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy run-test e2e-receivers
+test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -75,6 +75,15 @@ e2e-receivers: build
 	@set -euo pipefail; py=$$(examples/receivers/install.sh); \
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py examples/receivers/e2e.py
+
+# Generated inputs against dist/usage_filter.wasm in our host (host-tests/src/bin/fuzz):
+# FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS; FUZZ_SCENARIO=<seed> replays one.
+fuzz: build
+	$(CARGO) run --release -q -p host-tests --bin fuzz
+
+# The slice make test runs: a fixed seed, well under a minute.
+fuzz-slice: build
+	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p host-tests --bin fuzz
 
 ## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (README "Performance")
 bench: build
