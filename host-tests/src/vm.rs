@@ -229,6 +229,9 @@ impl Builder {
     }
 }
 
+/// How a test's scripted collector answers each callout.
+type ScriptedCollector = Box<dyn FnMut(&Callout) -> Reply>;
+
 pub struct Vm {
     pub(crate) store: Store<HostState>,
     instance: wasmtime::Instance,
@@ -238,7 +241,7 @@ pub struct Vm {
     next_tick_ns: Option<u64>,
     fuel: FuelLog,
     trapped: Option<String>,
-    auto: Option<Box<dyn FnMut(&Callout) -> Reply>>,
+    auto: Option<ScriptedCollector>,
     metered: bool,
     /// Highest callout token `take_new_callouts` has handed out.
     taken_token: u32,

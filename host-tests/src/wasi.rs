@@ -228,7 +228,7 @@ pub fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>, module: &Mod
             let st = c.data_mut().wasi();
             let t = match id {
                 0 => st.realtime_ns,
-                1 | 2 | 3 => st.monotonic_ns,
+                1..=3 => st.monotonic_ns,
                 _ => return ERRNO_INVAL,
             };
             if write_bytes(&mut c, out, &t.to_le_bytes()) {
