@@ -102,7 +102,8 @@ start collector "$run/collector.log" $!
 # The collector's token reaches the filter through the VM environment, not the YAML.
 export COLLECTOR_TOKEN="${COLLECTOR_TOKEN:-Bearer demo-token}"
 echo "starting envoy -c $config" >&2
-"$envoy" -c "$config" --concurrency 2 --disable-hot-restart --log-level warn \
+# Event lines are flushed to stdout every 100 ms (Envoy waits 10 s by default).
+"$envoy" -c "$config" --concurrency 2 --disable-hot-restart --log-level warn --file-flush-interval-msec 100 \
   > >(tee "$run/usage-lines.ndjson") 2>"$run/envoy.log" &
 start envoy "$run/envoy.log" $!
 

@@ -5,6 +5,7 @@
   line naming the key printed, the upstream and the collector stopped, no banner;
 - a port already taken by someone else: the process that could not start is named with its log;
 - a good configuration: the banner comes only after the probe's event reached the collector;
+  a request's log line shows on stdout within a second (Envoy flushes every 100 ms);
   Envoy dying later is reported (exit 1); Ctrl-C (SIGINT) stops everything with exit 0.
 
 Each case runs run.sh on free ports in a temporary folder (USAGE_RUN_* overrides).
@@ -188,6 +189,14 @@ def test_banner_only_after_the_probe_then_envoy_death_reported():
             assert '"api_path":"/make-run/probe"' in stored, stored
             assert stored.splitlines()[0] in out, f"the banner does not show the stored event:\n{out}"
             assert "without it: none" in out, out
+            # A request after the banner: its log line is on run.sh's stdout within a second.
+            req = urllib.request.Request(f"http://127.0.0.1:{run.ports['API']}/v1/after-banner",
+                                         headers={"x-subscription-key": "k"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                r.read()
+            sent = time.monotonic()
+            shown = run.wait_line('"api_path":"/v1/after-banner"', 5) - sent
+            assert shown < 1.0, f"the event's log line took {shown:.2f} s to show"
             # Envoy quits after the banner: reported, the rest stopped, exit 1.
             urllib.request.urlopen(urllib.request.Request(
                 f"http://127.0.0.1:{run.ports['ADMIN']}/quitquitquit", method="POST"), timeout=5)
@@ -201,7 +210,8 @@ def test_banner_only_after_the_probe_then_envoy_death_reported():
         assert ended - quit_at < 2.0, f"noticed Envoy's exit after {ended - quit_at:.2f} s"
         for name in ("UPSTREAM", "COLLECTOR"):
             assert not listening(run.ports[name]), f"the {name.lower()} still runs"
-        print(f"  banner after the probe's event; Envoy's exit noticed in {ended - quit_at:.2f} s")
+        print(f"  banner after the probe's event; a request's log line shown in {shown:.2f} s; "
+              f"Envoy's exit noticed in {ended - quit_at:.2f} s")
 
 
 def test_ctrl_c_stops_everything():
