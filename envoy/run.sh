@@ -134,6 +134,7 @@ until probe_event=$(grep -m1 -F "\"api_path\":\"$probe_path\"" "$run/events.ndjs
   sleep 0.1
 done
 
+shown_run=${run#"$root"/}   # relative to the repository root when inside it
 cat <<MSG
 
 usage-filter is running in Envoy (API on 127.0.0.1:$api, admin on 127.0.0.1:$admin).
@@ -147,7 +148,7 @@ The demo upstream answers what the query asks: status (200..599), bytes (body si
 
 Events appear
   - on this terminal (Envoy's stdout): one JSON line per request (log sink),
-  - at the collector within a second: $run/events.ndjson
+  - at the collector within a second: $shown_run/events.ndjson
     (curl 127.0.0.1:$collector/stats for its counts; POST /faults makes it fail, POST /reset empties it),
   - as counters: curl -s 127.0.0.1:$admin/stats | grep wasmcustom
 
