@@ -93,3 +93,54 @@ fn a_message_that_is_garbage_loses_no_event_it_did_not_have() {
     assert_eq!(total(&vms, EVENTS_DROPPED_SEND_FAILED), 0);
     assert_accounting_across(&vms);
 }
+
+/// Found by `make fuzz`: a hand-over record damaged on the way went into a batch as it was,
+/// so the body was not JSON and the collector refused all of it, the sound events too.
+#[test]
+fn a_damaged_record_never_spoils_its_batch() {
+    for damage in [b'"', 0xff, 0x01, b'\\'] {
+        let hub = Vm::new_hub();
+        let mut service = start(&hub, true);
+        let mut worker = start(&hub, false);
+        service.auto_reply(|_| Reply::Status(200));
+        for path in ["/v1/ok", "/v1/xxxx", "/v1/ok"] {
+            worker
+                .request()
+                .path(path)
+                .key("kkkk")
+                .respond(200)
+                .unwrap();
+        }
+        worker.advance_ms(100).unwrap();
+        {
+            let mut h = hub.borrow_mut();
+            let q = h
+                .queues
+                .iter_mut()
+                .find(|q| q.name == "usage_events")
+                .unwrap();
+            let mut msg = q.items.pop_front().unwrap();
+            let at = msg.windows(8).position(|w| w == b"/v1/xxxx").unwrap();
+            msg[at + 4] = damage;
+            q.items.push_back(msg);
+        }
+        service.advance_ms(3000).unwrap();
+        for c in service.callouts() {
+            let body: serde_json::Value = serde_json::from_slice(&c.body)
+                .unwrap_or_else(|e| panic!("damage {damage}: the batch is not JSON: {e}"));
+            assert!(body["events"].as_array().is_some_and(|e| !e.is_empty()));
+        }
+        worker.advance_ms(1000).unwrap();
+        let vms = [&service, &worker];
+        assert!(
+            total(&vms, EVENTS_DELIVERED) >= 1,
+            "damage {damage}: the first event is sound"
+        );
+        assert_eq!(
+            total(&vms, EVENTS_DELIVERED) + total(&vms, EVENTS_DROPPED_SEND_FAILED),
+            3,
+            "damage {damage}"
+        );
+        assert_accounting_across(&vms);
+    }
+}
