@@ -291,7 +291,7 @@ def delta(after, before, key):
 
 
 def measure(kind, ports, route, coll_port, before):
-    """One wrk run, checked. Returns (result, reasons it is refused)."""
+    """One wrk run, checked. Returns (result, reasons it is refused, the metrics after it)."""
     coll_before = collector_stats(coll_port)
     r = wrk(ports["listener"], route, DURATION)
     after = settle(kind, ports["admin"])
