@@ -18,6 +18,8 @@ pub struct FakeHost {
     /// When set, `http_call` refuses with this status.
     pub refuse_calls: RefCell<Option<u32>>,
     pub queue: RefCell<VecDeque<Vec<u8>>>,
+    /// When set, `enqueue` refuses (no service reads the queue).
+    pub refuse_enqueue: RefCell<bool>,
     pub env: RefCell<HashMap<String, String>>,
     pub done_calls: RefCell<u32>,
     pub host_calls: RefCell<u32>,
@@ -153,6 +155,9 @@ impl Host for FakeHost {
 
     fn enqueue(&self, _queue: u32, value: &[u8]) -> bool {
         self.call();
+        if *self.refuse_enqueue.borrow() {
+            return false;
+        }
         self.queue.borrow_mut().push_back(value.to_vec());
         true
     }

@@ -12,6 +12,9 @@ use crate::shared::Shared;
 use crate::stream::Stream;
 use std::rc::Rc;
 
+/// Earlier configurations still draining, at most.
+const MAX_RETIRED: usize = 4;
+
 #[derive(Default)]
 pub struct Root {
     shared: Option<Rc<Shared>>,
@@ -268,11 +271,14 @@ impl Root {
                 }
             }
         }
-        self.retire_finished();
+        self.retire_finished(host);
     }
 
     /// Retired deliveries that hold nothing and serve no stream are folded into the books.
-    fn retire_finished(&mut self) {
+    /// Beyond `MAX_RETIRED` the oldest is given up: what it still holds is counted as failed
+    /// to send, so memory stays bounded however often the host reconfigures a VM whose old
+    /// events cannot leave (a queue worker whose service never comes).
+    fn retire_finished(&mut self, host: &dyn Host) {
         let (done, keep): (Vec<_>, Vec<_>) = self
             .retired
             .drain(..)
@@ -280,6 +286,20 @@ impl Root {
         self.retired = keep;
         for sh in done {
             self.retired_counters = self.retired_counters.add(&sh.delivery.borrow().counters());
+        }
+        while self.retired.len() > MAX_RETIRED {
+            let old = self.retired.remove(0);
+            let d = old.delivery.borrow();
+            let mut books = d.counters();
+            books.dropped_send_failed += d.held() as u64;
+            self.retired_counters = self.retired_counters.add(&books);
+            warn(
+                host,
+                &format!(
+                    "usage-filter: {} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped",
+                    d.held()
+                ),
+            );
         }
     }
 
@@ -458,6 +478,27 @@ mod tests {
             root.retired.is_empty(),
             "the old delivery is gone once drained"
         );
+        books(&host);
+    }
+
+    #[test]
+    fn configurations_replaced_again_and_again_hold_bounded_memory_and_keep_the_books() {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        // a queue worker whose service never answers: its events cannot leave
+        *host.refuse_enqueue.borrow_mut() = true;
+        let worker = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":2,"buffer_size":10},
+                         "dispatcher":{"mode":"shared_queue"}}"#;
+        for _ in 0..20 {
+            assert!(configure(&mut root, &host, worker));
+            for i in 0..3 {
+                request(&root, &host, &format!("/{i}"));
+            }
+            root.on_tick(&host);
+        }
+        assert!(root.retired.len() <= MAX_RETIRED);
+        assert!(root.held() <= (MAX_RETIRED + 1) * 10);
+        assert_eq!(host.metric("usage_filter.events_captured"), 60);
         books(&host);
     }
 
