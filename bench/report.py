@@ -297,10 +297,32 @@ def bench_md():
     L.append("")
     L.append(f"Linear memory per buffered event: **{fuel['memory_per_buffered_event']:.0f} bytes** "
              "(20,000 events held, collector silent).\n")
+    agent_section(L)
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())
     return "\n".join(L) + "\n"
+
+
+def agent_section(L):
+    """usage-agent beside Caddy (caddy/bench_agent.py, part d of make bench)."""
+    path = os.path.join(R, "agent.json")
+    if not os.path.exists(path):
+        return
+    a = json.load(open(path))
+    b, p = a["backlog"], a["paced"]
+    L.append("## usage-agent beside Caddy\n")
+    L.append(f"Real Caddy access-log entries through `usage-agent` pinned to one core into the reference "
+             f"collector (batch_size {a['batch_size']}, buffer_size {a['buffer_size']}; target "
+             f"{a['target_entries_per_s']:,} entries/s: {'met' if a.get('target_met') else 'NOT met'}).\n")
+    L.append("| run | entries | entries/s | dropped | agent CPU | resident memory (peak) |")
+    L.append("|---|---:|---:|---:|---:|---:|")
+    L.append(f"| backlog read as fast as it goes | {b['entries']:,} | {b['entries_per_s']:,} | {b['dropped']} | "
+             f"{b['agent_cpu_s_with_startup']} s | {b['rss_peak_kib'] / 1024:.1f} MB |")
+    L.append(f"| written at {p['rate_per_s']:,}/s for {p['seconds']} s | {p['entries']:,} | {p['rate_per_s']:,} "
+             f"(kept up) | {p['dropped']} | {p['agent_cpu_pct_of_one_core']} % of a core | "
+             f"{p['rss_peak_kib'] / 1024:.1f} MB |")
+    L.append("")
 
 
 def readme_block():

@@ -37,4 +37,8 @@ target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm di
   ${BENCH_BEFORE:+"$BENCH_BEFORE"} > bench/results/fuel.json
 echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
+echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector"
+caddy/install-caddy.sh >/dev/null
+python3 caddy/bench_agent.py > bench/results/agent.json
+cat bench/results/agent.json
 python3 bench/report.py
