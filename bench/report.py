@@ -320,7 +320,7 @@ def agent_section(L):
     L.append(f"| backlog read as fast as it goes | {b['entries']:,} | {b['entries_per_s']:,} | {b['dropped']} | "
              f"{b['agent_cpu_s_with_startup']} s | {b['rss_peak_kib'] / 1024:.1f} MB |")
     L.append(f"| written at {p['rate_per_s']:,}/s for {p['seconds']} s | {p['entries']:,} | {p['rate_per_s']:,} "
-             f"(kept up) | {p['dropped']} | {p['agent_cpu_pct_of_one_core']} % of a core | "
+             f"({'kept up' if p['dropped'] == 0 else 'fell behind'}) | {p['dropped']} | {p['agent_cpu_pct_of_one_core']} % of a core | "
              f"{p['rss_peak_kib'] / 1024:.1f} MB |")
     L.append("")
 
