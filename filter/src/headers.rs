@@ -105,11 +105,7 @@ mod tests {
     use crate::callout::serialize_map;
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let owned: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        HeaderMap::new(serialize_map(&owned))
+        HeaderMap::new(serialize_map(pairs))
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl Host for WasmHost {
 
     fn http_call(&self, c: &Callout) -> Result<u32, u32> {
         let headers = serialize_map(&c.headers);
-        let trailers = serialize_map(&[]);
+        let trailers = serialize_map::<&str, &str>(&[]);
         let mut token = 0;
         // SAFETY: every pointer and length describes a live buffer for the call.
         let st = unsafe {
