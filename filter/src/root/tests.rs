@@ -1,0 +1,201 @@
+//! The root context with a fake host: reconfiguration, refusals, shutdown, host-call budgets.
+use super::*;
+use crate::fake_host::FakeHost;
+
+fn configure(root: &mut Root, host: &FakeHost, json: &str) -> bool {
+    host.set_config(json);
+    root.on_configure(host, host.config_len())
+}
+
+/// One keyed GET through a new stream, as the host would drive it.
+fn request(root: &Root, host: &FakeHost, path: &str) {
+    let mut s = root.new_stream();
+    host.set_header(Map::RequestHeaders, ":path", path.as_bytes());
+    host.set_header(Map::RequestHeaders, ":method", b"GET");
+    host.set_header(Map::RequestHeaders, "x-subscription-key", b"k");
+    s.on_request_headers(host);
+    host.advance_ms(3);
+    host.set_header(Map::ResponseHeaders, ":status", b"200");
+    s.on_response_headers(host);
+    s.on_response_body(10);
+    s.on_log(host);
+}
+
+fn answer(root: &mut Root, host: &FakeHost, token: u32, status: &[u8]) {
+    host.set_header(Map::CallResponseHeaders, ":status", status);
+    root.on_http_call_response(host, token, 1, 0);
+    host.clear_headers(Map::CallResponseHeaders);
+}
+
+fn books(host: &FakeHost) {
+    let m = |n: &str| host.metric(&format!("usage_filter.{n}"));
+    assert_eq!(
+        m("events_captured"),
+        m("events_delivered")
+            + m("events_dropped_buffer_full")
+            + m("events_dropped_send_failed")
+            + m("buffer_events"),
+        "{:?}",
+        host.metrics.borrow()
+    );
+}
+
+const HTTP: &str = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":100,"flush_interval_ms":1000}}"#;
+
+#[test]
+fn a_reconfiguration_loses_nothing_the_old_configuration_held() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(configure(&mut root, &host, HTTP));
+    for i in 0..5 {
+        request(&root, &host, &format!("/v1/{i}"));
+    }
+    root.on_tick(&host);
+    assert!(host.take_callouts().is_empty(), "not due yet");
+    // A stream that began before the change finishes after it.
+    let mut late = root.new_stream();
+    host.set_header(Map::RequestHeaders, ":path", b"/late");
+    late.on_request_headers(&host);
+    let other = HTTP.replace("\"c\"", "\"d\"");
+    assert!(configure(&mut root, &host, &other));
+    late.on_log(&host);
+    drop(late);
+    request(&root, &host, "/v1/new");
+    root.on_tick(&host);
+    let calls = host.take_callouts();
+    let to_c: Vec<_> = calls.iter().filter(|(_, c)| c.upstream == "c").collect();
+    assert_eq!(
+        to_c.len(),
+        1,
+        "the old events go out at once, with the old cluster"
+    );
+    let body = String::from_utf8_lossy(&to_c[0].1.body).into_owned();
+    assert_eq!(body.matches("\"api_path\"").count(), 6, "{body}");
+    for (t, _) in &calls {
+        answer(&mut root, &host, *t, b"200");
+    }
+    host.advance_ms(2000);
+    root.on_tick(&host);
+    let calls = host.take_callouts();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].1.upstream, "d");
+    answer(&mut root, &host, calls[0].0, b"200");
+    root.on_tick(&host);
+    assert_eq!(host.metric("usage_filter.events_captured"), 7);
+    assert_eq!(host.metric("usage_filter.events_delivered"), 7);
+    assert!(
+        root.retired.is_empty(),
+        "the old delivery is gone once drained"
+    );
+    books(&host);
+}
+
+#[test]
+fn configurations_replaced_again_and_again_hold_bounded_memory_and_keep_the_books() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    // a queue worker whose service never answers: its events cannot leave
+    *host.refuse_enqueue.borrow_mut() = true;
+    let worker = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":2,"buffer_size":10},
+                     "dispatcher":{"mode":"shared_queue"}}"#;
+    for _ in 0..20 {
+        assert!(configure(&mut root, &host, worker));
+        for i in 0..3 {
+            request(&root, &host, &format!("/{i}"));
+        }
+        root.on_tick(&host);
+    }
+    assert!(root.retired.len() <= MAX_RETIRED);
+    assert!(root.held() <= (MAX_RETIRED + 1) * 10);
+    assert_eq!(host.metric("usage_filter.events_captured"), 60);
+    books(&host);
+}
+
+#[test]
+fn a_callout_the_host_refuses_with_any_status_is_a_failed_attempt_not_a_panic() {
+    for status in [1, 2, 10, 12, 99, u32::MAX] {
+        let host = FakeHost::default();
+        let mut root = Root::default();
+        assert!(configure(&mut root, &host, HTTP));
+        request(&root, &host, "/a");
+        *host.refuse_calls.borrow_mut() = Some(status);
+        host.advance_ms(1000);
+        root.on_tick(&host);
+        assert_eq!(host.metric("usage_filter.batch_retries"), 1, "{status}");
+        assert_eq!(host.metric("usage_filter.callouts_refused"), 1, "{status}");
+        // Later refusals of the same cluster are not said again at error level.
+        host.advance_ms(20_000);
+        root.on_tick(&host);
+        assert_eq!(host.metric("usage_filter.callouts_refused"), 2, "{status}");
+        let loud = host
+            .logs
+            .borrow()
+            .iter()
+            .filter(|(level, l)| {
+                *level == Level::Error && l.contains("refused to start a callout to cluster \"c\"")
+            })
+            .count();
+        assert_eq!(loud, 1, "{status}: {:?}", host.logs.borrow());
+        books(&host);
+    }
+}
+
+#[test]
+fn shutdown_flushes_and_reports_done_when_the_last_answer_arrives() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(configure(&mut root, &host, HTTP));
+    request(&root, &host, "/a");
+    assert!(!root.on_done(&host), "must wait for the flush");
+    let calls = host.take_callouts();
+    assert_eq!(calls.len(), 1);
+    answer(&mut root, &host, calls[0].0, b"200");
+    assert_eq!(*host.done_calls.borrow(), 1);
+    assert_eq!(host.metric("usage_filter.events_delivered"), 1);
+    books(&host);
+}
+
+#[test]
+fn the_vm_configuration_can_ask_for_one_draw_per_event_id() {
+    assert!(wants_per_event_ids(br#"{"event_ids":"per_stream"}"#));
+    assert!(!wants_per_event_ids(b""));
+    assert!(!wants_per_event_ids(b"not json"));
+    assert!(!wants_per_event_ids(br#"{"event_ids":"pooled"}"#));
+}
+
+#[test]
+fn streams_of_a_disabled_plugin_make_no_host_calls() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(configure(&mut root, &host, "{}"));
+    let before = *host.host_calls.borrow();
+    let mut s = root.new_stream();
+    s.on_request_headers(&host);
+    s.on_response_headers(&host);
+    s.on_log(&host);
+    assert_eq!(*host.host_calls.borrow(), before);
+}
+
+#[test]
+fn a_keyed_get_costs_four_host_calls_with_veil_over_http() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(configure(&mut root, &host, HTTP));
+    let before = *host.host_calls.borrow();
+    request(&root, &host, "/a");
+    // the request map and the clock at the start; :status; the clock at the end
+    assert_eq!(*host.host_calls.borrow() - before, 4);
+}
+
+#[test]
+fn the_log_sink_adds_only_the_line_it_writes() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(configure(&mut root, &host, r#"{"enabled":true}"#));
+    let before = *host.host_calls.borrow();
+    request(&root, &host, "/a");
+    assert_eq!(*host.host_calls.borrow() - before, 5);
+    let logs = host.logs.borrow();
+    let line = &logs.last().unwrap().1;
+    assert!(line.contains(r#""api_path":"/a""#) && line.contains(r#""subscription_key":"k""#));
+}
