@@ -56,7 +56,11 @@ class Run:
         self.cond = threading.Condition()
         self.proc = subprocess.Popen(["bash", RUN], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True,
+                                     # SIGINT as at a terminal, even when this test was started
+                                     # with it ignored (a background job): bash cannot trap a
+                                     # signal ignored on entry.
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
 
