@@ -96,7 +96,7 @@ bench-report: build
 run: build
 	envoy/run.sh
 
-# make run's script on free ports: a broken config, a taken port, the probe, Envoy dying, Ctrl-C (~15 s)
+# make run's script on free ports: a broken config, a taken port, the probe, Envoy dying, Ctrl-C (~6 s)
 run-test: build
 	python3 envoy/run_test.py
 
