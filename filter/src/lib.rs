@@ -28,6 +28,7 @@ pub mod retry;
 pub mod root;
 pub mod shared;
 pub mod stream;
+pub mod tokens;
 
 #[cfg(test)]
 mod fake_host;
