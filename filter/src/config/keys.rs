@@ -229,6 +229,23 @@ pub const DISPATCHER_SERVICE: Flag = Flag {
     default: false,
 };
 
+pub const LLM: Section = Section { path: "llm" };
+pub const LLM_ENABLED: Flag = Flag {
+    path: "llm.enabled",
+    default: false,
+};
+pub const LLM_MAX_SCAN_BYTES: Int = Int {
+    path: "llm.max_scan_bytes",
+    default: 65_536,
+    min: 1,
+    max: 64 * 1024 * 1024,
+};
+pub const LLM_PATHS: Other = Other {
+    path: "llm.paths",
+    shown: "all",
+    rule: "non-empty array of path prefixes, each starting with '/' (leave it out for every path)",
+};
+
 /// The table. Within a section, this order is the order an "unknown key" refusal lists the
 /// known keys in.
 pub const ALL: &[&dyn Key] = &[
@@ -263,6 +280,10 @@ pub const ALL: &[&dyn Key] = &[
     &DISPATCHER_VM_ID,
     &DISPATCHER_QUEUE,
     &DISPATCHER_SERVICE,
+    &LLM,
+    &LLM_ENABLED,
+    &LLM_MAX_SCAN_BYTES,
+    &LLM_PATHS,
 ];
 
 /// The names a section (`""` for the root) accepts.
@@ -376,6 +397,7 @@ impl Default for Config {
                 queue: DISPATCHER_QUEUE.default.to_string(),
                 service: DISPATCHER_SERVICE.default,
             },
+            llm: None,
         }
     }
 }
@@ -470,6 +492,7 @@ mod tests {
             &RETRY_MAX_ATTEMPTS,
             &RETRY_INITIAL_BACKOFF_MS,
             &RETRY_MAX_BACKOFF_MS,
+            &LLM_MAX_SCAN_BYTES,
         ] {
             assert!((k.min..=k.max).contains(&k.default), "{}", k.path);
         }

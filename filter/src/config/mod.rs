@@ -49,6 +49,18 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     };
     let dispatcher = dispatcher(o.object(keys::DISPATCHER.name())?.unwrap_or(empty()))?;
     check_role(http.is_some(), &dispatcher)?;
+    let llm = llm(o.object(keys::LLM.name())?.unwrap_or(empty()))?;
+    if llm.is_some() {
+        if let Some(a) = attributes
+            .iter()
+            .find(|a| LLM_FIELDS.contains(&a.field.as_str()))
+        {
+            return err(
+                format!("{}.{}", keys::ATTRIBUTES.path, a.field),
+                "attribute name collides with an llm event field (llm.enabled is true)",
+            );
+        }
+    }
     o.finish()?;
     Ok(Config {
         enabled,
@@ -61,7 +73,33 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         log_output,
         http,
         dispatcher,
+        llm,
     })
+}
+
+/// The `llm` section: validated whether or not it is enabled; `None` when it is not.
+fn llm(value: Value) -> Result<Option<Llm>, ConfigError> {
+    let mut l = Obj::section(&keys::LLM, value)?;
+    let enabled = l.flag(&keys::LLM_ENABLED)?;
+    let max_scan_bytes = l.int(&keys::LLM_MAX_SCAN_BYTES)?;
+    let paths = match l.take(keys::LLM_PATHS.name()) {
+        None => Vec::new(),
+        Some(v) => {
+            let paths = prefixes(keys::LLM_PATHS.path, Some(v))?;
+            if paths.is_empty() {
+                return err(
+                    keys::LLM_PATHS.path,
+                    "must name at least one path prefix (leave it out to inspect every path)",
+                );
+            }
+            paths
+        }
+    };
+    l.finish()?;
+    Ok(enabled.then_some(Llm {
+        max_scan_bytes,
+        paths,
+    }))
 }
 
 /// Refuses what `Config::role` could only guess at. The service is checked first: its
@@ -124,7 +162,11 @@ fn json_value(raw: &[u8]) -> Result<Value, ConfigError> {
 }
 
 fn exclude_paths(value: Option<Value>) -> Result<Vec<String>, ConfigError> {
-    let key = keys::EXCLUDE_PATHS.path;
+    prefixes(keys::EXCLUDE_PATHS.path, value)
+}
+
+/// An array of path prefixes, each starting with '/'.
+fn prefixes(key: &str, value: Option<Value>) -> Result<Vec<String>, ConfigError> {
     let items = match value {
         None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,

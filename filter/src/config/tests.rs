@@ -249,8 +249,71 @@ fn unknown_key_lists_the_section_keys_in_table_order() {
     let e = parse_str(r#"{"x":1}"#).unwrap_err();
     assert!(e.rule.ends_with(
         "(known keys: enabled, subscription_key_header, require_key, key_mode, exclude_paths, \
-         attributes, sinks, log_output, http, dispatcher)"
+         attributes, sinks, log_output, http, dispatcher, llm)"
     ));
+}
+
+#[test]
+fn the_llm_section_is_off_by_default_and_validated_like_every_key() {
+    assert_eq!(parse_str("{}").unwrap().llm, None);
+    let c = parse_str(r#"{"llm":{"max_scan_bytes":10}}"#).unwrap();
+    assert_eq!(c.llm, None, "validated but off");
+    let c = parse_str(r#"{"llm":{"enabled":true}}"#).unwrap();
+    let l = c.llm.unwrap();
+    assert_eq!((l.max_scan_bytes, l.paths.len()), (65_536, 0));
+    assert!(l.inspects(b"/anything"));
+    let c = parse_str(
+        r#"{"llm":{"enabled":true,"paths":["/v1/chat/","/v1/messages"],"max_scan_bytes":1024}}"#,
+    )
+    .unwrap();
+    let l = c.llm.unwrap();
+    assert_eq!(l.max_scan_bytes, 1024);
+    assert!(l.inspects(b"/v1/messages") && l.inspects(b"/v1/chat/completions"));
+    assert!(!l.inspects(b"/v1/embeddings"));
+    for (json, key, rule) in [
+        (
+            r#"{"llm":{"enabled":"yes"}}"#,
+            "llm.enabled",
+            "must be a boolean",
+        ),
+        (
+            r#"{"llm":{"max_scan_bytes":0}}"#,
+            "llm.max_scan_bytes",
+            "between 1 and",
+        ),
+        (
+            r#"{"llm":{"paths":[]}}"#,
+            "llm.paths",
+            "at least one path prefix",
+        ),
+        (
+            r#"{"llm":{"paths":["v1"]}}"#,
+            "llm.paths[0]",
+            "must start with '/'",
+        ),
+        (
+            r#"{"llm":{"paths":"/v1"}}"#,
+            "llm.paths",
+            "array of path prefixes",
+        ),
+        (
+            r#"{"llm":{"enable":true}}"#,
+            "llm.enable",
+            "known keys: enabled, max_scan_bytes, paths",
+        ),
+        (r#"{"llm":true}"#, "llm", "object"),
+        (
+            r#"{"llm":{"enabled":true},"attributes":{"model":{"header":"x-model"}}}"#,
+            "attributes.model",
+            "llm event field",
+        ),
+    ] {
+        let e = parse_str(json).unwrap_err();
+        assert_eq!(e.key, key, "{json}: {e}");
+        assert!(e.rule.contains(rule), "{json}: {e}");
+    }
+    // without llm, "model" is an ordinary attribute name
+    assert!(parse_str(r#"{"attributes":{"model":{"header":"x-model"}}}"#).is_ok());
 }
 
 #[test]

@@ -80,6 +80,21 @@ pub struct Dispatcher {
     pub service: bool,
 }
 
+/// The `llm` section when `llm.enabled`: which responses are read for token usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Llm {
+    pub max_scan_bytes: u64,
+    /// Path prefixes to inspect; empty: every path.
+    pub paths: Vec<String>,
+}
+
+impl Llm {
+    /// Whether a request on this path (query stripped) has its response read.
+    pub fn inspects(&self, path: &[u8]) -> bool {
+        self.paths.is_empty() || self.paths.iter().any(|p| path.starts_with(p.as_bytes()))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub enabled: bool,
@@ -93,6 +108,8 @@ pub struct Config {
     /// Present exactly when `http` is one of the sinks.
     pub http: Option<Http>,
     pub dispatcher: Dispatcher,
+    /// Present exactly when `llm.enabled`.
+    pub llm: Option<Llm>,
 }
 
 /// What this VM does with finished events, decided once at configure time.
@@ -165,4 +182,15 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "level",
     "msg",
     "event_type",
+];
+
+/// Fields the `llm` section adds, which an attribute may not be named after while it is on.
+pub const LLM_FIELDS: &[&str] = &[
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+    "tokens_truncated",
+    "tokens_encoded",
 ];
