@@ -172,7 +172,7 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _num: usize, _end: bool) ->
 
 #[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: bool) -> u32 {
-    stream(id, |s| s.on_response_body(size));
+    stream(id, |s| s.on_response_body(&WasmHost, size));
     CONTINUE
 }
 

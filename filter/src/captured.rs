@@ -3,8 +3,9 @@
 //! map, the status, the sizes and the clock.
 
 use crate::config::Config;
-use crate::event::{self, Event};
+use crate::event::{self, Event, Tokens};
 use crate::headers::HeaderMap;
+use crate::tokens::Scanner;
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -26,6 +27,9 @@ pub struct Captured {
     pub response_bytes: u64,
     /// 0 until response headers arrive: a stream that ends without a response stays 0.
     pub status: u32,
+    /// The response's token scan, when `llm` inspects this path and an output carries the
+    /// fields; dropped at the response headers unless the body is JSON or SSE.
+    pub llm: Option<Box<Scanner>>,
 }
 
 impl Captured {
@@ -55,6 +59,12 @@ impl Captured {
                 .collect(),
             false => Vec::new(),
         };
+        let llm = match &cfg.llm {
+            Some(l) if extras && l.inspects(headers.slice(&path)) => {
+                Some(Box::new(Scanner::new(l.max_scan_bytes)))
+            }
+            _ => None,
+        };
         Some(Captured {
             start_ns,
             path,
@@ -64,8 +74,21 @@ impl Captured {
             authority,
             attributes,
             headers,
+            llm,
             ..Default::default()
         })
+    }
+
+    /// The response headers of a request whose response is inspected, as one map: the
+    /// status, and whether the body is one to read.
+    pub fn set_response_headers(&mut self, map: &HeaderMap) {
+        let [status, ct, ce] = map.find_each([":status", "content-type", "content-encoding"]);
+        self.set_status(status.map(|r| map.slice(&r)));
+        if let Some(s) = &mut self.llm {
+            if !s.start(ct.map(|r| map.slice(&r)), ce.map(|r| map.slice(&r))) {
+                self.llm = None;
+            }
+        }
     }
 
     pub fn set_status(&mut self, status: Option<&[u8]>) {
@@ -101,6 +124,10 @@ impl Captured {
                 .zip(&self.attributes)
                 .filter_map(|(a, v)| v.as_ref().map(|v| (a.field.as_str(), self.text(v))))
                 .collect(),
+            tokens: self.llm.as_ref().and_then(|s| {
+                let (model, usage) = (s.model().map(event::text), s.usage());
+                (model.is_some() || !usage.is_empty()).then_some(Tokens { model, usage })
+            }),
         }
     }
 }

@@ -3,8 +3,9 @@
 //! encoded on the request path.
 
 use crate::config::Format;
-use crate::event::{write_uuid, Event, SecondCache};
+use crate::event::{write_uuid, Event, SecondCache, Tokens};
 use crate::record::Record;
+use crate::tokens;
 
 /// An event's JSON object for the log line, with the span of its quoted timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,9 +114,35 @@ fn write_event(
             field(out, name);
             write_str(out, value);
         }
+        if let Some(t) = &e.tokens {
+            write_tokens(out, t);
+        }
     }
     out.push(b'}');
     Spans { timestamp }
+}
+
+/// The `llm` fields, each only when the response said it.
+fn write_tokens(out: &mut Vec<u8>, t: &Tokens<'_>) {
+    if let Some(m) = &t.model {
+        field(out, "model");
+        write_str(out, m);
+    }
+    for (i, name) in tokens::FIELDS.iter().enumerate() {
+        if let Some(n) = t.usage.get(i) {
+            field(out, name);
+            write_u64(out, n);
+        }
+    }
+    for (on, name) in [
+        (t.usage.truncated(), tokens::TRUNCATED_FIELD),
+        (t.usage.encoded(), tokens::ENCODED_FIELD),
+    ] {
+        if on {
+            field(out, name);
+            out.extend_from_slice(b"true");
+        }
+    }
 }
 
 /// The event's whole JSON object (all formats but `veil` carry the extras).
@@ -143,6 +170,9 @@ fn strings_len(e: &Event<'_>) -> usize {
             .iter()
             .map(|(k, v)| k.len() + v.len() + 6)
             .sum::<usize>()
+        + e.tokens
+            .as_ref()
+            .map_or(0, |t| t.model.as_ref().map_or(0, |m| m.len()) + 160)
 }
 
 /// The log sink's line, shaped like Veil's slog line.
@@ -274,12 +304,73 @@ mod tests {
             request_id: Some("rid-1".into()),
             authority: Some("api.example.com".into()),
             attributes: vec![("organization_id", "org-9".into())],
+            tokens: None,
         }
     }
 
     fn body(format: Format, keys: &[&str]) -> Vec<u8> {
         let recs: Vec<Record> = keys.iter().map(|k| Record::from_event(&event(k))).collect();
         batch_body(format, recs.iter(), &mut SecondCache::default())
+    }
+
+    fn llm_event() -> Event<'static> {
+        // input, output, cached; truncated
+        let usage = tokens::Usage {
+            numbers: [25, 15, 0, 7],
+            flags: 0b1_1011,
+        };
+        Event {
+            tokens: Some(Tokens {
+                model: Some("claude-3-5-sonnet-20241022".into()),
+                usage,
+            }),
+            ..event("k")
+        }
+    }
+
+    #[test]
+    fn llm_fields_ride_every_format_but_veil_and_only_when_found() {
+        let rec = Record::from_event(&llm_event());
+        for format in [
+            Format::Json,
+            Format::Ndjson,
+            Format::CloudEvents,
+            Format::KafkaRest,
+            Format::Veil,
+        ] {
+            let body = batch_body(format, [&rec].into_iter(), &mut SecondCache::default());
+            let text = String::from_utf8(body).unwrap();
+            let v: Value = match format {
+                Format::Ndjson => serde_json::from_str(text.trim()).unwrap(),
+                _ => serde_json::from_str(&text).unwrap(),
+            };
+            let e = match format {
+                Format::Json => v[0].clone(),
+                Format::Ndjson => v,
+                Format::CloudEvents => v[0]["data"].clone(),
+                Format::KafkaRest => v["records"][0]["value"].clone(),
+                Format::Veil => v["events"][0].clone(),
+            };
+            if format == Format::Veil {
+                assert_eq!(e.as_object().unwrap().len(), 10);
+                continue;
+            }
+            assert_eq!(e["model"], "claude-3-5-sonnet-20241022", "{format:?}");
+            assert_eq!(e["input_tokens"], 25);
+            assert_eq!(e["output_tokens"], 15);
+            assert_eq!(e["cached_input_tokens"], 7);
+            assert_eq!(e["tokens_truncated"], true);
+            assert!(e.get("total_tokens").is_none() && e.get("tokens_encoded").is_none());
+        }
+        let line = log_line(&encode_event(&llm_event()));
+        let v: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(
+            (v["input_tokens"].clone(), v["msg"].clone()),
+            (25.into(), "usage_event".into())
+        );
+        // an event without tokens has none of the fields
+        let v: Value = serde_json::from_slice(&encode_event(&event("k")).json).unwrap();
+        assert!(v.get("model").is_none() && v.get("input_tokens").is_none());
     }
 
     #[test]

@@ -21,6 +21,15 @@ pub struct Event<'a> {
     pub request_id: Option<Cow<'a, str>>,
     pub authority: Option<Cow<'a, str>>,
     pub attributes: Vec<(&'a str, Cow<'a, str>)>,
+    /// What an LLM response said about its tokens (`llm` on, the response read).
+    pub tokens: Option<Tokens<'a>>,
+}
+
+/// The model and token counts of an LLM response (see `tokens`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tokens<'a> {
+    pub model: Option<Cow<'a, str>>,
+    pub usage: crate::tokens::Usage,
 }
 
 impl Event<'_> {

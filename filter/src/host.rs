@@ -18,6 +18,7 @@ pub enum Map {
 /// proxy-wasm buffer types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buffer {
+    ResponseBody = 1,
     VmConfiguration = 6,
     PluginConfiguration = 7,
     CallResponseBody = 4,

@@ -4,7 +4,8 @@
 //! straight into the body, so an event is never encoded twice nor copied from a JSON of its
 //! own.
 
-use crate::event::Event;
+use crate::event::{Event, Tokens};
+use crate::tokens::Usage;
 use std::borrow::Cow;
 
 /// Strings every record has, in `text` order.
@@ -13,7 +14,8 @@ const KEY: usize = 1;
 const METHOD: usize = 2;
 const REQUEST_ID: usize = 3;
 const AUTHORITY: usize = 4;
-const FIXED: usize = 5;
+const MODEL: usize = 5;
+const FIXED: usize = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -25,8 +27,10 @@ pub struct Record {
     pub status_code: u32,
     /// End of each fixed string in `text`.
     ends: [u32; FIXED],
-    /// Bit `i` set: fixed string `i` is present (request id and authority are optional).
+    /// Bit `i` set: fixed string `i` is present (request id, authority, model are optional).
     present: u8,
+    /// The token counts of an LLM response (`llm`): a pointer in every other record.
+    usage: Option<Box<Usage>>,
     /// The fixed strings, then per attribute `[name len u32][value len u32] name value`.
     text: Vec<u8>,
 }
@@ -39,6 +43,7 @@ impl Record {
             Some(&e.method),
             e.request_id.as_deref(),
             e.authority.as_deref(),
+            e.tokens.as_ref().and_then(|t| t.model.as_deref()),
         ];
         let attrs: usize = e
             .attributes
@@ -71,6 +76,7 @@ impl Record {
             status_code: e.status_code,
             ends,
             present,
+            usage: e.tokens.as_ref().map(|t| Box::new(t.usage)),
             text,
         }
     }
@@ -124,6 +130,10 @@ impl Record {
             request_id: self.fixed(REQUEST_ID).map(Cow::Borrowed),
             authority: self.fixed(AUTHORITY).map(Cow::Borrowed),
             attributes: self.attributes(),
+            tokens: self.usage.as_ref().map(|u| Tokens {
+                model: self.fixed(MODEL).map(Cow::Borrowed),
+                usage: **u,
+            }),
         }
     }
 
@@ -138,9 +148,10 @@ impl Record {
 /// then per record its fixed part and its text. The count lets the receiver know how many
 /// a damaged message lost.
 pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
-    let (count, size) = records
-        .clone()
-        .fold((0u32, 4), |(n, s), r| (n + 1, s + HEAD + r.text.len()));
+    let (count, size) = records.clone().fold((0u32, 4), |(n, s), r| {
+        let usage = if r.usage.is_some() { USAGE } else { 0 };
+        (n + 1, s + HEAD + usage + r.text.len())
+    });
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(&count.to_le_bytes());
     for r in records {
@@ -158,14 +169,26 @@ pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
             out.extend_from_slice(&e.to_le_bytes());
         }
         out.push(r.present);
+        match &r.usage {
+            None => out.push(0),
+            Some(u) => {
+                out.push(1);
+                out.push(u.flags);
+                for n in u.numbers {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+        }
         out.extend_from_slice(&(r.text.len() as u32).to_le_bytes());
         out.extend_from_slice(&r.text);
     }
     out
 }
 
-/// id, four u64, status, five ends, present, text length.
-const HEAD: usize = 16 + 32 + 4 + 20 + 1 + 4;
+/// id, four u64, status, six ends, present, usage tag, text length.
+const HEAD: usize = 16 + 32 + 4 + 4 * FIXED + 1 + 1 + 4;
+/// A usage after its tag: flags and four u64.
+const USAGE: usize = 1 + 32;
 
 /// What a hand-over message held: the records that decoded, and how many it announced but
 /// could not deliver (truncated or inconsistent; a damaged record ends the message).
@@ -203,6 +226,17 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
         *e = r.u32()?;
     }
     let present = r.take::<1>()?[0];
+    let usage = match r.take::<1>()?[0] {
+        0 => None,
+        _ => {
+            let flags = r.take::<1>()?[0];
+            let mut numbers = [0u64; 4];
+            for n in &mut numbers {
+                *n = r.u64()?;
+            }
+            Some(Box::new(Usage { numbers, flags }))
+        }
+    };
     let len = r.u32()? as usize;
     let text = r.0.get(..len)?.to_vec();
     r.0 = &r.0[len..];
@@ -226,6 +260,7 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
         status_code,
         ends,
         present,
+        usage,
         text,
     }))
 }
@@ -268,6 +303,7 @@ pub(crate) mod tests {
             request_id: Some("rid-1".into()),
             authority: None,
             attributes: vec![("org", "acme".into()), ("team", "ключ".into())],
+            tokens: None,
         }
     }
 
@@ -284,6 +320,61 @@ pub(crate) mod tests {
         assert_eq!(
             format!("{:?}", Record::from_event(&plain).event()),
             format!("{plain:?}")
+        );
+    }
+
+    fn llm_sample() -> Event<'static> {
+        let usage = crate::tokens::Usage {
+            numbers: [1117, 46, 1163, 1024],
+            flags: 0b10_1111,
+        };
+        Event {
+            tokens: Some(Tokens {
+                model: Some("gpt-4o-2024-08-06".into()),
+                usage,
+            }),
+            ..sample("sk_1")
+        }
+    }
+
+    #[test]
+    fn tokens_survive_the_record_and_the_hand_over() {
+        let e = llm_sample();
+        let r = Record::from_event(&e);
+        assert_eq!(format!("{:?}", r.event()), format!("{e:?}"));
+        let no_model = Event {
+            tokens: Some(Tokens {
+                model: None,
+                usage: e.tokens.as_ref().unwrap().usage,
+            }),
+            ..sample("b")
+        };
+        let recs = vec![
+            r,
+            Record::from_event(&sample("a")),
+            Record::from_event(&no_model),
+        ];
+        let packed = pack(recs.iter());
+        assert_eq!(
+            packed.len(),
+            4 + recs.iter().map(|r| HEAD + r.text.len()).sum::<usize>() + 2 * USAGE
+        );
+        let back = unpack(&packed);
+        assert_eq!((back.records, back.lost), (recs.clone(), 0));
+        assert_eq!(format!("{:?}", recs[2].event()), format!("{no_model:?}"));
+        // cut inside a usage: that record and the rest are lost, not misread
+        let cut = unpack(&packed[..4 + HEAD + 10]);
+        assert_eq!((cut.records.len(), cut.lost), (0, 3));
+    }
+
+    #[test]
+    fn an_llm_record_stays_small() {
+        let r = Record::from_event(&llm_sample());
+        let heap = r.text.len() + std::mem::size_of::<crate::tokens::Usage>();
+        assert!(
+            std::mem::size_of::<Record>() + heap < 260,
+            "{}",
+            std::mem::size_of::<Record>() + heap
         );
     }
 

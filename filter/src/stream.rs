@@ -5,11 +5,13 @@
 //! Each host call costs about a microsecond in Envoy, so it makes as few as it can: the
 //! request headers in one map read, the status from `:status` (Envoy runs local replies
 //! through the same callback), body sizes from the body callbacks' own arguments, and the
-//! clock at the start and the end: four per metered request.
+//! clock at the start and the end: four per metered request. A request whose response is
+//! read for tokens (`llm`) reads the response map in place of `:status`, and adds one read
+//! per body chunk up to `llm.max_scan_bytes`.
 
 use crate::captured::Captured;
 use crate::headers::HeaderMap;
-use crate::host::{Host, Level, Map};
+use crate::host::{Buffer, Host, Level, Map};
 use crate::shared::Shared;
 use std::rc::Rc;
 
@@ -46,15 +48,32 @@ impl Stream {
         }
     }
 
+    /// One host call either way: `:status` alone, or, when the response may be read for
+    /// tokens, the whole map (status, content type and encoding).
     pub fn on_response_headers(&mut self, host: &dyn Host) {
         if let Some(c) = &mut self.captured {
-            c.set_status(host.header(Map::ResponseHeaders, ":status").as_deref());
+            if c.llm.is_some() {
+                let map = host.header_map(Map::ResponseHeaders).unwrap_or_default();
+                c.set_response_headers(&HeaderMap::new(map));
+            } else {
+                c.set_status(host.header(Map::ResponseHeaders, ":status").as_deref());
+            }
         }
     }
 
-    pub fn on_response_body(&mut self, body_size: usize) {
+    /// A response being read for tokens costs one host call per chunk, up to
+    /// `llm.max_scan_bytes` (and no more once a JSON body has closed); the chunk passes on
+    /// at once either way.
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize) {
         if let Some(c) = &mut self.captured {
             c.response_bytes += body_size as u64;
+            if let Some(s) = &mut c.llm {
+                let want = s.want(body_size);
+                if want > 0 {
+                    let bytes = host.buffer(Buffer::ResponseBody, 0, want);
+                    s.fed(body_size, bytes.as_deref().unwrap_or_default());
+                }
+            }
         }
     }
 

@@ -252,13 +252,18 @@ impl Json {
         self.esc = false;
     }
 
+    /// Reading a model name: every byte of the string is kept.
+    fn capturing(&self) -> bool {
+        self.slot == Slot::Model && self.cap_ok
+    }
+
     fn feed(&mut self, bytes: &[u8]) {
         let mut i = 0;
         while i < bytes.len() {
             // The states that cover most bytes move by whole runs.
             match self.lex {
                 Lex::Dead => return,
-                Lex::Str if !self.esc && !(self.slot == Slot::Model && self.cap_ok) => {
+                Lex::Str if !self.esc && !self.capturing() => {
                     let run = &bytes[i..];
                     match run.iter().position(|&b| b == b'"' || b == b'\\') {
                         Some(p) => i += p,
