@@ -77,6 +77,35 @@ fn body_chunks(
     Ok(())
 }
 
+/// The response body chunk by chunk: while the filter does not buffer, Envoy's body buffer
+/// holds only the chunk the callback announces, so `proxy_get_buffer_bytes` reads that chunk.
+fn response_chunks(
+    vm: &mut Vm,
+    f: &wasmtime::TypedFunc<(i32, i32, i32), i32>,
+    ctx: u32,
+    body: Vec<u8>,
+    chunk: u64,
+) -> Result<()> {
+    let chunk = usize::try_from(chunk).unwrap_or(usize::MAX).max(1);
+    let mut at = 0;
+    while at < body.len() {
+        let end = body.len().min(at.saturating_add(chunk));
+        if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+            s.response_body = body[at..end].to_vec();
+            s.response_size = end as u64;
+        }
+        let last = (end == body.len()) as i32;
+        vm.call(
+            "on_response_body",
+            f.clone(),
+            ctx,
+            (ctx as i32, (end - at) as i32, last),
+        )?;
+        at = end;
+    }
+    Ok(())
+}
+
 impl<'a> Request<'a> {
     pub(crate) fn new(vm: &'a mut Vm) -> Self {
         Request {
@@ -136,6 +165,11 @@ impl<'a> Request<'a> {
     }
     pub fn response_body(mut self, n: usize) -> Self {
         self.response_body = vec![b'r'; n];
+        self
+    }
+    /// The response body, these exact bytes (served chunk by chunk, see `chunk_size`).
+    pub fn response_body_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.response_body = bytes.into();
         self
     }
     pub fn response_header(mut self, k: &str, v: &str) -> Self {
@@ -346,7 +380,6 @@ impl<'a> Request<'a> {
             let n = h.len() as i32;
             if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
                 s.response_headers = h;
-                s.response_body = response_body;
                 s.response_code = code;
             }
             vm.call(
@@ -355,7 +388,11 @@ impl<'a> Request<'a> {
                 ctx,
                 (id, n, (len == 0) as i32),
             )?;
-            body_chunks(vm, &f.response_body, "on_response_body", ctx, len, chunk)?;
+            if response_len.is_some() {
+                body_chunks(vm, &f.response_body, "on_response_body", ctx, len, chunk)?;
+            } else {
+                response_chunks(vm, &f.response_body, ctx, response_body, chunk)?;
+            }
         }
         let now = vm.now_ns();
         if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {

@@ -92,7 +92,10 @@ pub struct StreamData {
     pub request_headers: Headers,
     pub request_body: Vec<u8>,
     pub response_headers: Headers,
+    /// The chunk the current `on_response_body` announces (Envoy, not buffering).
     pub response_body: Vec<u8>,
+    /// Response body bytes so far (the `response.size` property).
+    pub response_size: u64,
     pub response_code: Option<u32>,
     pub start_ns: u64,
     pub end_ns: Option<u64>,

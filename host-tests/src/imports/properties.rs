@@ -50,9 +50,9 @@ fn property(st: &mut HostState, path: &[String]) -> Option<Vec<u8>> {
             (s.request_body.len() + abi::encode_map(&s.request_headers).len()) as i64,
         )),
         ["response", "code"] => s.response_code.map(|c| i64_bytes(c as i64)),
-        ["response", "size"] => Some(i64_bytes(s.response_body.len() as i64)),
+        ["response", "size"] => Some(i64_bytes(s.response_size as i64)),
         ["response", "total_size"] => Some(i64_bytes(
-            (s.response_body.len() + abi::encode_map(&s.response_headers).len()) as i64,
+            (s.response_size as usize + abi::encode_map(&s.response_headers).len()) as i64,
         )),
         ["response", "headers", name] => header_of(&s.response_headers, name),
         _ => None,
