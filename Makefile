@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers
+test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -75,6 +75,14 @@ e2e-receivers: build
 	@set -euo pipefail; py=$$(examples/receivers/install.sh); \
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py examples/receivers/e2e.py
+
+# LLM token metering in the real Envoy (~20 s): a fake LLM upstream streaming SSE with delays,
+# the official openai and anthropic SDKs (.tools/llm-venv) as clients; exact tokens at the
+# collector, and streams not delayed (llm on, llm off, filter off in the same run).
+e2e-llm: build
+	@set -euo pipefail; py=$$(envoy/install-llm-sdks.sh); \
+	$(CARGO) build -q --release -p usage-collector; \
+	$$py envoy/e2e_llm.py
 
 # Generated inputs against dist/usage_filter.wasm in our host (host-tests/src/bin/fuzz):
 # FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS; FUZZ_SCENARIO=<seed> replays one.
