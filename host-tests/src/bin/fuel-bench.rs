@@ -117,6 +117,70 @@ fn sinks(wasm: &str) -> Result<(Value, Value)> {
     Ok((per_request(wasm, http)?, per_request(wasm, log)?))
 }
 
+/// An OpenAI chat completion streamed as SSE, about `kb` KB: content deltas, then the usage.
+fn sse_body(kb: usize) -> Vec<u8> {
+    let delta = b"data: {\"id\":\"chatcmpl-123\",\"object\":\"chat.completion.chunk\",\"created\":1694268190,\"model\":\"gpt-4o-mini\",\"system_fingerprint\":\"fp_44709d6fcb\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hello\"},\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n";
+    let mut body = Vec::with_capacity(kb * 1024 + 512);
+    while body.len() + delta.len() < kb * 1024 {
+        body.extend_from_slice(delta);
+    }
+    body.extend_from_slice(b"data: {\"id\":\"chatcmpl-123\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29}}\n\ndata: [DONE]\n\n");
+    body
+}
+
+/// `llm` on against off: fuel per streamed response and per KB scanned, with the response in
+/// chunks of `chunk` bytes (an SSE stream arrives about one event per chunk), and host calls.
+fn llm(wasm: &str, kb: usize, chunk: u64) -> Result<Value> {
+    let body = sse_body(kb);
+    let run = |llm: bool| -> Result<(u64, u64)> {
+        let mut cfg = json!({"enabled": true, "sinks": ["http"],
+                             "http": {"cluster": "collector", "format": "ndjson"}});
+        if llm {
+            cfg["llm"] = json!({"enabled": true, "max_scan_bytes": 1 << 20});
+        }
+        let mut vm = Vm::envoy()
+            .wasm(wasm)
+            .config(cfg)
+            .start()
+            .map_err(|e| anyhow!("{wasm}: {e}"))?;
+        vm.auto_reply(|_| Reply::Status(200));
+        let one = |vm: &mut Vm| {
+            vm.request()
+                .method("POST")
+                .path("/v1/chat/completions")
+                .key("sk_live_0123456789abcdef")
+                .response_header("content-type", "text/event-stream")
+                .response_body_bytes(body.clone())
+                .chunk_size(chunk)
+                .respond(200)
+        };
+        for _ in 0..20 {
+            one(&mut vm)?;
+        }
+        let n = 200;
+        let mut total = 0;
+        for _ in 0..n {
+            total += one(&mut vm)?.total_fuel();
+        }
+        let before = vm.host_calls().values().sum::<u64>();
+        one(&mut vm)?;
+        let calls = vm.host_calls().values().sum::<u64>() - before;
+        Ok((total / n, calls))
+    };
+    let (on, calls_on) = run(true)?;
+    let (off, calls_off) = run(false)?;
+    let per_kb = (on.saturating_sub(off) as f64 / (body.len() as f64 / 1024.0)).round();
+    eprintln!(
+        "llm: {} byte SSE response in {chunk}-byte chunks: {on} fuel with llm on, {off} off: \
+         {per_kb} fuel per KB scanned; host calls {calls_on} vs {calls_off}",
+        body.len()
+    );
+    Ok(
+        json!({"body_bytes": body.len(), "chunk_bytes": chunk, "fuel_on": on, "fuel_off": off,
+              "fuel_per_kb_scanned": per_kb, "host_calls_on": calls_on, "host_calls_off": calls_off}),
+    )
+}
+
 /// Before and after, per callback, on stderr (the JSON on stdout is for report.py).
 fn print_comparison(before: &Value, after: &Value) {
     eprintln!("fuel per typical GET, by callback (before -> after)");
@@ -269,7 +333,10 @@ fn main() -> Result<()> {
     let after = m.memory_bytes();
     let per_event = (after - before) as f64 / (n - 100) as f64;
 
+    let llm_runs = vec![llm(wasm, 32, 256)?, llm(wasm, 32, 16 * 1024)?];
+
     let out = json!({
+        "llm": llm_runs,
         "http": http_run,
         "log": log_run,
         "before": before_build,
