@@ -57,6 +57,9 @@ const CORE: [&str; 10] = [
     "response_size",
 ];
 
+/// Events checked that carried llm fields (so a run shows the scanner was reached).
+pub static WITH_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 thread_local! {
     /// Events may come from a hand-over message damaged on the way: then only their shape is
     /// checked, not the values (a flipped bit makes any id, status or size).
@@ -107,6 +110,28 @@ pub fn event(v: &Value, veil: bool) -> Result<String, String> {
     };
     if o["success"].as_bool() != Some((200..=299).contains(&status)) && !lenient {
         return fail(format!("success disagrees with status_code: {v}"));
+    }
+    let llm_ok = [
+        "input_tokens",
+        "output_tokens",
+        "total_tokens",
+        "cached_input_tokens",
+    ]
+    .iter()
+    .all(|k| o.get(*k).is_none_or(|n| n.as_u64().is_some()))
+        && o.get("model")
+            .is_none_or(|m| m.as_str().is_some_and(|m| !m.is_empty()))
+        && ["tokens_truncated", "tokens_encoded"]
+            .iter()
+            .all(|k| o.get(*k).is_none_or(|b| b == &Value::Bool(true)));
+    if !llm_ok && !lenient {
+        return fail(format!("llm fields: {v}"));
+    }
+    if o.contains_key("model")
+        || o.contains_key("tokens_truncated")
+        || o.contains_key("tokens_encoded")
+    {
+        WITH_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     if !veil {
         if let Some(b) = o.get("billable") {

@@ -65,6 +65,13 @@ pub fn top(r: &mut Rng, http: Option<Value>, log: bool) -> Value {
     if r.chance(20) {
         c["subscription_key_header"] = json!("x-api-key");
     }
+    if r.chance(30) {
+        let mut l = json!({"enabled": r.chance(80), "max_scan_bytes": int(r, 1, 70_000)});
+        if r.chance(30) {
+            l["paths"] = json!(["/v1/", "/api/"]);
+        }
+        c["llm"] = l;
+    }
     let mut sinks = Vec::new();
     if log {
         sinks.push("log");
@@ -224,4 +231,56 @@ pub fn answer_status(r: &mut Rng) -> u32 {
         8 => *r.pick(&[0, 1, 99, 100, 199, 299, 300, 599, 600, 999, 1000, u32::MAX]),
         _ => 200,
     }
+}
+
+/// Pieces of LLM answers (SSE lines, JSON usage objects at various depths, numbers too big,
+/// escapes, junk), for a response body made of a random sequence of them.
+const LLM_PIECES: &[&str] = &[
+    "data: ",
+    "data:",
+    "event: message_delta\n",
+    "\n",
+    "\r\n",
+    "\r",
+    "\n\n",
+    ": ping\n\n",
+    "data: [DONE]\n\n",
+    "{\"model\":\"gpt-4o-mini\",",
+    "{\"type\":\"message_start\",\"message\":{\"model\":\"claude\",\"usage\":{\"input_tokens\":25,",
+    "\"usage\":{\"prompt_tokens\":19,\"completion_tokens\":10,\"total_tokens\":29,",
+    "\"prompt_tokens_details\":{\"cached_tokens\":3}",
+    "\"output_tokens\":18446744073709551616",
+    "\"output_tokens\":-1.5e3",
+    "\"usage\":null",
+    "\"choices\":[{\"delta\":{\"content\":\"}\\\"{[\"}}],",
+    "\"model\":\"a\\u0041\\\"\"",
+    "}",
+    "}}",
+    "]",
+    "[[[[",
+    ",",
+    ":",
+    "\"",
+    "\\",
+    "null",
+    "true",
+    "12345678901234567890",
+];
+
+/// A response body shaped like an LLM answer, more or less.
+pub fn llm_body(r: &mut Rng) -> Vec<u8> {
+    let mut out = Vec::new();
+    for _ in 0..r.size(60) {
+        if r.chance(5) {
+            let n = r.size(20) as usize;
+            out.extend(r.bytes(n));
+        } else {
+            out.extend_from_slice(r.pick(LLM_PIECES).as_bytes());
+        }
+    }
+    if r.chance(5) {
+        let n = r.size(200_000) as usize;
+        out.extend(std::iter::repeat_n(b'x', n));
+    }
+    out
 }

@@ -135,7 +135,7 @@ fn main() {
     println!(
         "fuzz: {} cases in {secs:.1} s ({:.0}/s), seed {seed:#x}: {} scenarios, {} requests, \
          {} collector answers, {} clock jumps, {} queue messages, {} configurations ({} accepted), \
-         {} events acknowledged, max linear memory {} KiB; no trap, books balanced, bodies valid, \
+         {} events acknowledged ({} checked with llm fields), max linear memory {} KiB; no trap, books balanced, bodies valid, \
          no event acknowledged twice",
         total.cases,
         total.cases as f64 / secs,
@@ -147,6 +147,7 @@ fn main() {
         total.configs,
         total.configs_accepted,
         total.events_acked,
+        check::WITH_TOKENS.load(std::sync::atomic::Ordering::Relaxed),
         total.max_memory / 1024
     );
 }

@@ -288,7 +288,11 @@ impl Sim {
             }
         }
         let body = r.size(if big { 1 << 20 } else { 40_000 });
-        let response = r.size(if big { 1 << 20 } else { 40_000 });
+        let llm_body = r.chance(25).then(|| gen::llm_body(r));
+        let response = match &llm_body {
+            Some(b) => b.len() as u64,
+            None => r.size(if big { 1 << 20 } else { 40_000 }),
+        };
         let chunk = r.range(((body.max(response)) / 64).max(1), 64 * 1024);
         let upstream = if r.chance(70) {
             r.size(50)
@@ -308,7 +312,21 @@ impl Sim {
             .response_body(response as usize)
             .chunk_size(chunk)
             .upstream_ms(upstream);
-        if r.chance(20) {
+        if let Some(b) = llm_body {
+            let ct = *r.pick(&[
+                "text/event-stream",
+                "application/json",
+                "Application/JSON; charset=utf-8",
+                "text/plain",
+            ]);
+            req = req
+                .response_header("content-type", ct)
+                .response_body_bytes(b);
+            if r.chance(10) {
+                let enc = *r.pick(&["gzip", "br", "identity"]);
+                req = req.response_header("content-encoding", enc);
+            }
+        } else if r.chance(20) {
             req = req.response_header("content-type", "application/json");
         }
         let out = match ending {
