@@ -44,6 +44,7 @@ OPENAI_WANT = {"model": "gpt-4o-mini-2024-07-18", "input_tokens": 37, "output_to
                "cached_input_tokens": 12}
 ANTHROPIC_WANT = {"model": "claude-3-5-sonnet-20241022", "input_tokens": 25, "output_tokens": 15,
                   "cached_input_tokens": 7}
+ROUND_TRIP = {}  # tag -> (median, p90) ms of a 32 KB SSE answer
 LLM_FIELDS = ["model", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
               "tokens_truncated", "tokens_encoded"]
 
@@ -100,8 +101,12 @@ def anthropic_json():
                       "cache_read_input_tokens": 7}}
 
 
+FAST_SSE = b"".join(list(openai_stream())[1:2] * 130) + b"".join(list(openai_stream())[-2:])
+
+
 class FakeLLM(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # each event leaves when written (no 40 ms delayed-ACK wait)
     sent = {}  # request key -> send times (monotonic) of each streamed event
     lock = threading.Lock()
 
@@ -127,6 +132,19 @@ class FakeLLM(BaseHTTPRequestHandler):
                 times.append(time.monotonic())
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
+        if self.headers.get("x-fake-fast"):
+            # a 32 KB streamed chat completion at once, in 256-byte chunks: the filter's cost
+            data = FAST_SSE
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(data), 256):
+                part = data[i:i + 256]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
             return
@@ -223,11 +241,27 @@ def tokens(e):
     return {k: e[k] for k in LLM_FIELDS if k in e}
 
 
+def request_ms(st, n=200):
+    """Median and 90th percentile of a 32 KB SSE answer's round trip through Envoy, in ms (the
+    upstream sends it at once): the filter's cost per streamed response, with Python's noise."""
+    times = []
+    for i in range(n + 30):
+        t = time.perf_counter()
+        status, body = st.request("POST", "/v1/chat/completions", key="fast", body=b"{}",
+                                  headers={"x-fake-fast": "1", "content-type": "application/json"})
+        if i >= 30:
+            times.append((time.perf_counter() - t) * 1000)
+        assert status == 200 and len(body) == len(FAST_SSE), (status, len(body))
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.9)]
+
+
 def run(enabled, llm, tag):
     """One Envoy: both SDKs streaming (and, with llm on, JSON and gzip answers). The
     per-event lateness of the streams, and the events at the collector."""
     late = []
     with LlmStack(filter_value=filter_value(enabled, llm)) as st:
+        ROUND_TRIP[tag] = request_ms(st)
         for i in range(3):
             k = f"{tag}-openai-{i}"
             late += lateness(k, stream_openai(st, k)[1])
@@ -277,6 +311,9 @@ def main():
         # DELAY (80 ms) or more, and the per-event check above already refuses that.
         assert med["llm on"] - med["filter off"] < 5, med
         print("test streams_are_not_delayed ... ok", flush=True)
+        print(f"a {len(FAST_SSE)} byte SSE answer sent at once, round trip through Envoy (ms, median / p90): "
+              + "; ".join(f"{n} {ROUND_TRIP[t][0]:.3f} / {ROUND_TRIP[t][1]:.3f}"
+                          for n, t in (("llm on", "on"), ("llm off", "meter"), ("filter off", "off"))), flush=True)
     except Exception:  # noqa: BLE001
         failed = 1
         import traceback
