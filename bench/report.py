@@ -298,11 +298,29 @@ def bench_md():
     L.append("")
     L.append(f"Linear memory per buffered event: **{fuel['memory_per_buffered_event']:.0f} bytes** "
              "(20,000 events held, collector silent).\n")
+    llm_section(L)
     agent_section(L)
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())
     return "\n".join(L) + "\n"
+
+
+def llm_section(L):
+    """`llm` on against off in our host (fuel-bench's llm part)."""
+    runs = fuel.get("llm")
+    if not runs:
+        return
+    L.append("## LLM token metering (`llm`), in our host\n")
+    L.append("A streamed chat completion through the filter with `llm` on and off: the scanner's cost per "
+             "response and per KB it reads, and the host calls (one body read per chunk when on). Routes "
+             "that are not inspected cost nothing extra: the \"off\" column.\n")
+    L.append("| response | chunks | fuel, llm on | fuel, llm off | fuel per KB scanned | host calls on / off |")
+    L.append("|---|---:|---:|---:|---:|---|")
+    for r in runs:
+        L.append(f"| {r['body_bytes']:,} bytes of SSE | {r['chunk_bytes']:,} bytes | {r['fuel_on']:,} | "
+                 f"{r['fuel_off']:,} | {r['fuel_per_kb_scanned']:,.0f} | {r['host_calls_on']} / {r['host_calls_off']} |")
+    L.append("")
 
 
 def agent_section(L):
