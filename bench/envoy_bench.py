@@ -55,7 +55,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 ENVOY_CPU = os.environ.get("BENCH_ENVOY_CPU", "0")
 LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "1")
 KEY = "bench-key-0123456789"
-ROUTES = [r for r in os.environ.get("BENCH_ROUTES", "direct,proxy").split(",") if r]
+ROUTES = [r for r in os.environ.get("BENCH_ROUTES", "direct,proxy,sse").split(",") if r]
 PROBE_ROUTES = [r for r in os.environ.get("BENCH_PROBE_ROUTES", "direct").split(",") if r in ROUTES]
 
 # The probes: the null filter plus one host call each (bench/probe-filter, dist/probe_<kind>.wasm).
@@ -69,6 +69,8 @@ NAMES = {
     "usage_log": "usage-filter, log sink",
     "usage_http": "usage-filter, http sink, `local` (default)",
     "usage_shared_queue": "usage-filter, http sink, `shared_queue`",
+    "usage_llm_off": "usage-filter, http sink, `ndjson`, `llm` off",
+    "usage_llm": "usage-filter, http sink, `ndjson`, `llm` on (the stream scanned)",
 }
 for _p in PROBES:
     NAMES[f"probe_{_p}"] = f"probe: null + one {_p} call"
@@ -97,6 +99,11 @@ for name, path in VARIANTS.items():
     NAMES[f"usage_http_{name}"] = f"variant `{name}`, http sink, `local` ({os.path.basename(path)})"
 
 BASE = ["none", "null", "floor", "native_log", "usage_log", "usage_http", "usage_shared_queue"]
+# The `sse` route answers a streamed chat completion (text/event-stream, with usage in its last
+# event); only these configurations run on it.
+LLM_KINDS = ["usage_llm_off", "usage_llm"]
+if "sse" in ROUTES:
+    BASE += LLM_KINDS
 CONFIGS = BASE + [f"usage_http_{n}" for n in VARIANTS] + [f"probe_{p}" for p in PROBES]
 if os.environ.get("BENCH_CONFIGS"):
     keep = set(os.environ["BENCH_CONFIGS"].split(",")) | {"none", "null"} | {f"usage_http_{n}" for n in VARIANTS}
@@ -109,12 +116,18 @@ if not PROBE_ROUTES:
 
 
 def routes_of(kind):
-    return PROBE_ROUTES if kind.startswith("probe_") else ROUTES
+    if kind.startswith("probe_"):
+        return PROBE_ROUTES
+    if kind in LLM_KINDS:
+        return [r for r in ROUTES if r == "sse"]
+    if kind in ("none", "null"):
+        return ROUTES
+    return [r for r in ROUTES if r != "sse"]
 
 
 def sends(kind):
     """Configurations that deliver to the collector."""
-    return kind.startswith("usage_http") or kind == "usage_shared_queue"
+    return kind.startswith("usage_http") or kind in ["usage_shared_queue"] + LLM_KINDS
 
 
 def free_port():
@@ -152,6 +165,20 @@ FILTER = os.path.join(DIST, "usage_filter.wasm")
 HTTP = {"enabled": True, "sinks": ["http"], "http": {"cluster": "collector"}}
 
 
+def sse_body(chunks=16):
+    """An OpenAI streamed chat completion, as its API writes one (usage in the last event)."""
+    head = '{"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1763900000,"model":"gpt-4o-mini",'
+    events = [f'data: {head}"choices":[{{"index":0,"delta":{{"content":"token {i} "}},"finish_reason":null}}],"usage":null}}\n\n'
+              for i in range(chunks)]
+    events.append(f'data: {head}"choices":[],"usage":{{"prompt_tokens":57,"completion_tokens":{chunks},'
+                  f'"total_tokens":{57 + chunks},"prompt_tokens_details":{{"cached_tokens":0}}}}}}\n\n')
+    events.append("data: [DONE]\n\n")
+    return "".join(events)
+
+
+SSE_BODY = sse_body()
+
+
 def envoy_config(kind, ports, workdir):
     filters = []
     access_log = []
@@ -179,6 +206,9 @@ def envoy_config(kind, ports, workdir):
             "@type": "type.googleapis.com/envoy.extensions.wasm.v3.WasmService", "singleton": True, "config": service}})
         filters.append(wasm_filter(FILTER, dict(HTTP, dispatcher={"mode": "shared_queue", "vm_id": "usage_service",
                                                                   "queue": "usage_events"})))
+    elif kind in LLM_KINDS:
+        llm = {"enabled": kind == "usage_llm"}
+        filters.append(wasm_filter(FILTER, dict(HTTP, http={"cluster": "collector", "format": "ndjson"}, llm=llm)))
     elif kind.startswith("usage_http"):
         filters.append(wasm_filter(VARIANTS.get(kind[len("usage_http_"):], FILTER), HTTP))
     elif kind == "native_log":
@@ -202,7 +232,10 @@ def envoy_config(kind, ports, workdir):
            "stat_prefix": "bench", "http_filters": filters,
            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
                {"match": {"prefix": "/direct/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
-               {"match": {"prefix": "/proxy/"}, "route": {"cluster": "upstream"}}]}]}}
+               {"match": {"prefix": "/proxy/"}, "route": {"cluster": "upstream"}},
+               {"match": {"prefix": "/sse/"}, "direct_response": {"status": 200, "body": {"inline_string": SSE_BODY}},
+                "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/event-stream"},
+                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}]}}
     if access_log:
         hcm["access_log"] = access_log
     cfg = {"admin": {"address": addr(ports["admin"])},
