@@ -18,7 +18,7 @@ refused is ever averaged in.
 Settings (environment):
   BENCH_ROUNDS=5           interleaved rounds (BENCH_REPEATS is the old name)
   BENCH_SECONDS=3          wrk duration of each measurement
-  BENCH_ROUTES=direct,proxy
+  BENCH_ROUTES=direct,proxy,sse
   BENCH_PROBE_ROUTES=direct  routes the per-host-call probes are measured on ("" = no probes)
   BENCH_CONNECTIONS=32     wrk connections (one wrk thread)
   BENCH_ENVOY_CPU=0 BENCH_LOAD_CPU=1   pinning (taskset) of the Envoys, and of wrk, the
