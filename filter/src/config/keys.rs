@@ -2,7 +2,7 @@
 //! value follows. The walk reads each key through its row here, so a range or a default is
 //! written nowhere else, and a test holds README's configuration table to these rows.
 
-use super::types::{Compression, Config, Dispatcher, DispatcherMode, Format, KeyMode, LogOutput};
+use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput};
 
 pub const DEFAULT_KEY_HEADER: &str = "x-subscription-key";
 pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
@@ -374,31 +374,6 @@ impl Key for Section {
     }
     fn rule(&self) -> String {
         format!("object of the {}.* keys", self.path)
-    }
-}
-
-/// The defaults live with the table they come from.
-impl Default for Config {
-    /// What an empty configuration means.
-    fn default() -> Self {
-        Config {
-            enabled: ENABLED.default,
-            subscription_key_header: SUBSCRIPTION_KEY_HEADER.default.to_string(),
-            require_key: REQUIRE_KEY.default,
-            key_mode: KEY_MODE.default,
-            exclude_paths: Vec::new(),
-            attributes: Vec::new(),
-            log_sink: true,
-            log_output: LOG_OUTPUT.default,
-            http: None,
-            dispatcher: Dispatcher {
-                mode: DISPATCHER_MODE.default,
-                vm_id: DISPATCHER_VM_ID.default.to_string(),
-                queue: DISPATCHER_QUEUE.default.to_string(),
-                service: DISPATCHER_SERVICE.default,
-            },
-            llm: None,
-        }
     }
 }
 

@@ -23,6 +23,32 @@ use keys::Key;
 use serde_json::{Map, Value};
 use types::err;
 
+/// The defaults come from the key table (here, where both the table and the types are seen,
+/// so neither module imports the other).
+impl Default for Config {
+    /// What an empty configuration means.
+    fn default() -> Self {
+        Config {
+            enabled: keys::ENABLED.default,
+            subscription_key_header: keys::SUBSCRIPTION_KEY_HEADER.default.to_string(),
+            require_key: keys::REQUIRE_KEY.default,
+            key_mode: keys::KEY_MODE.default,
+            exclude_paths: Vec::new(),
+            attributes: Vec::new(),
+            log_sink: true,
+            log_output: keys::LOG_OUTPUT.default,
+            http: None,
+            dispatcher: Dispatcher {
+                mode: keys::DISPATCHER_MODE.default,
+                vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
+                queue: keys::DISPATCHER_QUEUE.default.to_string(),
+                service: keys::DISPATCHER_SERVICE.default,
+            },
+            llm: None,
+        }
+    }
+}
+
 /// Parses and validates the plugin configuration. `env` reads the VM's environment
 /// (`ENABLE_EVENT_STREAMING`, `${NAME}` header values). An empty configuration means all
 /// defaults.

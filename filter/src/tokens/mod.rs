@@ -1,0 +1,283 @@
+//! Token usage read from LLM API responses as they pass, chunk by chunk, with a small fixed
+//! state: never the body. No host calls.
+//!
+//! Two layers. An SSE line splitter forwards only the payload of `data:` lines (a blank line
+//! ends an event and resets the JSON layer); a plain JSON response goes to the JSON layer
+//! whole. The JSON layer is a key-path tracker: it follows only the objects whose paths can
+//! hold usage (`usage`, `usage.*_details`, and the same under a top-level `message` or
+//! `response`), skips every other container by counting brackets, and records the numbers
+//! and the model it meets on the paths below; the last value wins, so a stream's final
+//! `usage` (OpenAI) or last `message_delta` (Anthropic) is what remains.
+//!
+//! | path (also under `message.` / `response.`)                       | field |
+//! |---|---|
+//! | `model`                                                            | `model` |
+//! | `usage.prompt_tokens`, `usage.input_tokens`                        | `input_tokens` |
+//! | `usage.completion_tokens`, `usage.output_tokens`                   | `output_tokens` |
+//! | `usage.total_tokens`                                               | `total_tokens` |
+//! | `usage.{prompt,input}_tokens_details.cached_tokens`, `usage.cache_read_input_tokens` | `cached_input_tokens` |
+//!
+//! What it does not understand (invalid JSON, `[DONE]`, a fraction, a negative number, an
+//! escaped key or model) is ignored: an invalid payload stops the JSON layer until the next
+//! SSE event, and values already complete stay.
+
+use json::{find_any, Json, Lex};
+
+/// Longest model name kept; a longer one is left out rather than cut.
+pub const MODEL_MAX: usize = 96;
+/// Longest key compared; the longest known one, `cache_read_input_tokens`, has 23 bytes.
+const KEY_MAX: usize = 24;
+/// Objects followed at once: top, `message`/`response`, `usage`, `*_details`.
+const DEPTH: usize = 4;
+
+/// Indexes into `Usage::numbers`, and the event field each becomes.
+pub const INPUT: usize = 0;
+pub const OUTPUT: usize = 1;
+pub const TOTAL: usize = 2;
+pub const CACHED: usize = 3;
+pub const FIELDS: [&str; 4] = [
+    "input_tokens",
+    "output_tokens",
+    "total_tokens",
+    "cached_input_tokens",
+];
+/// Event field: bytes past `llm.max_scan_bytes` were not read, and the numbers may be
+/// incomplete.
+pub const TRUNCATED_FIELD: &str = "tokens_truncated";
+/// Event field: the response had a `content-encoding` (gzip, br, …) and was not read.
+pub const ENCODED_FIELD: &str = "tokens_encoded";
+
+const TRUNCATED: u8 = 1 << 4;
+const ENCODED: u8 = 1 << 5;
+
+/// What a response said about its tokens: four numbers, each present or not, and two flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub numbers: [u64; 4],
+    /// Bit `i` (0..4): `numbers[i]` is present; then `TRUNCATED`, `ENCODED`.
+    pub flags: u8,
+}
+
+impl Usage {
+    pub fn get(&self, i: usize) -> Option<u64> {
+        (self.flags & (1 << i) != 0).then(|| self.numbers[i])
+    }
+    fn set(&mut self, i: usize, n: u64) {
+        self.numbers[i] = n;
+        self.flags |= 1 << i;
+    }
+    pub fn truncated(&self) -> bool {
+        self.flags & TRUNCATED != 0
+    }
+    pub fn encoded(&self) -> bool {
+        self.flags & ENCODED != 0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.flags == 0
+    }
+}
+
+/// How the body is framed, from its `content-type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Framing {
+    #[default]
+    Json,
+    Sse,
+}
+
+/// `application/json` or `text/event-stream` (parameters and case ignored); else None.
+pub fn framing(content_type: &[u8]) -> Option<Framing> {
+    let media = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    let media = media.trim_ascii();
+    if media.eq_ignore_ascii_case(b"application/json") {
+        Some(Framing::Json)
+    } else if media.eq_ignore_ascii_case(b"text/event-stream") {
+        Some(Framing::Sse)
+    } else {
+        None
+    }
+}
+
+/// No `content-encoding`, or `identity`: the bytes are the text.
+pub fn is_identity(content_encoding: Option<&[u8]>) -> bool {
+    content_encoding.is_none_or(|e| {
+        let e = e.trim_ascii();
+        e.is_empty() || e.eq_ignore_ascii_case(b"identity")
+    })
+}
+
+/// Where the SSE splitter is within a line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line, with this many bytes of `data:` matched.
+    #[default]
+    Start,
+    Prefix(u8),
+    /// Just after `data:`: one space may follow.
+    Space,
+    Data,
+    /// Another field (`event:`, `id:`, a `:` comment): ignored to the end of the line.
+    Ignore,
+}
+
+const DATA: &[u8; 5] = b"data:";
+
+/// One response's scan: the framing, the budget, what was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scanner {
+    framing: Framing,
+    json: Json,
+    line: Line,
+    /// The last byte was a CR: a LF right after it ends no second line.
+    cr: bool,
+    /// Bytes the budget still allows.
+    left: u64,
+    /// Reading: a JSON or SSE response with identity encoding, not truncated.
+    active: bool,
+}
+
+impl Scanner {
+    /// A response that will be inspected; the framing is decided by `start`.
+    pub fn new(max_scan_bytes: u64) -> Self {
+        Scanner {
+            left: max_scan_bytes,
+            ..Default::default()
+        }
+    }
+
+    /// The response headers: false when this response is not one to read (the caller then
+    /// drops the scan: no fields). An encoded JSON or SSE response is not read but says so.
+    pub fn start(&mut self, content_type: Option<&[u8]>, content_encoding: Option<&[u8]>) -> bool {
+        let Some(framing) = content_type.and_then(framing) else {
+            return false;
+        };
+        self.framing = framing;
+        if is_identity(content_encoding) {
+            self.active = true;
+        } else {
+            self.json.usage.flags |= ENCODED;
+        }
+        true
+    }
+
+    /// Nothing more can change what was found: a JSON body's top-level object closed, or it
+    /// is not JSON.
+    pub fn finished(&self) -> bool {
+        self.framing == Framing::Json && matches!(self.json.lex, Lex::Done | Lex::Dead)
+    }
+
+    /// How many bytes of a body chunk of `n` to read: 0 when none are wanted. A chunk the
+    /// budget cannot cover ends the scan, flagged truncated unless it had finished.
+    pub fn want(&mut self, n: usize) -> usize {
+        if !self.active || n == 0 {
+            return 0;
+        }
+        if self.finished() {
+            self.active = false;
+            return 0;
+        }
+        if self.left == 0 {
+            self.stop_truncated();
+            return 0;
+        }
+        n.min(usize::try_from(self.left).unwrap_or(usize::MAX))
+    }
+
+    /// The bytes read of a chunk of `n` (`want(n)` of them, or fewer if the host gave less).
+    pub fn fed(&mut self, n: usize, bytes: &[u8]) {
+        self.feed(bytes);
+        self.left = self.left.saturating_sub(bytes.len() as u64);
+        if bytes.len() < n && !self.finished() {
+            self.stop_truncated();
+        }
+    }
+
+    fn stop_truncated(&mut self) {
+        self.active = false;
+        self.json.usage.flags |= TRUNCATED;
+    }
+
+    /// Scans the next bytes of the body, whatever the chunking.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        match self.framing {
+            Framing::Json => self.json.feed(bytes),
+            Framing::Sse => self.feed_sse(bytes),
+        }
+    }
+
+    fn feed_sse(&mut self, bytes: &[u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if self.cr && b == b'\n' {
+                self.cr = false;
+                i += 1;
+                continue;
+            }
+            self.cr = false;
+            if b == b'\n' || b == b'\r' {
+                self.cr = b == b'\r';
+                if self.line == Line::Start {
+                    // a blank line: the event ends
+                    self.json.reset();
+                } else if matches!(self.line, Line::Space | Line::Data) {
+                    // data lines of one event join with a newline (whitespace to JSON)
+                    self.json.feed(b"\n");
+                }
+                self.line = Line::Start;
+                i += 1;
+                continue;
+            }
+            match self.line {
+                Line::Start | Line::Prefix(_) => {
+                    let n = match self.line {
+                        Line::Prefix(n) => n as usize,
+                        _ => 0,
+                    };
+                    self.line = if b != DATA[n] {
+                        Line::Ignore
+                    } else if n + 1 == DATA.len() {
+                        Line::Space
+                    } else {
+                        Line::Prefix(n as u8 + 1)
+                    };
+                    i += 1;
+                }
+                Line::Space => {
+                    self.line = Line::Data;
+                    if b == b' ' {
+                        i += 1;
+                    }
+                }
+                Line::Data => {
+                    let run = &bytes[i..];
+                    let end = find_any(run, [b'\n', b'\r']).unwrap_or(run.len());
+                    self.json.feed(&run[..end]);
+                    i += end;
+                }
+                Line::Ignore => {
+                    let run = &bytes[i..];
+                    i += find_any(run, [b'\n', b'\r']).unwrap_or(run.len());
+                }
+            }
+        }
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.json.usage
+    }
+
+    pub fn model(&self) -> Option<&[u8]> {
+        match self.json.model_len {
+            0 => None,
+            n => self.json.model.get(..n as usize),
+        }
+    }
+}
+
+mod json;
+#[cfg(test)]
+mod tests;
