@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -351,20 +350,7 @@ def main():
     global CADDY, ENVOY
     CADDY = subprocess.check_output([os.path.join(ROOT, "caddy", "install-caddy.sh")], text=True).strip()
     ENVOY = subprocess.check_output([os.path.join(ROOT, "envoy", "install-envoy.sh")], text=True).strip()
-    only = sys.argv[1:]
-    passed = failed = 0
-    for t in TESTS:
-        if only and not any(o in t.__name__ for o in only):
-            continue
-        start = time.time()
-        try:
-            t()
-            passed += 1
-            print(f"test {t.__name__} ... ok ({time.time() - start:.1f}s)", flush=True)
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print(f"test {t.__name__} ... FAILED ({time.time() - start:.1f}s)", flush=True)
-            traceback.print_exc()
+    passed, failed = envoy_e2e.run_tests(TESTS, sys.argv[1:])
     print(f"caddy e2e: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 

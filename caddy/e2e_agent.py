@@ -32,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -516,20 +515,7 @@ def main():
     for p in (AGENT, WASM, os.path.join(e2e.BIN, "collector"), os.path.join(e2e.BIN, "demo-upstream")):
         if not os.path.exists(p):
             sys.exit(f"{p} is missing: make build, and cargo build --release -p usage-collector")
-    only = sys.argv[1:]
-    passed = failed = 0
-    for t in TESTS:
-        if only and not any(o in t.__name__ for o in only):
-            continue
-        start = time.time()
-        try:
-            t()
-            passed += 1
-            print(f"test {t.__name__} ... ok ({time.time() - start:.1f}s)", flush=True)
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print(f"test {t.__name__} ... FAILED ({time.time() - start:.1f}s)", flush=True)
-            traceback.print_exc()
+    passed, failed = e2e.envoy_e2e.run_tests(TESTS, sys.argv[1:])
     print(f"caddy agent e2e: {passed} passed, {failed} failed")
     sys.exit(1 if failed else 0)
 
