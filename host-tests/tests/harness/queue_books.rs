@@ -3,10 +3,12 @@
 //! delivered + dropped + buffered summed over the workers and the service.
 use crate::common::{assert_accounting_across, total};
 use host_tests::metrics::*;
+use host_tests::state::SharedHub;
 use host_tests::{Reply, Vm};
 use serde_json::json;
+use std::collections::VecDeque;
 
-fn start(hub: &host_tests::state::SharedHub, service: bool) -> Vm {
+fn start(hub: &SharedHub, service: bool) -> Vm {
     Vm::envoy()
         .hub(hub)
         .vm_id(if service {
@@ -24,36 +26,44 @@ fn start(hub: &host_tests::state::SharedHub, service: bool) -> Vm {
         .unwrap()
 }
 
-#[test]
-fn records_lost_from_a_truncated_hand_over_are_counted() {
+/// A service and a worker on one hub; the worker meters a keyed request for each path and
+/// hands the events over in one message, which is still in the queue.
+fn handed_over(paths: &[&str], key: &str) -> (SharedHub, Vm, Vm) {
     let hub = Vm::new_hub();
     let mut service = start(&hub, true);
     let mut worker = start(&hub, false);
     service.auto_reply(|_| Reply::Status(200));
-    for i in 0..5 {
-        worker
-            .request()
-            .path(&format!("/v1/{i}"))
-            .key("k")
-            .respond(200)
-            .unwrap();
+    for path in paths {
+        worker.request().path(path).key(key).respond(200).unwrap();
     }
     worker.advance_ms(100).unwrap();
-    {
-        // Damage the message in the queue: cut into its last record.
-        let mut h = hub.borrow_mut();
-        let q = h
-            .queues
-            .iter_mut()
-            .find(|q| q.name == "usage_events")
-            .expect("the service registered its queue");
-        let msg = q
-            .items
+    (hub, service, worker)
+}
+
+/// The messages waiting in the service's queue, to be changed on the way.
+fn in_queue(hub: &SharedHub, f: impl FnOnce(&mut VecDeque<Vec<u8>>)) {
+    let mut h = hub.borrow_mut();
+    let q = h
+        .queues
+        .iter_mut()
+        .find(|q| q.name == "usage_events")
+        .expect("the service registered its queue");
+    f(&mut q.items);
+}
+
+#[test]
+fn records_lost_from_a_truncated_hand_over_are_counted() {
+    let paths: Vec<String> = (0..5).map(|i| format!("/v1/{i}")).collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let (hub, mut service, mut worker) = handed_over(&paths, "k");
+    // Damage the message in the queue: cut into its last record.
+    in_queue(&hub, |items| {
+        let msg = items
             .pop_front()
             .expect("the worker handed its events over");
-        assert!(q.items.is_empty(), "one message for five events");
-        q.items.push_back(msg[..msg.len() - 10].to_vec());
-    }
+        assert!(items.is_empty(), "one message for five events");
+        items.push_back(msg[..msg.len() - 10].to_vec());
+    });
     service.advance_ms(3000).unwrap();
     worker.advance_ms(1000).unwrap();
     let vms = [&service, &worker];
@@ -65,27 +75,9 @@ fn records_lost_from_a_truncated_hand_over_are_counted() {
 
 #[test]
 fn a_message_that_is_garbage_loses_no_event_it_did_not_have() {
-    let hub = Vm::new_hub();
-    let mut service = start(&hub, true);
-    let mut worker = start(&hub, false);
-    service.auto_reply(|_| Reply::Status(200));
-    worker
-        .request()
-        .path("/v1/a")
-        .key("k")
-        .respond(200)
-        .unwrap();
-    worker.advance_ms(100).unwrap();
-    {
-        let mut h = hub.borrow_mut();
-        let q = h
-            .queues
-            .iter_mut()
-            .find(|q| q.name == "usage_events")
-            .unwrap();
-        // Too short to announce anything: nothing is invented.
-        q.items.push_back(vec![1, 2]);
-    }
+    let (hub, mut service, mut worker) = handed_over(&["/v1/a"], "k");
+    // Too short to announce anything: nothing is invented.
+    in_queue(&hub, |items| items.push_back(vec![1, 2]));
     service.advance_ms(3000).unwrap();
     worker.advance_ms(1000).unwrap();
     let vms = [&service, &worker];
@@ -99,31 +91,13 @@ fn a_message_that_is_garbage_loses_no_event_it_did_not_have() {
 #[test]
 fn a_damaged_record_never_spoils_its_batch() {
     for damage in [b'"', 0xff, 0x01, b'\\'] {
-        let hub = Vm::new_hub();
-        let mut service = start(&hub, true);
-        let mut worker = start(&hub, false);
-        service.auto_reply(|_| Reply::Status(200));
-        for path in ["/v1/ok", "/v1/xxxx", "/v1/ok"] {
-            worker
-                .request()
-                .path(path)
-                .key("kkkk")
-                .respond(200)
-                .unwrap();
-        }
-        worker.advance_ms(100).unwrap();
-        {
-            let mut h = hub.borrow_mut();
-            let q = h
-                .queues
-                .iter_mut()
-                .find(|q| q.name == "usage_events")
-                .unwrap();
-            let mut msg = q.items.pop_front().unwrap();
+        let (hub, mut service, mut worker) = handed_over(&["/v1/ok", "/v1/xxxx", "/v1/ok"], "kkkk");
+        in_queue(&hub, |items| {
+            let mut msg = items.pop_front().unwrap();
             let at = msg.windows(8).position(|w| w == b"/v1/xxxx").unwrap();
             msg[at + 4] = damage;
-            q.items.push_back(msg);
-        }
+            items.push_back(msg);
+        });
         service.advance_ms(3000).unwrap();
         for c in service.callouts() {
             let body: serde_json::Value = serde_json::from_slice(&c.body)
