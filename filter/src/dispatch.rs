@@ -75,10 +75,6 @@ impl Dispatcher {
         }
     }
 
-    pub fn config(&self) -> &Http {
-        &self.cfg
-    }
-
     /// Events held: waiting, in flight, or waiting for a retry.
     pub fn buffered(&self) -> usize {
         self.buffer.held()
