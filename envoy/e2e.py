@@ -47,11 +47,20 @@ KEEP = os.environ.get("ENVOY_E2E_KEEP") == "1"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    """A port that was free a moment ago. Kept for caddy/e2e.py; this suite binds port 0."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago, and never one this process handed out before (the
+    kernel may offer a just-closed port again, and two servers of one stack then collide).
+    Kept for caddy/e2e.py; this suite binds port 0."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(pred, timeout, what, interval=0.05):
