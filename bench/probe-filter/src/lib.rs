@@ -9,6 +9,8 @@
 //! | `map` | the request-header map (`proxy_get_header_map_pairs`), unparsed as in the floor filter | `on_http_request_headers` |
 //! | `set_property` | `set_property(["usage_event"], <366 bytes>)`, as the log sink does (filter state) | `on_log` |
 //! | `log` | one `proxy_log` at info level (Envoy runs at `--log-level error`: the crossing, no line written) | `on_log` |
+//! | `callout` | none per request: every 100 ms the root sends one 26,700-byte POST per 100 requests seen (the http sink's default batch of 100 `veil` events) to the bench's upstream | `on_tick` |
+//! | `cel` | one `expr_evaluate` foreign call: a CEL list of everything an event needs (path, method, key, status, start, duration), compiled once by `expr_create` | `on_log` |
 //!
 //! Built without a feature it is the null filter (so a workspace-wide build works).
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -48,9 +50,71 @@ fn request_map() -> Option<Vec<u8>> {
 #[cfg(feature = "set_property")]
 const EVENT: &[u8] = &[b'x'; 366];
 
+#[cfg(feature = "cel")]
+static CEL: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+#[cfg(feature = "cel")]
+const EXPR: &str = "[request.path, request.method, 'x-subscription-key' in request.headers ? request.headers['x-subscription-key'] : '', response.code, request.time, request.duration]";
+
+#[cfg(feature = "callout")]
+static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[cfg(feature = "callout")]
+const BODY: &[u8] = &[b'x'; 26_700];
+
 struct Root;
+#[cfg(not(feature = "callout"))]
 impl Context for Root {}
+#[cfg(feature = "callout")]
+impl Context for Root {
+    fn on_http_call_response(&mut self, _: u32, _: usize, _: usize, _: usize) {}
+}
 impl RootContext for Root {
+    #[cfg(feature = "callout")]
+    fn on_configure(&mut self, _: usize) -> bool {
+        self.set_tick_period(std::time::Duration::from_millis(100));
+        true
+    }
+    #[cfg(feature = "callout")]
+    fn on_tick(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let batches = SEEN.load(Relaxed) / 100;
+        SEEN.fetch_sub(batches * 100, Relaxed);
+        for _ in 0..batches {
+            self.dispatch_http_call(
+                "upstream",
+                vec![
+                    (":method", "POST"),
+                    (":path", "/probe"),
+                    (":authority", "upstream"),
+                    ("content-type", "application/json"),
+                ],
+                Some(BODY),
+                vec![],
+                std::time::Duration::from_secs(5),
+            )
+            .ok();
+        }
+    }
+    #[cfg(feature = "cel")]
+    fn on_configure(&mut self, _: usize) -> bool {
+        match proxy_wasm::hostcalls::call_foreign_function("expr_create", Some(EXPR.as_bytes())) {
+            Ok(Some(t)) if t.len() == 4 => {
+                let token = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                CEL.store(token, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            other => {
+                proxy_wasm::hostcalls::log(
+                    proxy_wasm::types::LogLevel::Critical,
+                    &format!("probe cel: expr_create {other:?}"),
+                )
+                .ok();
+                // hosts without Envoy's CEL (fuel-bench's) still run it: the call, refused
+                true
+            }
+        }
+    }
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream))
     }
@@ -72,8 +136,19 @@ impl HttpContext for Stream {
         Action::Continue
     }
     fn on_log(&mut self) {
+        #[cfg(feature = "callout")]
+        SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "set_property")]
         self.set_property(vec!["usage_event"], Some(EVENT));
+        #[cfg(feature = "cel")]
+        {
+            let token = CEL.load(std::sync::atomic::Ordering::Relaxed).to_le_bytes();
+            black_box(proxy_wasm::hostcalls::call_foreign_function(
+                "expr_evaluate",
+                Some(&token),
+            ))
+            .ok();
+        }
         #[cfg(feature = "log")]
         black_box(proxy_wasm::hostcalls::log(
             proxy_wasm::types::LogLevel::Info,
