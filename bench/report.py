@@ -299,12 +299,36 @@ def bench_md():
     L.append("")
     L.append(f"Linear memory per buffered event: **{fuel['memory_per_buffered_event']:.0f} bytes** "
              "(20,000 events held, collector silent).\n")
+    v8_section(L)
     llm_section(L)
     agent_section(L)
     notes = os.path.join(ROOT, "bench", "notes.md")
     if os.path.exists(notes):
         L.append(open(notes).read())
     return "\n".join(L) + "\n"
+
+
+def v8_section(L):
+    path = os.path.join(R, "v8.json")
+    if not os.path.exists(path):
+        return
+    v = json.load(open(path))
+    req = v["request_ns"]
+    L.append(f"## (a2) In V8 (Node's, V8 {v['v8']}), the wasm alone\n")
+    L.append("`bench/v8_wasm.js`: the same `.wasm` files driven through a request's callbacks with the host "
+             "reduced to JavaScript stubs, so the time is the filter's own code in the engine Envoy embeds "
+             "(plus the stubs, the same for every build). Medians of "
+             f"{v['passes']} interleaved passes of 7 rounds; these vary by a few percent between runs, where "
+             "part (b) varies by tens: they tell what a change to the wasm did, part (b) what Envoy then "
+             "spends around it.\n")
+    L.append("| build | ns per request | over the floor filter | passes |")
+    L.append("|---|---:|---:|---|")
+    for k, ns in req.items():
+        over = ns - req["floor"] if k != "floor" else 0
+        runs = ", ".join(f"{x:.0f}" for x in v["request_ns_runs"][k])
+        name = f"before (`{v['before']}`)" if k == "before" else k
+        L.append(f"| {name} | {ns:.0f} | {over:+.0f} | {runs} |")
+    L.append(f"\nBuilding a `veil` batch body of 100 events: **{v['encode_veil_ns_per_event']:.0f} ns per event**.\n")
 
 
 def llm_section(L):

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: (a) fuel, host calls and memory in our host, (b) overhead in the real Envoy 1.40,
+# `make bench`: (a) fuel, host calls and memory in our host, (a2) the wasm alone timed in V8
+# (Node's, when node is installed), (b) overhead in the real Envoy 1.40,
 # per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
 # fuel.json, envoy.json, bench.md, bench.svg, readme-block.md. With BENCH_WRITE=1
 # (`make bench-report`) the report goes to docs/bench.md, docs/bench.svg and README's
@@ -35,6 +36,8 @@ mkdir -p bench/results
 echo "== (a) fuel, host calls and memory in our host"
 target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm dist/null_filter.wasm \
   ${BENCH_BEFORE:+"$BENCH_BEFORE"} > bench/results/fuel.json
+echo "== (a2) the wasm alone in V8 (node), when there is a node"
+python3 bench/v8_bench.py ${BENCH_BEFORE:+"$BENCH_BEFORE"}
 echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
 echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector"
