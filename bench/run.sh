@@ -4,8 +4,8 @@
 # per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
 # fuel.json, envoy.json, bench.md, bench.svg, readme-block.md. With BENCH_WRITE=1
 # (`make bench-report`) the report goes to docs/bench.md, docs/bench.svg and README's
-# Performance block instead. With the defaults, 7–8 minutes once built (an estimate from shorter runs:
-# 95 measurements of 3 s, plus start, warm-up and settling).
+# Performance block instead. Measured once built: 12 minutes with BENCH_ROUNDS=7 (175
+# measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min); about 9 with the default 5.
 #
 # Settings (environment; see bench/envoy_bench.py and README "Performance"):
 #   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy,sse BENCH_PROBE_ROUTES=direct
