@@ -80,6 +80,18 @@ for _p in PROBES:
     NAMES[f"probe_{_p}"] = f"probe: null + one {_p} call"
 
 
+def git_commit():
+    """The commit measured, as the report names it (taken now: a report may be written later)."""
+    def git(*a):
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    try:
+        rev = git("rev-parse", "--short", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "filter")
+    except OSError:
+        return "unknown"
+    return rev + (" with uncommitted changes" if dirty else "")
+
+
 def resolve(path):
     if os.path.isabs(path):
         return path
@@ -566,7 +578,8 @@ def summarize(runs):
                 "with_drops": len([r for r in runs if r["config"] == kind and r["drops"]]),
                 "best": {k: best[k] for k in ("route", "round", "rps", "requests", "captured", "delivered", "drops",
                                                "batches", "callouts_per_s")} if best else None}
-    return {"duration_s": DURATION, "rounds": ROUNDS, "connections": CONNECTIONS, "routes": ROUTES,
+    return {"commit": git_commit(), "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+            "duration_s": DURATION, "rounds": ROUNDS, "connections": CONNECTIONS, "routes": ROUTES,
             "probe_routes": PROBE_ROUTES, "pinning": {"envoy_cpu": ENVOY_CPU, "load_cpu": LOAD_CPU},
             "configs": CONFIGS, "names": {k: NAMES[k] for k in CONFIGS}, "variants": VARIANTS,
             "summary": summary, "goals": goals, "ratios": ratios, "host_calls": host_calls,

@@ -41,6 +41,8 @@ def spread(s, digits=2, unit=""):
 
 
 def provenance():
+    if env.get("commit") and env.get("finished_utc"):
+        return f"commit `{env['commit']}` (filter/), {env['finished_utc']} UTC"
     def git(*a):
         try:
             return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
