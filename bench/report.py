@@ -414,6 +414,14 @@ def readme_block():
              f"GET with the http sink ({lg['total']:,} and {calls_count(lg)} with the log sink), against "
              f"{fuel['null_total']:,} and 0 for the null filter; {fuel['memory_per_buffered_event']:.0f} bytes of "
              f"linear memory per buffered event.")
+    v8 = os.path.join(R, "v8.json")
+    if os.path.exists(v8):
+        v = json.load(open(v8))
+        req = v["request_ns"]
+        before = (f" (the `before` build: {req['before'] - req['floor']:+.0f} ns)" if "before" in req else "")
+        L.append(f"- In V8 alone (Node's, part a2 of docs/bench.md): the filter's own wasm costs "
+                 f"{req['usage_filter'] - req['floor']:+.0f} ns per request over the floor filter's{before}; "
+                 f"a `veil` batch {v['encode_veil_ns_per_event']:.0f} ns per event.")
     L.append("")
     L.append(END)
     return "\n".join(L)
