@@ -13,8 +13,9 @@ out=target/wasm32-wasip1/wasm
 cargo build -q -p usage-filter --target wasm32-wasip1 --profile wasm --features bench
 $opt $out/usage_filter.wasm -o dist/usage_filter_bench.wasm
 # the references are built exactly like the filter: same profile and post-optimisation
-cargo build -q -p null-filter --target wasm32-wasip1 --profile wasm
-$opt $out/null_filter.wasm -o dist/null_filter.wasm
+# the null filter is the probe crate without a feature, so a probe differs from it by its one call
+cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm
+$opt $out/probe_filter.wasm -o dist/null_filter.wasm
 cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
 $opt $out/floor_filter.wasm -o dist/floor_filter.wasm
 for kind in header clock map set_property log cel callout; do

@@ -12,7 +12,9 @@
 //! | `callout` | none per request: every 100 ms the root sends one 26,700-byte POST per 100 requests seen (the http sink's default batch of 100 `veil` events) to the bench's upstream | `on_tick` |
 //! | `cel` | one `expr_evaluate` foreign call: a CEL list of everything an event needs (path, method, key, status, start, duration), compiled once by `expr_create` | `on_log` |
 //!
-//! Built without a feature it is the null filter (so a workspace-wide build works).
+//! Built without a feature it is the null filter (`dist/null_filter.wasm`, bench/build.sh): a
+//! root context and an HTTP context that override nothing, so every callback still crosses
+//! into the VM and back, which is what the null row measures.
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType};
 #[allow(unused_imports)]
