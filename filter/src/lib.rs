@@ -28,6 +28,7 @@ pub mod retry;
 pub mod root;
 pub mod shared;
 pub mod stream;
+mod swar;
 pub mod tokens;
 
 #[cfg(test)]

@@ -1,43 +1,8 @@
 //! The JSON layer of the token scanner: a key-path tracker with fixed state that follows
-//! only the objects whose paths can hold usage, and the word-at-a-time byte search both
-//! layers use.
+//! only the objects whose paths can hold usage.
 
 use super::{Usage, CACHED, DEPTH, INPUT, KEY_MAX, MODEL_MAX, OUTPUT, TOTAL};
-
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// The index of the first byte of `s` that is in `set`, looking at 8 bytes at a time (a word
-/// has a byte equal to `t` where `w ^ t…t` has a zero byte; the lowest flag is exact). A
-/// byte-at-a-time scan cost about four times the fuel.
-pub(super) fn find_any<const N: usize>(s: &[u8], set: [u8; N]) -> Option<usize> {
-    let mut words = s.chunks_exact(8);
-    for (k, c) in words.by_ref().enumerate() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let mut m = 0;
-        for t in set {
-            let x = w ^ (LO * u64::from(t));
-            m |= x.wrapping_sub(LO) & !x & HI;
-        }
-        if m != 0 {
-            return Some(k * 8 + (m.trailing_zeros() / 8) as usize);
-        }
-    }
-    let tail = words.remainder();
-    let at = s.len() - tail.len();
-    let mut w = [0u8; 8];
-    // the tail padded with a byte of the set, so the word test ends it
-    w.fill(set.first().copied().unwrap_or(0));
-    w[..tail.len()].copy_from_slice(tail);
-    let w = u64::from_le_bytes(w);
-    let mut m = 0;
-    for t in set {
-        let x = w ^ (LO * u64::from(t));
-        m |= x.wrapping_sub(LO) & !x & HI;
-    }
-    let p = (m.trailing_zeros() / 8) as usize;
-    (N > 0 && p < tail.len()).then_some(at + p)
-}
+use crate::swar::find_any;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Node {

@@ -21,7 +21,8 @@
 //! escaped key or model) is ignored: an invalid payload stops the JSON layer until the next
 //! SSE event, and values already complete stay.
 
-use json::{find_any, Json, Lex};
+use crate::swar::find_any;
+use json::{Json, Lex};
 
 /// Longest model name kept; a longer one is left out rather than cut.
 pub const MODEL_MAX: usize = 96;

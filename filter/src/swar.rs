@@ -1,0 +1,71 @@
+//! Byte search eight bytes per step (SWAR: one u64 holds eight bytes): the token scanner's
+//! runs through strings and lines, and the encoder's check for bytes JSON must escape. A
+//! byte-at-a-time scan cost about four times the fuel, and a fifth of encoding a batch in V8.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The index of the first byte of `s` that is in `set`.
+pub(crate) fn find_any<const N: usize>(s: &[u8], set: [u8; N]) -> Option<usize> {
+    first(s, set, 0)
+}
+
+/// The index of the first byte of `s` that is in `set` or below `n` (`n` <= 128).
+pub(crate) fn find_any_or_below<const N: usize>(s: &[u8], set: [u8; N], n: u8) -> Option<usize> {
+    first(s, set, n)
+}
+
+/// The high bit of each byte of the result flags a byte of `w` below `n` or in `set`. A
+/// subtraction's borrow can only flag bytes above a true one, so the lowest flag is exact.
+#[inline(always)]
+fn flags<const N: usize>(w: u64, set: [u8; N], n: u8) -> u64 {
+    let below = |x: u64, n: u8| x.wrapping_sub(LO * u64::from(n)) & !x & HI;
+    let mut m = below(w, n);
+    for t in set {
+        m |= below(w ^ (LO * u64::from(t)), 1);
+    }
+    m
+}
+
+#[inline(always)]
+fn first<const N: usize>(s: &[u8], set: [u8; N], n: u8) -> Option<usize> {
+    let mut words = s.chunks_exact(8);
+    for (k, c) in words.by_ref().enumerate() {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let m = flags(w, set, n);
+        if m != 0 {
+            return Some(k * 8 + (m.trailing_zeros() / 8) as usize);
+        }
+    }
+    // the last few bytes one at a time: padding them into a word costs V8 a call to copy
+    let at = s.len() - words.remainder().len();
+    let hit = |b: &u8| *b < n || set.contains(b);
+    words.remainder().iter().position(hit).map(|p| at + p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_what_a_byte_scan_finds() {
+        let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
+        for start in 0..hay.len() {
+            for len in [0, 1, 7, 8, 9, 16, 33, 200] {
+                let s = &hay[start..(start + len).min(hay.len())];
+                for set in [[b'"', b'\\'], [0x80, 0xff], [0, 1], [hay[start], b'x']] {
+                    let want = s.iter().position(|b| set.contains(b));
+                    assert_eq!(find_any(s, set), want, "{start} {len} {set:?}");
+                    for n in [0x20, 0x80] {
+                        let want = s.iter().position(|&b| set.contains(&b) || b < n);
+                        assert_eq!(
+                            find_any_or_below(s, set, n),
+                            want,
+                            "{start} {len} {set:?} {n}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
