@@ -45,6 +45,7 @@ const REQUEST = serializeMap([
 const CALL_RESPONSE = serializeMap([[':status', '200']]);
 const EMPTY_MAP = serializeMap([]);
 const STATUS = enc.encode('200');
+const STATUS_KEY = enc.encode(':status');
 const CONFIG = enc.encode(config || '{"enabled":true,"sinks":["http"],"http":{"cluster":"collector"}}');
 const MAP = { request: 0, response: 2, callResponse: 6 };
 const BUFFER = { pluginConfiguration: 7 };
@@ -94,8 +95,10 @@ function request() {
   const env = {
     proxy_get_header_map_pairs: (t, pp, sp) =>
       give(t === MAP.request ? REQUEST : t === MAP.callResponse ? CALL_RESPONSE : EMPTY_MAP, pp, sp),
+    // `:status` of a response or a callout's answer; anything else is not there (1, NotFound)
     proxy_get_header_map_value: (t, kp, ks, pp, sp) =>
-      ks === 7 && t !== MAP.request && new Uint8Array(mem.buffer)[kp] === 58 /* ':' */ ? give(STATUS, pp, sp) : 1,
+      t !== MAP.request && ks === STATUS_KEY.length &&
+      new Uint8Array(mem.buffer, kp, ks).every((b, i) => b === STATUS_KEY[i]) ? give(STATUS, pp, sp) : 1,
     proxy_get_current_time_nanoseconds: (p) => { dv().setBigUint64(p, now, true); return 0; },
     proxy_define_metric: (t, np, ns, rp) => { dv().setUint32(rp, token++, true); return 0; },
     proxy_register_shared_queue: (np, ns, rp) => { dv().setUint32(rp, 1, true); return 0; },
