@@ -21,19 +21,11 @@ import threading
 import time
 import urllib.request
 
+import e2e  # envoy/e2e.py: its test runner and free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "envoy", "run.sh")
 KEY_LINE = "invalid plugin configuration: http.batch_size: must be between 1 and 100000, got 0"
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def listening(port):
@@ -46,7 +38,7 @@ class Run:
     """run.sh in its own session, its output collected line by line with arrival times."""
 
     def __init__(self, tmp, config=None, ports=None):
-        self.ports = dict(zip(("API", "ADMIN", "UPSTREAM", "COLLECTOR"), free_ports(4)))
+        self.ports = dict(zip(("API", "ADMIN", "UPSTREAM", "COLLECTOR"), (e2e.free_port() for _ in range(4))))
         self.ports.update(ports or {})
         env = dict(os.environ, USAGE_RUN_DIR=tmp)
         env.update({f"USAGE_RUN_{k}_PORT": str(v) for k, v in self.ports.items()})
@@ -239,17 +231,7 @@ TESTS = [test_broken_config_exits_fast, test_port_taken_names_the_process,
 
 
 def main():
-    passed = failed = 0
-    for test in TESTS:
-        t0 = time.monotonic()
-        print(f"{test.__name__} ...", flush=True)
-        try:
-            test()
-            passed += 1
-            print(f"{test.__name__}: ok ({time.monotonic() - t0:.1f} s)", flush=True)
-        except Exception as e:  # an assertion, or a timeout waiting for run.sh
-            failed += 1
-            print(f"{test.__name__}: FAILED ({time.monotonic() - t0:.1f} s)\n{e}", flush=True)
+    passed, failed = e2e.run_tests(TESTS, sys.argv[1:])
     print(f"run-test: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

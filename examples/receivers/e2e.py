@@ -24,6 +24,7 @@ Run with the receivers venv's python (examples/receivers/install.sh prints it).
 import base64
 import copy
 import datetime
+import importlib.util
 import json
 import os
 import random
@@ -48,10 +49,12 @@ KEYS = ["acme-key", "globex-key", "initech-key"]
 N_CLICKHOUSE, N_LOSSY, N_CE, N_UNKEYED = 240, 30, 90, 5
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# envoy/e2e.py's test runner and free_port (never the same port twice in one process), loaded
+# under another name: this file is also called e2e.py.
+_spec = importlib.util.spec_from_file_location("envoy_e2e", os.path.join(ROOT, "envoy", "e2e.py"))
+envoy_e2e = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(envoy_e2e)
+free_port = envoy_e2e.free_port
 
 
 def wait_for(pred, timeout, what, interval=0.05):
@@ -553,17 +556,7 @@ TESTS = [test_prometheus_rules, test_receivers]
 
 
 def main():
-    passed = failed = 0
-    for test in TESTS:
-        t0 = time.monotonic()
-        print(f"{test.__name__} ...", flush=True)
-        try:
-            test()
-            passed += 1
-            print(f"{test.__name__}: ok ({time.monotonic() - t0:.1f} s)", flush=True)
-        except Exception as e:
-            failed += 1
-            print(f"{test.__name__}: FAILED ({time.monotonic() - t0:.1f} s)\n{e}", flush=True)
+    passed, failed = envoy_e2e.run_tests(TESTS, sys.argv[1:])
     print(f"e2e-receivers: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
