@@ -21,32 +21,10 @@ use proxy_wasm::types::{Action, ContextType};
 use std::hint::black_box;
 
 #[cfg(feature = "map")]
-extern "C" {
-    // the same import the SDK declares (hostcalls.rs), called without its parser
-    fn proxy_get_header_map_pairs(
-        map_type: proxy_wasm::types::MapType,
-        return_map_data: *mut *mut u8,
-        return_map_size: *mut usize,
-    ) -> proxy_wasm::types::Status;
-}
-
-/// One `proxy_get_header_map_pairs` of the request headers: the serialized map, unparsed
-/// (as bench/floor-filter reads it).
+#[path = "../../floor-filter/src/request_map.rs"]
+mod request_map;
 #[cfg(feature = "map")]
-fn request_map() -> Option<Vec<u8>> {
-    use proxy_wasm::types::{MapType, Status};
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: the host writes a pointer it allocated through the SDK's
-    // `proxy_on_memory_allocate` (a leaked `Vec<u8>` of capacity `size`), as the SDK's own
-    // `get_map` relies on.
-    unsafe {
-        match proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) {
-            Status::Ok if !data.is_null() => Some(Vec::from_raw_parts(data, size, size)),
-            _ => None,
-        }
-    }
-}
+use request_map::request_map;
 
 /// About one encoded event (the `ndjson` bytes per event in `make bench` part a).
 #[cfg(feature = "set_property")]
