@@ -35,7 +35,7 @@ pub extern "C" fn bench_encode_event(n: u32) -> u32 {
     let e = sample();
     let mut seconds = crate::event::SecondCache::default();
     (0..n)
-        .map(|_| encode::encode_event_with(&e, &mut seconds).json.len() as u32)
+        .map(|_| encode::encode_event_with(&e, &mut seconds).len() as u32)
         .sum()
 }
 

@@ -65,7 +65,7 @@ impl Delivery {
     pub fn finish(&mut self, e: &Event<'_>, now_ms: u64) -> Option<LogLine> {
         self.counters.captured += 1;
         let line = self.log.map(|out| LogLine {
-            line: encode::log_line(&encode::encode_event_with(e, &mut self.seconds)),
+            line: encode::log_line(e, &mut self.seconds),
             to_host_log: matches!(out, LogOutput::HostLog | LogOutput::Both),
             to_filter_state: matches!(out, LogOutput::FilterState | LogOutput::Both),
         });

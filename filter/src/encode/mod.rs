@@ -7,21 +7,6 @@ use crate::event::{write_uuid, Event, SecondCache, Tokens};
 use crate::record::Record;
 use crate::tokens;
 
-/// An event's JSON object for the log line, with the span of its quoted timestamp.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Encoded {
-    pub json: Vec<u8>,
-    pub timestamp: (u32, u32),
-}
-
-impl Encoded {
-    pub fn timestamp_json(&self) -> &[u8] {
-        self.json
-            .get(self.timestamp.0 as usize..self.timestamp.1 as usize)
-            .unwrap_or(b"\"\"")
-    }
-}
-
 /// A JSON string. Header values almost never need escaping, so one scan decides, and the
 /// common case is a single copy; anything else goes through serde_json's escaper. (Measured:
 /// serde_json's writer costs ~470 fuel for a 13-byte string, the fast path a fraction.)
@@ -54,25 +39,23 @@ fn field(out: &mut Vec<u8>, name: &str) {
     out.extend_from_slice(b"\":");
 }
 
-/// Where `write_event` put the quoted timestamp.
-struct Spans {
-    timestamp: (usize, usize),
-}
-
-// Not inlined: five wire formats call it, and inlined copies cost ~25 KB of .wasm.
-#[inline(never)]
 /// Writes the event's JSON object: the ten fields in Veil's order, then (unless `core_only`,
 /// the `veil` format) the extras.
-fn write_event(
-    out: &mut Vec<u8>,
-    e: &Event<'_>,
-    seconds: &mut SecondCache,
-    core_only: bool,
-) -> Spans {
+fn write_event(out: &mut Vec<u8>, e: &Event<'_>, seconds: &mut SecondCache, core_only: bool) {
+    out.push(b'{');
+    write_members(out, e, seconds, core_only);
+}
+
+// Not inlined: five wire formats and the log line call it, and inlined copies cost ~25 KB of
+// .wasm.
+#[inline(never)]
+/// The event's members and its closing brace: what `write_event` writes after the `{`, and
+/// what the log line writes after its own leading members.
+fn write_members(out: &mut Vec<u8>, e: &Event<'_>, seconds: &mut SecondCache, core_only: bool) {
     // Field names are written with their punctuation as one literal each: a call per
     // field instead of four (measured in V8: see bench/notes.md). No reserve per event: near
     // the end of a batch's scratch buffer it doubled the buffer for bytes that fitted.
-    out.extend_from_slice(b"{\"id\":\"");
+    out.extend_from_slice(b"\"id\":\"");
     write_uuid(out, &e.id);
     out.extend_from_slice(b"\",\"api_path\":");
     write_str(out, &e.api_path);
@@ -88,10 +71,8 @@ fn write_event(
         true => b",\"success\":true,\"timestamp\":\"",
         false => b",\"success\":false,\"timestamp\":\"",
     });
-    let t0 = out.len() - 1;
     seconds.write(out, e.completed_unix_ns);
     out.push(b'"');
-    let timestamp = (t0, out.len());
     out.extend_from_slice(b",\"request_size\":");
     write_u64(out, e.request_size);
     out.extend_from_slice(b",\"response_size\":");
@@ -116,7 +97,6 @@ fn write_event(
         }
     }
     out.push(b'}');
-    Spans { timestamp }
 }
 
 /// The `llm` fields, each only when the response said it.
@@ -143,18 +123,15 @@ fn write_tokens(out: &mut Vec<u8>, t: &Tokens<'_>) {
 }
 
 /// The event's whole JSON object (all formats but `veil` carry the extras).
-pub fn encode_event(e: &Event<'_>) -> Encoded {
+pub fn encode_event(e: &Event<'_>) -> Vec<u8> {
     encode_event_with(e, &mut SecondCache::default())
 }
 
 /// `encode_event` reusing the caller's formatted second (one cache per VM).
-pub fn encode_event_with(e: &Event<'_>, seconds: &mut SecondCache) -> Encoded {
+pub fn encode_event_with(e: &Event<'_>, seconds: &mut SecondCache) -> Vec<u8> {
     let mut json = Vec::with_capacity(340 + strings_len(e));
-    let spans = write_event(&mut json, e, seconds, false);
-    Encoded {
-        json,
-        timestamp: (spans.timestamp.0 as u32, spans.timestamp.1 as u32),
-    }
+    write_event(&mut json, e, seconds, false);
+    json
 }
 
 fn strings_len(e: &Event<'_>) -> usize {
@@ -172,15 +149,16 @@ fn strings_len(e: &Event<'_>) -> usize {
             .map_or(0, |t| t.model.as_ref().map_or(0, |m| m.len()) + 160)
 }
 
-/// The log sink's line, shaped like Veil's slog line.
-pub fn log_line(e: &Encoded) -> Vec<u8> {
-    let mut out = Vec::with_capacity(e.json.len() + 96);
-    out.extend_from_slice(b"{\"time\":");
-    out.extend_from_slice(e.timestamp_json());
+/// The log sink's line, shaped like Veil's slog line: its own members first (`time` is the
+/// event's timestamp), then the event's, written once into the line.
+pub fn log_line(e: &Event<'_>, seconds: &mut SecondCache) -> Vec<u8> {
+    let mut out = Vec::with_capacity(436 + strings_len(e));
+    out.extend_from_slice(b"{\"time\":\"");
+    seconds.write(&mut out, e.completed_unix_ns);
     out.extend_from_slice(
-        b",\"level\":\"INFO\",\"msg\":\"usage_event\",\"event_type\":\"api_usage\",",
+        b"\",\"level\":\"INFO\",\"msg\":\"usage_event\",\"event_type\":\"api_usage\",",
     );
-    out.extend_from_slice(e.json.get(1..).unwrap_or(b"}"));
+    write_members(&mut out, e, seconds, false);
     out
 }
 

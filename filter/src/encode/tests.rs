@@ -110,21 +110,21 @@ fn llm_fields_ride_every_format_but_veil_and_only_when_found() {
         assert_eq!(e["tokens_truncated"], true);
         assert!(e.get("total_tokens").is_none() && e.get("tokens_encoded").is_none());
     }
-    let line = log_line(&encode_event(&llm_event()));
+    let line = log_line(&llm_event(), &mut SecondCache::default());
     let v: Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(
         (v["input_tokens"].clone(), v["msg"].clone()),
         (25.into(), "usage_event".into())
     );
     // an event without tokens has none of the fields
-    let v: Value = serde_json::from_slice(&encode_event(&event("k")).json).unwrap();
+    let v: Value = serde_json::from_slice(&encode_event(&event("k"))).unwrap();
     assert!(v.get("model").is_none() && v.get("input_tokens").is_none());
 }
 
 #[test]
 fn event_json_has_the_ten_fields_and_extras() {
     let e = encode_event(&event("k\"ey"));
-    let v: Value = serde_json::from_slice(&e.json).unwrap();
+    let v: Value = serde_json::from_slice(&e).unwrap();
     assert_eq!(v["api_path"], "/v1/things");
     assert_eq!(v["subscription_key"], "k\"ey");
     assert_eq!(v["status_code"], 201);
@@ -152,18 +152,25 @@ fn veil_is_exactly_ten_fields() {
 
 #[test]
 fn log_line_is_veils_slog_shape() {
-    let line = log_line(&encode_event(&event("k")));
+    let line = log_line(&event("k"), &mut SecondCache::default());
     let v: Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(v["msg"], "usage_event");
     assert_eq!(v["event_type"], "api_usage");
     assert_eq!(v["level"], "INFO");
     assert_eq!(v["time"], v["timestamp"]);
     assert!(!line.contains(&b'\n'));
+    // exactly the event's own object behind the slog members
+    let whole = encode_event(&event("k"));
+    let head = format!(
+        "{{\"time\":\"{}\",\"level\":\"INFO\",\"msg\":\"usage_event\",\"event_type\":\"api_usage\",",
+        v["timestamp"].as_str().unwrap()
+    );
+    assert_eq!(line, [head.as_bytes(), &whole[1..]].concat());
 }
 
 #[test]
 fn every_format_parses_and_carries_the_same_event() {
-    let whole: Value = serde_json::from_slice(&encode_event(&event("b")).json).unwrap();
+    let whole: Value = serde_json::from_slice(&encode_event(&event("b"))).unwrap();
     let veil: Value = serde_json::from_slice(&body(Format::Veil, &["a", "b"])).unwrap();
     assert_eq!(veil["events"].as_array().unwrap().len(), 2);
     assert_eq!(veil["events"][1]["timestamp"], whole["timestamp"]);
