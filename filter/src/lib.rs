@@ -2,7 +2,7 @@
 //! event and delivers it as a JSON log line or in batches over HTTP callouts.
 //!
 //! The pure core (no host calls, tested natively): `config`, `captured`, `event`, `encode`,
-//! `delivery`, `dispatch`, `buffer`, `batch`, `retry`, `callout`, `metrics`, `random`. The
+//! `delivery`, `dispatch`, `buffer`, `batch`, `retry`, `callout`, `metrics`, `random`, `swar`. The
 //! contexts `stream` and `root` adapt host callbacks to the core through the `host::Host`
 //! trait; `abi` (the exports) and `wasm_host` (the imports) exist only on wasm32.
 #![cfg_attr(
