@@ -142,9 +142,13 @@ pub extern "C" fn proxy_on_http_call_response(
     body_size: usize,
     _num_trailers: usize,
 ) {
-    root(id, (), |r| {
-        r.on_http_call_response(&WasmHost, token, num_headers, body_size)
-    })
+    let finished = root(id, false, |r| {
+        r.on_http_call_response(&WasmHost, token, num_headers, body_size);
+        r.finished()
+    });
+    if finished {
+        forget_root(id);
+    }
 }
 
 #[no_mangle]
@@ -160,43 +164,51 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end: bool) -> u32
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_trailers(_id: u32, _num: usize) -> u32 {
-    CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn proxy_on_response_headers(id: u32, _num: usize, _end: bool) -> u32 {
-    stream(id, |s| s.on_response_headers(&WasmHost));
-    CONTINUE
-}
-
-#[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: bool) -> u32 {
     stream(id, |s| s.on_response_body(&WasmHost, size));
     CONTINUE
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_response_trailers(_id: u32, _num: usize) -> u32 {
-    CONTINUE
+// Not exported, because each export is a VM crossing on every stream that reaches it:
+// `proxy_on_response_headers` (the status is read when the stream ends), the trailers
+// callbacks, and `proxy_on_delete` (a stream is forgotten when it ends; a root lives as long
+// as its VM). Hosts skip a callback the module does not export.
+
+/// The stream's end: its event goes out and the stream is forgotten. Envoy calls `on_log`
+/// then `on_done`; the spec's order is the reverse, and a host without `on_log` calls only
+/// `on_done`: whichever comes first finishes the stream, the other finds nothing.
+fn finish_stream(id: u32) -> bool {
+    with(false, |c| match c.streams.remove(&id) {
+        Some(mut s) => {
+            s.finish(&WasmHost);
+            true
+        }
+        None => false,
+    })
 }
 
 #[no_mangle]
 pub extern "C" fn proxy_on_log(id: u32) {
-    stream(id, |s| s.on_log(&WasmHost))
+    finish_stream(id);
 }
 
 /// Streams are done at once; a root may ask to finish later (then it calls `proxy_done`).
 #[no_mangle]
 pub extern "C" fn proxy_on_done(id: u32) -> bool {
-    root(id, true, |r| r.on_done(&WasmHost))
+    if finish_stream(id) {
+        return true;
+    }
+    let done = root(id, true, |r| r.on_done(&WasmHost));
+    if done {
+        forget_root(id);
+    }
+    done
 }
 
-#[no_mangle]
-pub extern "C" fn proxy_on_delete(id: u32) {
+/// A root that has finished is not called again: without `proxy_on_delete`, it is dropped
+/// here (a reconfigured plugin replaces its root, so they would otherwise pile up).
+fn forget_root(id: u32) {
     with((), |c| {
-        if c.streams.remove(&id).is_none() {
-            c.roots.remove(&id);
-        }
+        c.roots.remove(&id);
     })
 }

@@ -1,6 +1,7 @@
 //! One downstream request through the filter, in Envoy's callback order:
 //! context create, request headers, request body, (upstream time), response headers,
 //! response body, then `on_log` -> `on_done` -> `on_delete` (Envoy's order, not the spec's).
+//! As in Envoy, a callback the module does not export is skipped.
 
 use crate::abi::Headers;
 use crate::state::{Profile, StreamData};
@@ -57,7 +58,7 @@ const SIZES_CHUNK: u64 = 1 << 30;
 
 fn body_chunks(
     vm: &mut Vm,
-    f: &wasmtime::TypedFunc<(i32, i32, i32), i32>,
+    f: &Option<wasmtime::TypedFunc<(i32, i32, i32), i32>>,
     name: &'static str,
     ctx: u32,
     len: u64,
@@ -67,7 +68,7 @@ fn body_chunks(
     while left > 0 {
         let n = left.min(chunk);
         left -= n;
-        vm.call(
+        vm.call_if(
             name,
             f.clone(),
             ctx,
@@ -81,7 +82,7 @@ fn body_chunks(
 /// holds only the chunk the callback announces, so `proxy_get_buffer_bytes` reads that chunk.
 fn response_chunks(
     vm: &mut Vm,
-    f: &wasmtime::TypedFunc<(i32, i32, i32), i32>,
+    f: &Option<wasmtime::TypedFunc<(i32, i32, i32), i32>>,
     ctx: u32,
     body: Vec<u8>,
     chunk: u64,
@@ -95,7 +96,7 @@ fn response_chunks(
             s.response_size = end as u64;
         }
         let last = (end == body.len()) as i32;
-        vm.call(
+        vm.call_if(
             "on_response_body",
             f.clone(),
             ctx,
@@ -346,7 +347,7 @@ impl<'a> Request<'a> {
             ctx,
             (id, root as i32),
         )?;
-        vm.call(
+        vm.call_if(
             "on_request_headers",
             f.request_headers,
             ctx,
@@ -382,7 +383,7 @@ impl<'a> Request<'a> {
                 s.response_headers = h;
                 s.response_code = code;
             }
-            vm.call(
+            vm.call_if(
                 "on_response_headers",
                 f.response_headers,
                 ctx,
@@ -400,9 +401,9 @@ impl<'a> Request<'a> {
         }
         // APISIX has no on_log: the stream just ends.
         if vm.store.data().profile != Profile::Apisix {
-            vm.call("on_log", f.log, ctx, id)?;
+            vm.call_if("on_log", f.log, ctx, id)?;
         }
-        vm.call("on_done", f.done, ctx, id)?;
-        vm.call("on_delete", f.delete, ctx, id)
+        vm.call_if("on_done", f.done, ctx, id)?;
+        vm.call_if("on_delete", f.delete, ctx, id).map(drop)
     }
 }

@@ -74,13 +74,13 @@ pub(crate) struct Exports {
     pub(crate) vm_start: TypedFunc<(i32, i32), i32>,
     pub(crate) configure: TypedFunc<(i32, i32), i32>,
     pub(crate) tick: TypedFunc<i32, ()>,
-    pub(crate) request_headers: TypedFunc<(i32, i32, i32), i32>,
-    pub(crate) request_body: TypedFunc<(i32, i32, i32), i32>,
-    pub(crate) response_headers: TypedFunc<(i32, i32, i32), i32>,
-    pub(crate) response_body: TypedFunc<(i32, i32, i32), i32>,
-    pub(crate) log: TypedFunc<i32, ()>,
-    pub(crate) done: TypedFunc<i32, i32>,
-    pub(crate) delete: TypedFunc<i32, ()>,
+    pub(crate) request_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) request_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) response_headers: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) response_body: Option<TypedFunc<(i32, i32, i32), i32>>,
+    pub(crate) log: Option<TypedFunc<i32, ()>>,
+    pub(crate) done: Option<TypedFunc<i32, i32>>,
+    pub(crate) delete: Option<TypedFunc<i32, ()>>,
     pub(crate) http_call_response: TypedFunc<(i32, i32, i32, i32, i32), ()>,
     pub(crate) queue_ready: TypedFunc<(i32, i32), ()>,
 }
@@ -324,18 +324,28 @@ impl Vm {
                     .map_err(|e| anyhow!("{}: {e:?}", $name))?
             };
         }
+        // Envoy skips a stream callback the module does not export: so does this host.
+        macro_rules! opt {
+            ($name:literal) => {
+                instance
+                    .get_func(&mut store, $name)
+                    .map(|f| f.typed(&store))
+                    .transpose()
+                    .map_err(|e| anyhow!("{}: {e:?}", $name))?
+            };
+        }
         let f = Exports {
             context_create: get!("proxy_on_context_create"),
             vm_start: get!("proxy_on_vm_start"),
             configure: get!("proxy_on_configure"),
             tick: get!("proxy_on_tick"),
-            request_headers: get!("proxy_on_request_headers"),
-            request_body: get!("proxy_on_request_body"),
-            response_headers: get!("proxy_on_response_headers"),
-            response_body: get!("proxy_on_response_body"),
-            log: get!("proxy_on_log"),
-            done: get!("proxy_on_done"),
-            delete: get!("proxy_on_delete"),
+            request_headers: opt!("proxy_on_request_headers"),
+            request_body: opt!("proxy_on_request_body"),
+            response_headers: opt!("proxy_on_response_headers"),
+            response_body: opt!("proxy_on_response_body"),
+            log: opt!("proxy_on_log"),
+            done: opt!("proxy_on_done"),
+            delete: opt!("proxy_on_delete"),
             http_call_response: get!("proxy_on_http_call_response"),
             queue_ready: get!("proxy_on_queue_ready"),
         };
@@ -404,6 +414,20 @@ impl Vm {
                 self.trapped = Some(format!("{e:?} (last logs: {logs:?})"));
                 Err(anyhow!("trap in {name}: {e:?}"))
             }
+        }
+    }
+
+    /// `call` when the module exports the callback; nothing (as in Envoy) when it does not.
+    pub(crate) fn call_if<P: WasmParams, R: WasmResults>(
+        &mut self,
+        name: &'static str,
+        f: Option<TypedFunc<P, R>>,
+        ctx: u32,
+        args: P,
+    ) -> Result<Option<R>> {
+        match f {
+            Some(f) => self.call(name, f, ctx, args).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -733,7 +757,7 @@ impl Vm {
     /// once; false when it asked to finish later (then `done_called()` says when it did).
     pub fn shutdown(&mut self) -> Result<bool> {
         let (f, root) = (self.f.clone(), self.root_id);
-        let r = self.call("on_done", f.done, root, root as i32)? != 0;
+        let r = self.call_if("on_done", f.done, root, root as i32)? != Some(0);
         self.settle()?;
         Ok(r)
     }

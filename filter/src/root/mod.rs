@@ -235,6 +235,12 @@ impl Root {
         idle
     }
 
+    /// Shut down and told the host so (`on_done` answered true, or `proxy_done` was called):
+    /// the host will not call this root again.
+    pub fn finished(&self) -> bool {
+        self.flushing && self.done_reported
+    }
+
     /// The current delivery, then the retired ones.
     fn live(&self) -> impl Iterator<Item = &Rc<Shared>> {
         self.shared.iter().chain(self.retired.iter())

@@ -16,9 +16,8 @@ fn request(root: &Root, host: &FakeHost, path: &str) {
     s.on_request_headers(host);
     host.advance_ms(3);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
-    s.on_response_headers(host);
     s.on_response_body(host, 10);
-    s.on_log(host);
+    s.finish(host);
 }
 
 fn answer(root: &mut Root, host: &FakeHost, token: u32, status: &[u8]) {
@@ -58,7 +57,7 @@ fn a_reconfiguration_loses_nothing_the_old_configuration_held() {
     late.on_request_headers(&host);
     let other = HTTP.replace("\"c\"", "\"d\"");
     assert!(configure(&mut root, &host, &other));
-    late.on_log(&host);
+    late.finish(&host);
     drop(late);
     request(&root, &host, "/v1/new");
     root.on_tick(&host);
@@ -171,8 +170,7 @@ fn streams_of_a_disabled_plugin_make_no_host_calls() {
     let before = *host.host_calls.borrow();
     let mut s = root.new_stream();
     s.on_request_headers(&host);
-    s.on_response_headers(&host);
-    s.on_log(&host);
+    s.finish(&host);
     assert_eq!(*host.host_calls.borrow(), before);
 }
 
@@ -208,14 +206,13 @@ fn llm_request(root: &Root, host: &FakeHost, path: &str, ct: &str, chunks: &[&[u
     s.on_request_headers(host);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     host.set_header(Map::ResponseHeaders, "content-type", ct.as_bytes());
-    s.on_response_headers(host);
     for c in chunks {
         host.buffers
             .borrow_mut()
             .insert(crate::host::Buffer::ResponseBody as u32, c.to_vec());
         s.on_response_body(host, c.len());
     }
-    s.on_log(host);
+    s.finish(host);
     host.clear_headers(Map::ResponseHeaders);
 }
 
@@ -236,7 +233,8 @@ fn llm_reads_each_chunk_of_an_inspected_response_once_and_nothing_elsewhere() {
         f();
         *host.host_calls.borrow() - before
     };
-    // inspected: the response map instead of :status (same one call), one read per chunk
+    // inspected: the response map at the first chunk instead of :status at the end (same one
+    // call), one read per chunk
     let n = calls(&|| {
         llm_request(
             &root,
@@ -311,11 +309,14 @@ fn an_encoded_llm_response_is_not_read_but_said() {
     s.on_request_headers(&host);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     host.set_header(Map::ResponseHeaders, "content-type", b"application/json");
-    s.on_response_headers(&host);
     let before = *host.host_calls.borrow();
     s.on_response_body(&host, 100);
-    assert_eq!(*host.host_calls.borrow(), before, "no read");
-    s.on_log(&host);
+    assert_eq!(
+        *host.host_calls.borrow(),
+        before + 1,
+        "the headers, not the body"
+    );
+    s.finish(&host);
     let line = host.logs.borrow().last().unwrap().1.clone();
     assert!(line.ends_with(r#","tokens_encoded":true}"#), "{line}");
 }

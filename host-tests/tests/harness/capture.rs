@@ -1,7 +1,7 @@
 //! What one request becomes: the event's fields for the shapes of traffic Envoy sees.
 use crate::common::*;
 use host_tests::metrics::*;
-use host_tests::{MetricKind, Vm};
+use host_tests::{MetricKind, Profile, Vm};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -295,16 +295,16 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
         .respond(200)
         .unwrap();
     // Envoy's order: on_log, on_done, on_delete after the last body callback (the spec puts
-    // on_done first); every callback runs as the stream's context
+    // on_done first); every callback runs as the stream's context. The filter exports no
+    // on_response_headers and no on_delete (each would be a VM crossing on every stream),
+    // so the host, like Envoy, skips them.
     let order = [
         "on_context_create",
         "on_request_headers",
         "on_request_body",
-        "on_response_headers",
         "on_response_body",
         "on_log",
         "on_done",
-        "on_delete",
     ];
     let want: Vec<_> = order.iter().map(|cb| (*cb, out.context_id)).collect();
     assert_eq!(vm.take_call_trace(), want);
@@ -317,7 +317,30 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
             out.fuel
         );
     }
+    assert_eq!(vm.events()[0]["status_code"], 200, "read at the end");
     println!("fuel per GET: {} {:?}", out.total_fuel(), out.fuel);
+}
+
+/// A host that never calls `on_log` (APISIX) ends each stream with `on_done` alone: the event
+/// is taken there, once, and the stream is not kept.
+#[test]
+fn a_host_without_on_log_gets_each_event_at_on_done() {
+    let mut vm = Vm::with_profile(Profile::Apisix)
+        .config(json!({"enabled": true, "log_output": "host_log"}))
+        .start()
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    vm.request().key("k").path("/a").respond(201).unwrap();
+    let before = vm.memory_bytes();
+    for _ in 0..2000 {
+        vm.request().key("k").path("/b").respond(200).unwrap();
+    }
+    let ev = vm.events();
+    assert_eq!(ev.len(), 2001);
+    assert_eq!(
+        (&ev[0]["api_path"], &ev[0]["status_code"]),
+        (&json!("/a"), &json!(201))
+    );
+    assert_eq!(vm.memory_bytes(), before, "no stream is kept");
 }
 
 /// Host calls per request, the filter's main cost in Envoy: a regression here is a slowdown.
