@@ -23,6 +23,8 @@ pub struct FakeHost {
     pub env: RefCell<HashMap<String, String>>,
     pub done_calls: RefCell<u32>,
     pub host_calls: RefCell<u32>,
+    /// Every single-header read, by name.
+    pub header_reads: RefCell<Vec<String>>,
     next_token: RefCell<u32>,
 }
 
@@ -84,6 +86,7 @@ impl Host for FakeHost {
 
     fn header(&self, map: Map, name: &str) -> Option<Vec<u8>> {
         self.call();
+        self.header_reads.borrow_mut().push(name.to_string());
         self.headers
             .borrow()
             .get(&(map as u32, name.to_string()))

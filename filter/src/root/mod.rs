@@ -155,9 +155,13 @@ impl Root {
             let status = host
                 .header(Map::CallResponseHeaders, ":status")
                 .map(|s| crate::event::parse_status(&s));
-            let ra = host
-                .header(Map::CallResponseHeaders, "retry-after")
-                .and_then(|v| crate::retry::parse_retry_after(&v));
+            // Only a failed attempt waits: a success costs no second read.
+            let ra = match status {
+                Some(200..=299) => None,
+                _ => host
+                    .header(Map::CallResponseHeaders, "retry-after")
+                    .and_then(|v| crate::retry::parse_retry_after(&v)),
+            };
             (status, ra)
         };
         let now = now_ms(host);

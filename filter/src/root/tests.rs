@@ -320,3 +320,24 @@ fn an_encoded_llm_response_is_not_read_but_said() {
     let line = host.logs.borrow().last().unwrap().1.clone();
     assert!(line.ends_with(r#","tokens_encoded":true}"#), "{line}");
 }
+
+#[test]
+fn a_delivered_batch_costs_one_header_read_and_a_failed_one_two() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let cfg = HTTP.replace("\"batch_size\":100", "\"batch_size\":1");
+    assert!(configure(&mut root, &host, &cfg));
+    let mut reads = |status: &[u8]| {
+        request(&root, &host, "/a");
+        root.on_tick(&host);
+        let calls = host.take_callouts();
+        assert_eq!(calls.len(), 1);
+        host.header_reads.borrow_mut().clear();
+        answer(&mut root, &host, calls[0].0, status);
+        host.header_reads.take()
+    };
+    assert_eq!(reads(b"200"), [":status"]);
+    // `retry-after` matters only to a retry
+    assert_eq!(reads(b"503"), [":status", "retry-after"]);
+    books(&host);
+}
