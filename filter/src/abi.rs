@@ -164,15 +164,20 @@ pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end: bool) -> u32
 }
 
 #[no_mangle]
+pub extern "C" fn proxy_on_response_headers(id: u32, _num: usize, _end: bool) -> u32 {
+    stream(id, |s| s.on_response_headers(&WasmHost));
+    CONTINUE
+}
+
+#[no_mangle]
 pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: bool) -> u32 {
     stream(id, |s| s.on_response_body(&WasmHost, size));
     CONTINUE
 }
 
-// Not exported, because each export is a VM crossing on every stream that reaches it:
-// `proxy_on_response_headers` (the status is read when the stream ends), the trailers
-// callbacks, and `proxy_on_delete` (a stream is forgotten when it ends; a root lives as long
-// as its VM). Hosts skip a callback the module does not export.
+// Not exported, because each export is a VM crossing on every stream that reaches it: the
+// trailers callbacks, and `proxy_on_delete` (a stream is forgotten when it ends, a root when
+// it has finished). Hosts skip a callback the module does not export.
 
 /// The stream's end: its event goes out and the stream is forgotten. Envoy calls `on_log`
 /// then `on_done`; the spec's order is the reverse, and a host without `on_log` calls only

@@ -27,8 +27,6 @@ pub struct Captured {
     pub response_bytes: u64,
     /// 0 until response headers arrive: a stream that ends without a response stays 0.
     pub status: u32,
-    /// The response's status (and, for `llm`, its headers) has been read.
-    pub response_read: bool,
     /// The response's token scan, when `llm` inspects this path and an output carries the
     /// fields; dropped at the response headers unless the body is JSON or SSE.
     pub llm: Option<Box<Scanner>>,
@@ -95,7 +93,6 @@ impl Captured {
 
     pub fn set_status(&mut self, status: Option<&[u8]>) {
         self.status = status.map_or(0, event::parse_status);
-        self.response_read = true;
     }
 
     fn text(&self, r: &Range<usize>) -> Cow<'_, str> {

@@ -3,15 +3,17 @@
 //! (Envoy cancels a stream's callouts when the stream is destroyed) and never pauses.
 //!
 //! Each host call costs about a microsecond in Envoy, so it makes as few as it can: the
-//! request headers in one map read, the status from `:status` when the stream ends (Envoy
-//! keeps the response headers for the access log), body sizes from the body callbacks' own
-//! arguments, and the clock at the start and the end: four per metered request. A request
-//! whose response is read for tokens (`llm`) reads the response map at its first body chunk
-//! in place of `:status`, and adds one read per chunk up to `llm.max_scan_bytes`.
+//! request headers in one map read, the status from `:status` (Envoy runs local replies
+//! through the same callback), body sizes from the body callbacks' own arguments, and the
+//! clock at the start and the end: four per metered request. A request whose response is
+//! read for tokens (`llm`) reads the response map in place of `:status`, and adds one read
+//! per body chunk up to `llm.max_scan_bytes`. Envoy offers a header map only in its own
+//! callback and in `on_log`, and a host may end a stream with `on_done` alone: so each is
+//! read in its own callback.
 //!
 //! Every callback the filter exports is a VM crossing for every stream, so it exports none it
-//! can do without: no response-headers callback (see above), no trailers, and no `on_delete`
-//! (the stream is finished and forgotten at the first of `on_log` and `on_done`).
+//! can do without: no trailers callbacks and no `on_delete` (the stream is finished and
+//! forgotten at the first of `on_log` and `on_done`).
 
 use crate::captured::Captured;
 use crate::headers::HeaderMap;
@@ -52,17 +54,25 @@ impl Stream {
         }
     }
 
+    /// One host call either way: `:status` alone, or, when the response may be read for
+    /// tokens, the whole map (status, content type and encoding).
+    pub fn on_response_headers(&mut self, host: &dyn Host) {
+        if let Some(c) = &mut self.captured {
+            if c.llm.is_some() {
+                let map = host.header_map(Map::ResponseHeaders).unwrap_or_default();
+                c.set_response_headers(&HeaderMap::new(map));
+            } else {
+                c.set_status(host.header(Map::ResponseHeaders, ":status").as_deref());
+            }
+        }
+    }
+
     /// A response being read for tokens costs one host call per chunk, up to
-    /// `llm.max_scan_bytes` (and no more once a JSON body has closed), and one read of the
-    /// response headers at its first chunk (status, content type and encoding); the chunk
-    /// passes on at once either way.
+    /// `llm.max_scan_bytes` (and no more once a JSON body has closed); the chunk passes on at
+    /// once either way.
     pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize) {
         if let Some(c) = &mut self.captured {
             c.response_bytes += body_size as u64;
-            if c.llm.is_some() && !c.response_read {
-                let map = host.header_map(Map::ResponseHeaders).unwrap_or_default();
-                c.set_response_headers(&HeaderMap::new(map));
-            }
             if let Some(s) = &mut c.llm {
                 let want = s.want(body_size);
                 if want > 0 {
@@ -76,12 +86,9 @@ impl Stream {
     /// The stream has ended (`on_log`, or `on_done` on a host that calls it first or never
     /// calls `on_log`): its event goes to the delivery, once.
     pub fn finish(&mut self, host: &dyn Host) {
-        let (Some(sh), Some(mut c)) = (&self.shared, self.captured.take()) else {
+        let (Some(sh), Some(c)) = (&self.shared, self.captured.take()) else {
             return;
         };
-        if !c.response_read {
-            c.set_status(host.header(Map::ResponseHeaders, ":status").as_deref());
-        }
         let now_ns = host.now_ns();
         let random = sh.rng.borrow_mut().event_id_bytes();
         let event = c.event(&sh.config, now_ns, &random);

@@ -56,6 +56,14 @@ pub const CHUNK: usize = 16 * 1024;
 /// Chunk size for `Request::body_sizes` (a size is an i32 in the ABI).
 const SIZES_CHUNK: u64 = 1 << 30;
 
+/// Which header maps the stream's next callback may read (see `StreamData`).
+fn open_headers(vm: &mut Vm, ctx: u32, request: bool, response: bool) {
+    if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+        s.request_headers_open = request;
+        s.response_headers_open = response;
+    }
+}
+
 fn body_chunks(
     vm: &mut Vm,
     f: &Option<wasmtime::TypedFunc<(i32, i32, i32), i32>>,
@@ -347,12 +355,14 @@ impl<'a> Request<'a> {
             ctx,
             (id, root as i32),
         )?;
+        open_headers(vm, ctx, true, false);
         vm.call_if(
             "on_request_headers",
             f.request_headers,
             ctx,
             (id, n_headers, (body_len == 0) as i32),
         )?;
+        open_headers(vm, ctx, false, false);
         body_chunks(vm, &f.request_body, "on_request_body", ctx, body_len, chunk)?;
         if let Some((_, end)) = timed {
             vm.set_clock_ns(end);
@@ -383,12 +393,14 @@ impl<'a> Request<'a> {
                 s.response_headers = h;
                 s.response_code = code;
             }
+            open_headers(vm, ctx, false, true);
             vm.call_if(
                 "on_response_headers",
                 f.response_headers,
                 ctx,
                 (id, n, (len == 0) as i32),
             )?;
+            open_headers(vm, ctx, false, false);
             if response_len.is_some() {
                 body_chunks(vm, &f.response_body, "on_response_body", ctx, len, chunk)?;
             } else {
@@ -401,7 +413,9 @@ impl<'a> Request<'a> {
         }
         // APISIX has no on_log: the stream just ends.
         if vm.store.data().profile != Profile::Apisix {
+            open_headers(vm, ctx, true, true);
             vm.call_if("on_log", f.log, ctx, id)?;
+            open_headers(vm, ctx, false, false);
         }
         vm.call_if("on_done", f.done, ctx, id)?;
         vm.call_if("on_delete", f.delete, ctx, id).map(drop)

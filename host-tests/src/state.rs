@@ -101,6 +101,11 @@ pub struct StreamData {
     pub end_ns: Option<u64>,
     /// What the filter stored with `proxy_set_property` (Envoy: filter state `wasm.<name>`).
     pub filter_state: HashMap<String, Vec<u8>>,
+    /// Envoy lets a filter read the request headers only in their own callback and in
+    /// `on_log`, and the response headers likewise: it forgets the map once the callback
+    /// returns. Reads outside are answered as for a map that is not there.
+    pub request_headers_open: bool,
+    pub response_headers_open: bool,
 }
 
 pub struct CallResponse {

@@ -8,8 +8,12 @@ use wasmtime::{Linker, Result};
 
 fn map_mut(st: &mut HostState, map: i32) -> Option<&mut Headers> {
     match map {
-        map_type::REQUEST_HEADERS => stream(st).map(|s| &mut s.request_headers),
-        map_type::RESPONSE_HEADERS => stream(st).map(|s| &mut s.response_headers),
+        map_type::REQUEST_HEADERS => stream(st)
+            .filter(|s| s.request_headers_open)
+            .map(|s| &mut s.request_headers),
+        map_type::RESPONSE_HEADERS => stream(st)
+            .filter(|s| s.response_headers_open)
+            .map(|s| &mut s.response_headers),
         map_type::CALL_RESPONSE_HEADERS => st.call_response.as_mut().map(|r| &mut r.headers),
         _ => None,
     }

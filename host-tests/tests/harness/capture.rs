@@ -296,12 +296,12 @@ fn callback_order_is_envoys_and_fuel_is_counted() {
         .unwrap();
     // Envoy's order: on_log, on_done, on_delete after the last body callback (the spec puts
     // on_done first); every callback runs as the stream's context. The filter exports no
-    // on_response_headers and no on_delete (each would be a VM crossing on every stream),
-    // so the host, like Envoy, skips them.
+    // on_delete (a VM crossing on every stream), so the host, like Envoy, skips it.
     let order = [
         "on_context_create",
         "on_request_headers",
         "on_request_body",
+        "on_response_headers",
         "on_response_body",
         "on_log",
         "on_done",
