@@ -155,12 +155,12 @@ impl Root {
             let status = host
                 .header(Map::CallResponseHeaders, ":status")
                 .map(|s| crate::event::parse_status(&s));
-            // Only a failed attempt waits: a success costs no second read.
-            let ra = match status {
-                Some(200..=299) => None,
-                _ => host
+            // Only an attempt to be retried waits: any other answer costs no second read.
+            let ra = match crate::retry::classify(status) {
+                crate::retry::Verdict::Retry => host
                     .header(Map::CallResponseHeaders, "retry-after")
                     .and_then(|v| crate::retry::parse_retry_after(&v)),
+                _ => None,
             };
             (status, ra)
         };

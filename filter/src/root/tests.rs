@@ -321,7 +321,7 @@ fn an_encoded_llm_response_is_not_read_but_said() {
 }
 
 #[test]
-fn a_delivered_batch_costs_one_header_read_and_a_failed_one_two() {
+fn only_a_batch_to_be_retried_reads_retry_after() {
     let host = FakeHost::default();
     let mut root = Root::default();
     let cfg = HTTP.replace("\"batch_size\":100", "\"batch_size\":1");
@@ -338,5 +338,6 @@ fn a_delivered_batch_costs_one_header_read_and_a_failed_one_two() {
     assert_eq!(reads(b"200"), [":status"]);
     // `retry-after` matters only to a retry
     assert_eq!(reads(b"503"), [":status", "retry-after"]);
+    assert_eq!(reads(b"400"), [":status"], "a refused batch is not retried");
     books(&host);
 }
