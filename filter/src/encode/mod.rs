@@ -72,8 +72,7 @@ fn write_members(out: &mut Vec<u8>, e: &Event<'_>, seconds: &mut SecondCache, co
         false => b",\"success\":false,\"timestamp\":\"",
     });
     seconds.write(out, e.completed_unix_ns);
-    out.push(b'"');
-    out.extend_from_slice(b",\"request_size\":");
+    out.extend_from_slice(b"\",\"request_size\":");
     write_u64(out, e.request_size);
     out.extend_from_slice(b",\"response_size\":");
     write_u64(out, e.response_size);
