@@ -110,9 +110,14 @@ class Stack:
         self.spawn("upstream", [os.path.join(BIN, "demo-upstream"), "--listen", f"127.0.0.1:{self.ports['upstream']}"])
         self.wait_port(self.ports["upstream"], "upstream")
 
-    def start_collector(self):
-        self.spawn("collector", [os.path.join(BIN, "collector"), "--listen", f"127.0.0.1:{self.ports['collector']}",
-                                 "--out", self.events_file])
+    def start_collector(self, require_auth=None):
+        """The reference collector on this stack's port, appending to events.ndjson; with
+        `require_auth`, a batch whose Authorization is not exactly that is refused (401)."""
+        args = [os.path.join(BIN, "collector"), "--listen", f"127.0.0.1:{self.ports['collector']}",
+                "--out", self.events_file]
+        if require_auth is not None:
+            args += ["--require-auth", require_auth]
+        self.spawn("collector", args)
         self.wait_port(self.ports["collector"], "collector")
 
     def start_envoy(self, filter_value=None):
