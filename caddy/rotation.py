@@ -7,7 +7,9 @@ so that the collector's events can be counted per entry.
 
 Rotations, as the tools do them:
 - `lumberjack_roll` (Caddy's `output file`): rename `access.log` to
-  `access-2026-12-06T05-07-19.123.log`, open a new `access.log`, then, unless
+  `access-2026-12-06T05-07-19.123-size.log` (Caddy 2.11.7's name for a roll at roll_size, as the
+  real binary writes it; lumberjack's classic `access-<time>.log` with `suffix=""`), open a new
+  `access.log`, then, unless
   `roll_uncompressed`, write `….log.gz` and remove the plain file;
 - `logrotate_roll`: shift `access.log.N` to `N+1` (`delaycompress`: `.2` and older gzipped),
   `access.log` to `access.log.1`, a new `access.log`; or with `dateext`,
@@ -67,15 +69,15 @@ def gzip_file(src, dst):
 _last_stamp = [0.0]
 
 
-def lumberjack_roll(log, compress):
-    """Caddy's rolling (lumberjack): `access.log` → `access-<UTC time, ms>.log`, a new empty
+def lumberjack_roll(log, compress, suffix="-size"):
+    """Caddy's rolling (lumberjack): `access.log` → `access-<UTC time, ms><suffix>.log`, a new empty
     `access.log`; with `compress`, `….log.gz` is written and the plain one removed. Returns
     the rolled file's final path."""
     stamp = max(time.time(), _last_stamp[0] + 0.001)
     _last_stamp[0] = stamp
     d = datetime.datetime.fromtimestamp(stamp, datetime.timezone.utc)
     stem, ext = os.path.splitext(log)
-    rolled = f"{stem}-{d.strftime('%Y-%m-%dT%H-%M-%S')}.{d.microsecond // 1000:03d}{ext}"
+    rolled = f"{stem}-{d.strftime('%Y-%m-%dT%H-%M-%S')}.{d.microsecond // 1000:03d}{suffix}{ext}"
     os.rename(log, rolled)
     os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
     if not compress:
@@ -87,7 +89,7 @@ def lumberjack_roll(log, compress):
 
 def logrotate_roll(log, delaycompress=True, dateext=None):
     """logrotate's `create` rotation. Numbered: every `log.N[.gz]` moves to N+1 (with
-    `delaycompress`, `.2` and older are gzipped), `log` → `log.1`, a new empty `log`. With
+    `delaycompress`, `.2` and older are gzipped; without it nothing is), `log` → `log.1`, a new empty `log`. With
     `dateext` (a string such as "20261206"): `log` → `log-<dateext>`. Returns the new name
     of the file that was `log`."""
     if dateext:
@@ -127,8 +129,9 @@ class Writer:
     n now; `start(rate, total)` writes `total` at `rate` entries/s in a thread. `count` is how
     many were written, `history` (time, count) after each write, `rolled` the rolled files."""
 
-    def __init__(self, log, prefix, roll_bytes=None, uncompressed=False):
+    def __init__(self, log, prefix, roll_bytes=None, uncompressed=False, suffix="-size"):
         self.log, self.prefix, self.roll_bytes, self.uncompressed = log, prefix, roll_bytes, uncompressed
+        self.suffix = suffix
         self.count = 0
         self.history = [(time.time(), 0)]
         self.rolled = []
@@ -144,7 +147,8 @@ class Writer:
                 if self.roll_bytes and os.path.exists(self.log):
                     size = os.path.getsize(self.log)
                     if size and size + len(data) > self.roll_bytes:
-                        self.rolled.append(lumberjack_roll(self.log, compress=not self.uncompressed))
+                        self.rolled.append(lumberjack_roll(self.log, compress=not self.uncompressed,
+                                                           suffix=self.suffix))
                 append(self.log, data)
                 self.count += k
                 self.history.append((time.time(), self.count))
