@@ -4,9 +4,11 @@
 use crate::books::Books;
 use crate::caddy_log::Malformed;
 use crate::callout::{Answer, Client, Outcome};
+use crate::dead_letter::{self, DeadLetter};
 use crate::follow::{Follower, Item, Position};
 use crate::ids::{event_id, id_bytes};
-use crate::{caddy_log, callout, follow};
+use crate::state::{self, Mark};
+use crate::{caddy_log, callout};
 use crate::{level_name, listen, metrics, now_ns, BATCH, GROUP, IDLE, SAVE_EVERY};
 use host_tests::Vm;
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +21,9 @@ use std::time::{Duration, Instant};
 pub struct Flight {
     pub(crate) deadline: Instant,
     pub(crate) ids: Vec<u128>,
+    pub(crate) upstream: String,
+    /// The plain body, kept only for `--dead-letter`.
+    pub(crate) body: Option<Vec<u8>>,
 }
 
 pub struct Agent {
@@ -26,7 +31,7 @@ pub struct Agent {
     pub(crate) client: Client,
     pub(crate) answers: Receiver<Answer>,
     pub(crate) in_flight: HashMap<u32, Flight>,
-    pub(crate) books: Books<Position>,
+    pub(crate) books: Books,
     pub(crate) follower: Option<Follower>,
     pub(crate) listen: Option<Receiver<listen::Input>>,
     pub(crate) period: Duration,
@@ -40,7 +45,7 @@ pub struct Agent {
     pub(crate) counts: metrics::Agent,
     pub(crate) malformed: BTreeMap<Malformed, u64>,
     pub(crate) state: Option<PathBuf>,
-    pub(crate) saved: Option<Position>,
+    pub(crate) saved: Option<Vec<Mark>>,
     pub(crate) saved_at: Instant,
     pub(crate) save_failed: bool,
     pub(crate) page: Arc<Mutex<String>>,
@@ -48,7 +53,24 @@ pub struct Agent {
     pub(crate) listen_seq: u64,
     pub(crate) saw_per_stream: bool,
     pub(crate) warned_pooled: bool,
+    pub(crate) dead_letter: Option<DeadLetter>,
+    /// Reading pauses while the filter holds this many events or more (the file is the
+    /// buffer): `buffer_size − batch_size`, so a batch can always be cut and sent.
+    pub(crate) pause_at: u64,
+    /// `buffer_events` at the last tick, and events made since (the gauge is published at
+    /// ticks only).
+    pub(crate) held_at_tick: u64,
+    pub(crate) made_since_tick: u64,
+    pub(crate) answered_since_tick: bool,
+    pub(crate) paused: bool,
+    /// Entries lost anyway, by reason (`usage_agent_entries_lost_total`).
+    pub(crate) lost_entries: BTreeMap<&'static str, u64>,
 }
+
+/// The reasons `usage_agent_entries_lost_total` is shown with, even at 0.
+pub const ENTRY_LOSSES: [&str; 2] = ["refused", "buffer_full"];
+/// The reasons `usage_agent_bytes_lost_total` is shown with, even at 0.
+pub const BYTE_LOSSES: [&str; 2] = ["deleted_unread", "truncated_unread"];
 
 impl Agent {
     /// One turn of the main loop.
@@ -57,9 +79,9 @@ impl Agent {
             self.tick()?;
             let next = self.next_tick + self.period;
             self.next_tick = next.max(Instant::now());
-        } else if self.group_due() {
+        } else if self.group_due() || (self.paused && self.answered_since_tick) {
             // An early tick: the filter checks its triggers and publishes its counters, so
-            // the group can be closed and the answers fed.
+            // the group can be closed and the answers fed (or, paused, what it holds now).
             self.tick()?;
         }
         if !self.group_open {
@@ -92,6 +114,9 @@ impl Agent {
                 .map_err(|e| format!("the filter failed: {e:#}"))?;
         }
         self.end_group();
+        self.held_at_tick = self.vm.metric("usage_filter.buffer_events").max(0) as u64;
+        self.made_since_tick = 0;
+        self.answered_since_tick = false;
         self.drain_logs();
         self.render();
         Ok(())
@@ -118,6 +143,9 @@ impl Agent {
         let dropped = self.vm.metric("usage_filter.events_dropped_buffer_full");
         let d = (dropped - self.dropped_seen).max(0) as u64;
         self.dropped_seen = dropped;
+        if d > 0 {
+            *self.lost_entries.entry("buffer_full").or_default() += d;
+        }
         self.send_new();
         let quiet = self.vm.metric("usage_filter.buffer_events") == 0 && self.in_flight.is_empty();
         self.books.tick(d, quiet);
@@ -140,7 +168,16 @@ impl Agent {
         for c in self.vm.take_new_callouts() {
             let deadline = Instant::now() + Duration::from_millis(c.timeout_ms as u64);
             let ids = callout::ids_in(&c);
-            self.in_flight.insert(c.token, Flight { deadline, ids });
+            let body = self.dead_letter.as_ref().map(|_| c.plain_body());
+            self.in_flight.insert(
+                c.token,
+                Flight {
+                    deadline,
+                    ids,
+                    upstream: c.upstream.clone(),
+                    body,
+                },
+            );
             self.client.send(c);
         }
         self.counts.callouts_in_flight = self.in_flight.len() as u64;
@@ -171,6 +208,7 @@ impl Agent {
             return Ok(()); // timed out already
         };
         self.vm.set_clock_ns(now_ns());
+        self.answered_since_tick = true;
         let r = match a.outcome {
             Outcome::Answered {
                 status,
@@ -178,9 +216,11 @@ impl Agent {
                 body,
             } => {
                 if (200..300).contains(&status) {
-                    for id in flight.ids {
-                        self.books.delivered(id);
+                    for id in &flight.ids {
+                        self.books.delivered(*id);
                     }
+                } else if dead_letter::refused(status) {
+                    self.refused(&flight, status, &body);
                 }
                 let h: Vec<(&str, &str)> = headers
                     .iter()
@@ -192,6 +232,35 @@ impl Agent {
             Outcome::Reset => self.vm.reset(a.token),
         };
         r.map_err(|e| format!("the filter failed: {e:#}"))
+    }
+
+    /// The collector refused a batch: written aside with `--dead-letter`, else lost. Either
+    /// way its entries no longer hold the saved position back, and reading goes on.
+    fn refused(&mut self, flight: &Flight, status: u32, answer: &[u8]) {
+        let n = flight.ids.len() as u64;
+        let kept = match (&mut self.dead_letter, &flight.body) {
+            (Some(d), Some(body)) => match d.write(&flight.upstream, status, answer, body) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("usage-agent: cannot write {}: {e}", d.path.display());
+                    false
+                }
+            },
+            _ => false,
+        };
+        if kept {
+            self.counts.batches_dead_lettered += 1;
+        } else {
+            *self.lost_entries.entry("refused").or_default() += n;
+            eprintln!(
+                "usage-agent: lost {n} entries: {} refused their batch with {status} \
+                 (give --dead-letter FILE to keep refused batches)",
+                flight.upstream
+            );
+        }
+        for id in &flight.ids {
+            self.books.delivered(*id);
+        }
     }
 
     /// Envoy's 504 for callouts past their timeout.
@@ -220,19 +289,23 @@ impl Agent {
         let mut err = None;
         if let Some(mut f) = self.follower.take() {
             loop {
-                let got = f.poll(BATCH, &mut |item| {
+                let held = self.held_at_tick + self.made_since_tick;
+                self.paused = held >= self.pause_at;
+                if self.paused {
+                    break;
+                }
+                let room = ((self.pause_at - held) as usize).min(BATCH);
+                let got = f.poll(room, &mut |item| {
                     if err.is_some() {
                         return;
                     }
                     let r = match item {
-                        Item::Line { start, end, bytes } => {
-                            let key = (start.file.dev << 32) ^ start.file.ino;
-                            let rand = id_bytes(key, start.offset, bytes);
-                            self.entry(bytes, rand, Some(start), Some(end))
+                        Item::Line { start, bytes, .. } => {
+                            let rand = id_bytes(start.fp, start.offset, bytes);
+                            self.entry(bytes, rand, Some(start))
                         }
-                        Item::Skipped { kind, end } => {
+                        Item::Skipped { kind, .. } => {
                             self.skipped(kind);
-                            self.books.skipped(end);
                             Ok(())
                         }
                     };
@@ -250,11 +323,16 @@ impl Agent {
                         break;
                     }
                 }
-                if err.is_some() || got.map_or(true, |n| n < BATCH) || self.group_due() {
+                if err.is_some() || got.map_or(true, |n| n < room) || self.group_due() {
                     break;
                 }
             }
             self.counts.bytes_unread = f.unread_bytes();
+            self.counts.files_pending = f.files_pending();
+            self.counts.bytes_lost = BYTE_LOSSES
+                .iter()
+                .map(|r| (*r, f.lost_bytes.get(r).copied().unwrap_or(0)))
+                .collect();
             self.follower = Some(f);
         }
         if let Some(e) = err {
@@ -267,7 +345,7 @@ impl Agent {
                         Ok(listen::Input::Line(line)) => {
                             self.listen_seq += 1;
                             let rand = id_bytes(self.salt, self.listen_seq, &line);
-                            self.entry(&line, rand, None, None)?;
+                            self.entry(&line, rand, None)?;
                         }
                         Ok(listen::Input::Skipped(kind)) => self.skipped(kind),
                         Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -291,16 +369,12 @@ impl Agent {
         line: &[u8],
         rand: [u8; 10],
         start: Option<Position>,
-        end: Option<Position>,
     ) -> Result<(), String> {
         self.counts.lines_read += 1;
         let e = match caddy_log::parse(line) {
             Ok(e) => e,
             Err(kind) => {
                 self.malformed_line(kind, line);
-                if let Some(end) = end {
-                    self.books.skipped(end);
-                }
                 return Ok(());
             }
         };
@@ -326,7 +400,10 @@ impl Agent {
         .map_err(|err| format!("the filter failed: {err:#}"))?;
         let event = (out.random_scripted == 10).then(|| event_id(e.end_ns, &rand));
         self.saw_per_stream |= event.is_some();
-        self.books.read(start, end, event);
+        if event.is_some() || !self.saw_per_stream {
+            self.made_since_tick += 1;
+        }
+        self.books.read(start, event);
         Ok(())
     }
 
@@ -368,6 +445,11 @@ impl Agent {
             .collect();
         self.counts.lines_behind = self.books.pending() as u64;
         self.counts.entries_forgotten = self.books.forgotten;
+        self.counts.entries_lost = ENTRY_LOSSES
+            .iter()
+            .map(|r| (*r, self.lost_entries.get(r).copied().unwrap_or(0)))
+            .collect();
+        self.counts.reading_paused = self.paused;
         let filter: Vec<_> = self
             .vm
             .metrics()
@@ -386,16 +468,20 @@ impl Agent {
         }
     }
 
-    /// Saves the safe position when it moved (at most every `SAVE_EVERY` unless `now`).
+    /// Saves the safe positions when they moved (at most every `SAVE_EVERY` unless `now`).
     fn save(&mut self, now: bool) {
         let Some(path) = &self.state else { return };
-        let Some(pos) = self.books.safe() else { return };
-        if Some(pos) == self.saved || (!now && self.saved_at.elapsed() < SAVE_EVERY) {
+        let Some(f) = &self.follower else { return };
+        if !now && self.saved_at.elapsed() < SAVE_EVERY {
             return;
         }
-        match follow::save_state(path, &pos) {
+        let marks = f.marks(&self.books.oldest_pending());
+        if Some(&marks) == self.saved.as_ref() {
+            return;
+        }
+        match state::save(path, &marks) {
             Ok(()) => {
-                self.saved = Some(pos);
+                self.saved = Some(marks);
                 self.saved_at = Instant::now();
                 self.save_failed = false;
             }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: usage-agent [--wasm PATH] [--config FILE] (--follow FILE [--state FILE] | --listen ADDR)
-                   [--cluster NAME=HOST:PORT]... [--metrics ADDR] [--env NAME[=VALUE]]...";
+                   [--cluster NAME=HOST:PORT]... [--metrics ADDR] [--env NAME[=VALUE]]...
+                   [--dead-letter FILE]";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -18,6 +19,8 @@ pub struct Options {
     pub metrics: Option<String>,
     /// The VM's environment.
     pub env: Vec<(String, String)>,
+    /// Where refused batches are kept.
+    pub dead_letter: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -31,6 +34,7 @@ impl Default for Options {
             clusters: Vec::new(),
             metrics: None,
             env: Vec::new(),
+            dead_letter: None,
         }
     }
 }
@@ -38,7 +42,7 @@ impl Default for Options {
 /// What the command line asked for: run, or print the usage.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
-    Run(Options),
+    Run(Box<Options>),
     Help,
 }
 
@@ -77,6 +81,7 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             "--cluster",
             "--metrics",
             "--env",
+            "--dead-letter",
         ];
         if !known.contains(&flag) {
             return Err(format!("{flag}: unknown flag"));
@@ -120,6 +125,10 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
                 }
                 o.metrics = Some(value);
             }
+            "--dead-letter" => {
+                once(flag, o.dead_letter.is_some())?;
+                o.dead_letter = Some(PathBuf::from(value));
+            }
             "--cluster" => {
                 let Some((name, addr)) = value.split_once('=') else {
                     return Err(format!("--cluster {value}: expected NAME=HOST:PORT"));
@@ -157,7 +166,7 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
     if o.state.is_some() && o.follow.is_none() {
         return Err("--state: only with --follow".into());
     }
-    Ok(Parsed::Run(o))
+    Ok(Parsed::Run(Box::new(o)))
 }
 
 #[cfg(test)]
@@ -171,7 +180,7 @@ mod tests {
     fn run(s: &str) -> Result<Options, String> {
         let env = |n: &str| (n == "TOKEN").then(|| "Bearer t".to_string());
         match parse(&args(s), &env)? {
-            Parsed::Run(o) => Ok(o),
+            Parsed::Run(o) => Ok(*o),
             Parsed::Help => Err("help".into()),
         }
     }
@@ -181,7 +190,8 @@ mod tests {
         let o = run(
             "--wasm f.wasm --config c.json --follow /var/log/a.log --state s.json \
                      --cluster collector=127.0.0.1:18080 --cluster=other=localhost:1 \
-                     --metrics 127.0.0.1:9100 --env TOKEN --env ENABLE_EVENT_STREAMING=true",
+                     --metrics 127.0.0.1:9100 --env TOKEN --env ENABLE_EVENT_STREAMING=true \
+                     --dead-letter refused.jsonl",
         )
         .unwrap();
         assert_eq!(o.wasm, PathBuf::from("f.wasm"));
@@ -195,6 +205,7 @@ mod tests {
             ]
         );
         assert_eq!(o.metrics.as_deref(), Some("127.0.0.1:9100"));
+        assert_eq!(o.dead_letter, Some(PathBuf::from("refused.jsonl")));
         assert_eq!(
             o.env,
             vec![
@@ -223,6 +234,10 @@ mod tests {
             ("--follow a --metrics", "--metrics"),
             ("--follow a --env MISSING", "--env"),
             ("--follow a --follow b", "--follow"),
+            (
+                "--follow a --dead-letter x --dead-letter y",
+                "--dead-letter",
+            ),
             ("--config c.json", "--follow or --listen"),
             ("--listen 1.2.3.4:5 --state s", "--state"),
             ("--follow a --wasm --state s", "--wasm"),

@@ -1,303 +1,387 @@
-//! Following a log file: complete lines with their positions, surviving rotation (rename
-//! and a new file: the old one is read to its end first) and copy-truncate (the file
-//! shrinks under the read position: read again from 0). The read position is saved as
-//! (file identity, offset) in a state file written atomically.
+//! Following FILE and its rolled files: complete lines with their positions, oldest file
+//! first, the file being the buffer.
+//!
+//! - Files are found by name (`rolled`) and known by fingerprint (`fingerprint`): a position
+//!   is (fingerprint, offset in the plain content), so it survives rename, gzip and copy.
+//! - The next file read is the oldest with bytes not read yet; FILE itself is read last and
+//!   kept open at its end. A rolled file is finished when it ends (a partial last line is
+//!   skipped and counted).
+//! - Rotation: FILE's name now holds another file; the open one is read to its end first.
+//! - Copy-truncate: the open FILE no longer starts with its fingerprint (checked after each
+//!   read, so bytes of the new content are never taken for the old); the rest is read from
+//!   the copy, found by fingerprint. Without a copy the unread bytes are counted lost.
+//! - A file deleted before it was read to its end is counted lost (`lost_bytes`), with a note.
 
 use crate::caddy_log::Malformed;
-use serde::{Deserialize, Serialize};
+use crate::fingerprint::{self, Fp, FP_LEN};
+use crate::rolled::{self, Rank};
+use crate::state::{Mark, Saved};
+use flate2::read::MultiGzDecoder;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Longest line read; longer ones are skipped (`Malformed::TooLong`).
 pub const MAX_LINE: usize = 1 << 20;
 const READ_CHUNK: usize = 256 * 1024;
+/// How often the folder is looked at while FILE is read at its end.
+const SCAN_EVERY: Duration = Duration::from_millis(500);
+/// Shortest time between two looks when there is nothing to read.
+const SCAN_IDLE: Duration = Duration::from_millis(50);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    fn of(m: &std::fs::Metadata) -> FileId {
-        FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        }
-    }
-}
-
-/// A place in a file: what the state file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A place in a file's plain content: what the books and the state hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
-    #[serde(flatten)]
-    pub file: FileId,
+    pub fp: Fp,
     pub offset: u64,
 }
 
 pub enum Item<'a> {
-    /// A complete line without its newline; `start` where it begins, `end` after its newline.
-    Line {
-        start: Position,
-        end: Position,
-        bytes: &'a [u8],
-    },
-    /// Something that is not a line was skipped; the read position is now `end`.
-    Skipped { kind: Malformed, end: Position },
+    /// A complete line without its newline; `start` where it begins.
+    Line { start: Position, bytes: &'a [u8] },
+    /// Something that is not a line was skipped.
+    Skipped { kind: Malformed },
+}
+
+/// A file of FILE's in the folder at the last look.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: PathBuf,
+    gz: bool,
+    rank: Rank,
+    dev: u64,
+    ino: u64,
+    /// On disk (compressed, for a gzip).
+    size: u64,
+    fp: Fp,
+}
+
+/// How far a file (by fingerprint) has been read.
+#[derive(Debug, Clone, Default)]
+struct Progress {
+    /// After the last line handed out.
+    offset: u64,
+    /// Read to its end after it was rolled.
+    done: bool,
+    path: PathBuf,
+    size: u64,
+}
+
+enum Source {
+    Plain(File),
+    Gz(Box<MultiGzDecoder<BufReader<File>>>),
 }
 
 struct Open {
-    file: File,
-    id: FileId,
+    src: Source,
+    fp: Fp,
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Opened as FILE and not known to be rotated away since.
+    live: bool,
+    /// The largest size seen (what a truncation without a copy loses, at least).
+    size_seen: u64,
 }
 
 pub struct Follower {
     path: PathBuf,
+    dir: PathBuf,
+    /// Names in the folder that are never logs (the state file, the dead-letter file).
+    exclude: Vec<PathBuf>,
+    progress: HashMap<Fp, Progress>,
+    /// Files at the last look, oldest first, one per fingerprint.
+    files: Vec<Seen>,
+    /// The first state format, resolved at the first look.
+    saved_inode: Option<(u64, u64, u64)>,
     cur: Option<Open>,
     buf: Vec<u8>,
     /// Consumed bytes at the front of `buf`.
     pos: usize,
-    /// File offset of `buf[0]`.
+    /// Offset in the content of `buf[0]`.
     buf_offset: u64,
     /// Inside a line longer than `MAX_LINE`: drop bytes up to the next newline.
     skipping: bool,
-    /// What happened that an operator should know (rotations, truncations), drained by main.
+    last_scan: Option<Instant>,
+    /// A gzip that could not be read yet (still being written): not before this.
+    gz_retry: HashMap<Fp, Instant>,
+    /// What happened that an operator should know (rotations, truncations, losses).
     pub notes: Vec<String>,
+    /// Bytes lost by reason, since the start.
+    pub lost_bytes: BTreeMap<&'static str, u64>,
 }
 
-fn open_at(path: &Path, offset: u64) -> io::Result<(Open, u64)> {
-    let mut file = File::open(path)?;
-    let m = file.metadata()?;
-    let offset = if m.len() < offset { 0 } else { offset };
-    file.seek(SeekFrom::Start(offset))?;
-    Ok((
-        Open {
-            file,
-            id: FileId::of(&m),
-        },
-        offset,
-    ))
+fn dev_ino(m: &std::fs::Metadata) -> (u64, u64) {
+    (m.dev(), m.ino())
 }
 
-/// A file next to `path` with this identity (where a rotation renamed it to).
-fn find_rotated(path: &Path, id: FileId) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .find(|e| {
-            e.metadata()
-                .is_ok_and(|m| m.is_file() && FileId::of(&m) == id)
-        })
-        .map(|e| e.path())
+fn fingerprint_of(path: &Path, gz: bool) -> io::Result<Option<Fp>> {
+    let f = File::open(path)?;
+    if gz {
+        fingerprint::of(&mut MultiGzDecoder::new(BufReader::new(f)))
+    } else {
+        fingerprint::of(&mut &f)
+    }
+}
+
+/// The fingerprint of an open plain file, read without moving its position.
+fn fingerprint_at(f: &File) -> Option<Fp> {
+    let mut head = [0u8; FP_LEN];
+    let mut n = 0;
+    while n < FP_LEN {
+        match f.read_at(&mut head[n..], n as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if head[..n].contains(&b'\n') {
+            break;
+        }
+    }
+    fingerprint::of_bytes(&head[..n])
 }
 
 impl Follower {
-    /// Starts at `saved` (from the state file) when that file can still be found, at the
-    /// start of `path` otherwise.
-    pub fn new(path: &Path, saved: Option<Position>) -> Follower {
+    /// Follows `path`; `saved` from the state file; `exclude`: files in the folder that are
+    /// never logs, whatever their names.
+    pub fn new(path: &Path, saved: Option<Saved>, exclude: &[PathBuf]) -> Follower {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let mut f = Follower {
             path: path.to_path_buf(),
+            dir,
+            exclude: exclude.to_vec(),
+            progress: HashMap::new(),
+            files: Vec::new(),
+            saved_inode: None,
             cur: None,
             buf: Vec::with_capacity(READ_CHUNK),
             pos: 0,
             buf_offset: 0,
             skipping: false,
+            last_scan: None,
+            gz_retry: HashMap::new(),
             notes: Vec::new(),
+            lost_bytes: BTreeMap::new(),
         };
-        if let Some(s) = saved {
-            let here = std::fs::metadata(path).ok().map(|m| FileId::of(&m));
-            let found = if here == Some(s.file) {
-                Some(path.to_path_buf())
-            } else {
-                find_rotated(path, s.file)
-            };
-            match found.map(|p| (open_at(&p, s.offset), p)) {
-                Some((Ok((open, offset)), p)) => {
-                    if offset != s.offset {
-                        f.notes.push(format!(
-                            "{} is shorter than the saved offset {}: reading it from the start",
-                            p.display(),
-                            s.offset
-                        ));
-                    } else if p != path {
-                        f.notes.push(format!(
-                            "resuming in the rotated {} at {offset}, then {}",
-                            p.display(),
-                            path.display()
-                        ));
-                    }
-                    f.cur = Some(open);
-                    f.buf_offset = offset;
+        match saved {
+            Some(Saved::Files(marks)) => {
+                for m in marks {
+                    f.progress.insert(
+                        m.fp,
+                        Progress {
+                            offset: m.offset,
+                            done: m.done,
+                            path: m.path,
+                            size: m.size,
+                        },
+                    );
                 }
-                _ => f.notes.push(format!(
-                    "the file of the saved position is gone: reading {} from the start",
-                    path.display()
-                )),
             }
+            Some(Saved::Inode { dev, ino, offset }) => f.saved_inode = Some((dev, ino, offset)),
+            None => {}
         }
+        f.scan();
         f
     }
 
-    /// The position after the last complete line handed out.
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn position(&self) -> Option<Position> {
-        self.cur.as_ref().map(|o| Position {
-            file: o.id,
-            offset: self.buf_offset + self.pos as u64,
+    fn excluded(&self, p: &Path) -> bool {
+        self.exclude.iter().any(|x| {
+            let tmp = crate::state::tmp_path(x);
+            (x.file_name() == p.file_name() || tmp.file_name() == p.file_name()) && same_dir(x, p)
         })
     }
 
-    /// Bytes in the file not read yet.
-    pub fn unread_bytes(&self) -> u64 {
-        let Some(o) = &self.cur else { return 0 };
-        let len = o.file.metadata().map(|m| m.len()).unwrap_or(0);
-        let read = self.buf_offset + self.buf.len() as u64;
-        let mut behind = len.saturating_sub(read);
-        // A rotated-away file being finished: the new one counts too.
-        if let Ok(m) = std::fs::metadata(&self.path) {
-            if FileId::of(&m) != o.id {
-                behind += m.len();
+    /// Looks at the folder: FILE's files with their fingerprints, oldest first; files gone
+    /// with bytes not read are counted lost.
+    fn scan(&mut self) {
+        self.last_scan = Some(Instant::now());
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut found: Vec<Seen> = Vec::new();
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            let Some(m) = rolled::member_path(&self.path, &p) else {
+                continue;
+            };
+            if self.excluded(&p) {
+                continue;
+            }
+            let Ok(md) = std::fs::metadata(&p) else {
+                continue;
+            };
+            if !md.is_file() {
+                continue;
+            }
+            let (dev, ino) = dev_ino(&md);
+            let fp = match &self.cur {
+                // The open file keeps its fingerprint until a read shows it changed.
+                Some(o) if (o.dev, o.ino) == (dev, ino) && !m.gz => Some(o.fp),
+                _ => fingerprint_of(&p, m.gz).ok().flatten(),
+            };
+            let Some(fp) = fp else { continue };
+            found.push(Seen {
+                path: p,
+                gz: m.gz,
+                rank: m.rank,
+                dev,
+                ino,
+                size: md.len(),
+                fp,
+            });
+        }
+        found.sort_by(|a, b| a.rank.cmp(&b.rank));
+        // One per fingerprint: the open one, else a plain one (a gzip may still be written).
+        let cur = self.cur.as_ref().map(|o| (o.dev, o.ino));
+        let mut one: Vec<Seen> = Vec::with_capacity(found.len());
+        for s in found {
+            match one.iter_mut().find(|x| x.fp == s.fp) {
+                Some(x) => {
+                    let better = Some((s.dev, s.ino)) == cur
+                        || (Some((x.dev, x.ino)) != cur && x.gz && !s.gz);
+                    if better {
+                        let rank = std::mem::replace(&mut x.rank, Rank::Live);
+                        *x = Seen { rank, ..s };
+                    }
+                }
+                None => one.push(s),
             }
         }
-        behind
+        if let Some((dev, ino, offset)) = self.saved_inode.take() {
+            self.resolve_first_format(&one, dev, ino, offset);
+        }
+        // Gone since the last look (or since the state was saved) with bytes not read.
+        let open_fp = self.cur.as_ref().map(|o| o.fp);
+        let gone: Vec<Fp> = self
+            .progress
+            .keys()
+            .filter(|fp| Some(**fp) != open_fp && !one.iter().any(|s| s.fp == **fp))
+            .copied()
+            .collect();
+        for fp in gone {
+            if let Some(p) = self.progress.remove(&fp) {
+                let unread = p.size.saturating_sub(p.offset);
+                if !p.done && unread > 0 {
+                    self.lose(
+                        "deleted_unread",
+                        unread,
+                        &p.path,
+                        "deleted (or renamed out of the folder) before it was read to its end",
+                    );
+                }
+            }
+        }
+        for s in &one {
+            let p = self.progress.entry(s.fp).or_default();
+            p.path = s.path.clone();
+            // A gzip's size is its compressed one; the plain size, once known, is kept.
+            if !s.gz || p.size == 0 {
+                p.size = s.size;
+            }
+        }
+        if let Some(o) = self.cur.as_mut() {
+            if let Some(s) = one
+                .iter()
+                .find(|s| (s.dev, s.ino) == (o.dev, o.ino) && !s.gz)
+            {
+                o.size_seen = o.size_seen.max(s.size);
+                o.path = s.path.clone();
+            }
+        }
+        self.files = one;
     }
 
-    fn here(&self, o: &Open) -> Position {
+    /// The first state format named a file by inode: the position is in the file with that
+    /// inode if it is long enough (an inode can be reused), and files older than it are done.
+    fn resolve_first_format(&mut self, files: &[Seen], dev: u64, ino: u64, offset: u64) {
+        let at = files
+            .iter()
+            .position(|s| !s.gz && (s.dev, s.ino) == (dev, ino) && s.size >= offset);
+        let before = at.unwrap_or(files.len().saturating_sub(1));
+        for (i, s) in files.iter().enumerate() {
+            let p = self.progress.entry(s.fp).or_default();
+            if Some(i) == at {
+                p.offset = offset;
+            } else if i < before && s.rank != Rank::Live && !s.gz {
+                p.offset = s.size;
+                p.done = true;
+            } else if i < before && s.gz {
+                p.done = true;
+            }
+        }
+        if at.is_none() {
+            self.notes.push(format!(
+                "the file of the saved position (inode {ino}) is not there: reading {} from the start",
+                self.path.display()
+            ));
+        }
+    }
+
+    fn lose(&mut self, reason: &'static str, bytes: u64, path: &Path, why: &str) {
+        *self.lost_bytes.entry(reason).or_default() += bytes;
+        self.notes.push(format!(
+            "lost {bytes} bytes of {}: {why} ({reason})",
+            path.display()
+        ));
+    }
+
+    /// Bytes of `s` not read yet (a gzip not finished counts its compressed size).
+    fn unread(&self, s: &Seen) -> u64 {
+        let p = self.progress.get(&s.fp);
+        if s.gz {
+            match p {
+                Some(p) if p.done => 0,
+                _ => s.size,
+            }
+        } else {
+            s.size.saturating_sub(p.map_or(0, |p| p.offset))
+        }
+    }
+
+    /// Bytes of FILE's files not read yet (see `unread`).
+    pub fn unread_bytes(&self) -> u64 {
+        self.files.iter().map(|s| self.unread(s)).sum()
+    }
+
+    /// Files of FILE's with bytes not read yet.
+    pub fn files_pending(&self) -> u64 {
+        self.files.iter().filter(|s| self.unread(s) > 0).count() as u64
+    }
+
+    /// What the state file should say, given the start of the oldest entry still only in
+    /// memory in each file.
+    pub fn marks(&self, oldest_pending: &HashMap<Fp, u64>) -> Vec<Mark> {
+        let mut fps: Vec<Fp> = self.files.iter().map(|s| s.fp).collect();
+        if let Some(o) = &self.cur {
+            if !fps.contains(&o.fp) {
+                fps.push(o.fp);
+            }
+        }
+        fps.iter()
+            .filter_map(|fp| {
+                let p = self.progress.get(fp)?;
+                let pending = oldest_pending.get(fp).copied();
+                Some(Mark {
+                    fp: *fp,
+                    offset: pending.map_or(p.offset, |o| o.min(p.offset)),
+                    done: p.done && pending.is_none(),
+                    path: p.path.clone(),
+                    size: p.size,
+                })
+            })
+            .collect()
+    }
+
+    fn here(&self, fp: Fp) -> Position {
         Position {
-            file: o.id,
+            fp,
             offset: self.buf_offset + self.pos as u64,
         }
-    }
-
-    /// Hands out up to `max` items from what is in the file now. Returns how many.
-    pub fn poll(&mut self, max: usize, f: &mut dyn FnMut(Item)) -> io::Result<usize> {
-        let mut n = 0;
-        if self.cur.is_none() {
-            match open_at(&self.path, 0) {
-                Ok((o, _)) => {
-                    self.cur = Some(o);
-                    self.reset_buf(0);
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-                Err(e) => return Err(e),
-            }
-        }
-        while n < max {
-            // Complete lines already read.
-            if let Some(i) = memchr(b'\n', &self.buf[self.pos..]) {
-                let o = self.cur.as_ref().expect("open");
-                let start = self.here(o);
-                let line_end = self.pos + i;
-                self.pos = line_end + 1;
-                let end = self.here(o);
-                if self.skipping || i > MAX_LINE {
-                    self.skipping = false;
-                    f(Item::Skipped {
-                        kind: Malformed::TooLong,
-                        end,
-                    });
-                } else {
-                    let mut bytes = &self.buf[start_index(&start, self.buf_offset)..line_end];
-                    if bytes.last() == Some(&b'\r') {
-                        bytes = &bytes[..bytes.len() - 1];
-                    }
-                    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-                        // Blank line: no entry, no complaint.
-                        continue;
-                    }
-                    f(Item::Line { start, end, bytes });
-                }
-                n += 1;
-                continue;
-            }
-            if self.buf.len() - self.pos > MAX_LINE {
-                self.skipping = true;
-                let drop = self.buf.len();
-                self.buf_offset += drop as u64;
-                self.buf.clear();
-                self.pos = 0;
-            }
-            // Need more bytes.
-            if self.pos > 0 {
-                self.buf.drain(..self.pos);
-                self.buf_offset += self.pos as u64;
-                self.pos = 0;
-            }
-            let o = self.cur.as_mut().expect("open");
-            let have = self.buf.len();
-            self.buf.resize(have + READ_CHUNK, 0);
-            let got = o.file.read(&mut self.buf[have..]);
-            let got = match got {
-                Ok(g) => g,
-                Err(e) => {
-                    self.buf.truncate(have);
-                    return Err(e);
-                }
-            };
-            self.buf.truncate(have + got);
-            if got > 0 {
-                continue;
-            }
-            // At the end of the file: rotated or truncated?
-            let Ok(m) = std::fs::metadata(&self.path) else {
-                break; // renamed, the new file not there yet
-            };
-            let id = o.id;
-            let read_to = self.buf_offset + self.buf.len() as u64;
-            if FileId::of(&m) != id {
-                let partial = !self.buf.is_empty() || self.skipping;
-                self.notes.push(format!(
-                    "{} was rotated: reading the new file from the start",
-                    self.path.display()
-                ));
-                match open_at(&self.path, 0) {
-                    Ok((open, _)) => {
-                        let old_end = Position {
-                            file: id,
-                            offset: read_to,
-                        };
-                        self.cur = Some(open);
-                        self.reset_buf(0);
-                        if partial {
-                            f(Item::Skipped {
-                                kind: Malformed::Partial,
-                                end: old_end,
-                            });
-                            n += 1;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            } else if m.len() < read_to {
-                let partial = !self.buf.is_empty() || self.skipping;
-                self.notes.push(format!(
-                    "{} was truncated (copytruncate): reading it from the start",
-                    self.path.display()
-                ));
-                o.file.seek(SeekFrom::Start(0))?;
-                self.reset_buf(0);
-                if partial {
-                    let end = Position {
-                        file: id,
-                        offset: 0,
-                    };
-                    f(Item::Skipped {
-                        kind: Malformed::Partial,
-                        end,
-                    });
-                    n += 1;
-                }
-            } else {
-                break;
-            }
-        }
-        Ok(n)
     }
 
     fn reset_buf(&mut self, offset: u64) {
@@ -306,170 +390,313 @@ impl Follower {
         self.buf_offset = offset;
         self.skipping = false;
     }
+
+    /// Opens the oldest file with bytes not read, at its offset. False when there is none.
+    fn open_next(&mut self, force: bool) -> io::Result<bool> {
+        let due = self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= SCAN_IDLE || force);
+        if due {
+            self.scan();
+        }
+        let now = Instant::now();
+        let next = self
+            .files
+            .iter()
+            .find(|s| self.unread(s) > 0 && self.gz_retry.get(&s.fp).is_none_or(|t| *t <= now));
+        let Some(s) = next.cloned() else {
+            return Ok(false);
+        };
+        let offset = self.progress.get(&s.fp).map_or(0, |p| p.offset);
+        match self.open_at(&s, offset) {
+            Ok(Some(o)) => {
+                if offset > 0 || s.rank != Rank::Live {
+                    let more = self.files_pending().saturating_sub(1);
+                    self.notes.push(format!(
+                        "reading {} from offset {offset} ({more} more file(s) after it)",
+                        s.path.display()
+                    ));
+                }
+                self.cur = Some(o);
+                self.reset_buf(offset);
+                Ok(true)
+            }
+            Ok(None) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `s` opened at `offset` of its content; None for a gzip that cannot be read that far yet.
+    fn open_at(&mut self, s: &Seen, offset: u64) -> io::Result<Option<Open>> {
+        let mut file = File::open(&s.path)?;
+        let src = if s.gz {
+            let mut d = MultiGzDecoder::new(BufReader::new(file));
+            let skipped = io::copy(&mut (&mut d).take(offset), &mut io::sink());
+            match skipped {
+                Ok(n) if n == offset => Source::Gz(Box::new(d)),
+                Ok(_) => {
+                    // Shorter than what was read of it: nothing more in it.
+                    self.progress.entry(s.fp).or_default().done = true;
+                    return Ok(None);
+                }
+                Err(_) => {
+                    self.gz_retry
+                        .insert(s.fp, Instant::now() + Duration::from_secs(1));
+                    return Ok(None);
+                }
+            }
+        } else {
+            // The name may hold another file since the look: it must still be this one.
+            if fingerprint_at(&file) != Some(s.fp) {
+                return Ok(None);
+            }
+            file.seek(SeekFrom::Start(offset))?;
+            Source::Plain(file)
+        };
+        let live = s.rank == Rank::Live;
+        Ok(Some(Open {
+            src,
+            fp: s.fp,
+            path: s.path.clone(),
+            dev: s.dev,
+            ino: s.ino,
+            live,
+            size_seen: if s.gz { 0 } else { s.size },
+        }))
+    }
+
+    /// Hands out up to `max` items from what is in the files now. Returns how many.
+    pub fn poll(&mut self, max: usize, f: &mut dyn FnMut(Item)) -> io::Result<usize> {
+        let mut n = 0;
+        let mut force = false;
+        while n < max {
+            if self.cur.is_none() && !self.open_next(force)? {
+                break;
+            }
+            force = false;
+            let fp = match &self.cur {
+                Some(o) => o.fp,
+                None => break,
+            };
+            // Complete lines already read.
+            if let Some(i) = memchr(b'\n', &self.buf[self.pos..]) {
+                let start = self.here(fp);
+                let line_end = self.pos + i;
+                self.pos = line_end + 1;
+                let end = self.here(fp);
+                self.progress.entry(fp).or_default().offset = end.offset;
+                if self.skipping || i > MAX_LINE {
+                    self.skipping = false;
+                    f(Item::Skipped {
+                        kind: Malformed::TooLong,
+                    });
+                } else {
+                    let s = (start.offset - self.buf_offset) as usize;
+                    let mut bytes = &self.buf[s..line_end];
+                    if bytes.last() == Some(&b'\r') {
+                        bytes = &bytes[..bytes.len() - 1];
+                    }
+                    if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                        continue; // a blank line: no entry, no complaint
+                    }
+                    f(Item::Line { start, bytes });
+                }
+                n += 1;
+                continue;
+            }
+            if self.buf.len() - self.pos > MAX_LINE {
+                self.skipping = true;
+                self.buf_offset += self.buf.len() as u64;
+                self.buf.clear();
+                self.pos = 0;
+            }
+            if self.pos > 0 {
+                self.buf.drain(..self.pos);
+                self.buf_offset += self.pos as u64;
+                self.pos = 0;
+            }
+            let have = self.buf.len();
+            self.buf.resize(have + READ_CHUNK, 0);
+            let got = match self.cur.as_mut().map(|o| match &mut o.src {
+                Source::Plain(f) => f.read(&mut self.buf[have..]),
+                Source::Gz(d) => d.read(&mut self.buf[have..]),
+            }) {
+                Some(Ok(g)) => g,
+                Some(Err(e)) => {
+                    self.buf.truncate(have);
+                    if self
+                        .cur
+                        .as_ref()
+                        .is_some_and(|o| matches!(o.src, Source::Gz(_)))
+                    {
+                        // A gzip cut short (still being written): again later, from its offset.
+                        self.gz_retry
+                            .insert(fp, Instant::now() + Duration::from_secs(1));
+                        self.cur = None;
+                        continue;
+                    }
+                    return Err(e);
+                }
+                None => 0,
+            };
+            self.buf.truncate(have + got);
+            if got > 0 {
+                if self.rewritten() {
+                    self.truncated(have, f, &mut n);
+                    force = true;
+                }
+                continue;
+            }
+            if self.at_end(f, &mut n) {
+                force = true;
+                continue;
+            }
+            break;
+        }
+        Ok(n)
+    }
+
+    /// The open FILE no longer starts with its fingerprint (copy-truncate).
+    fn rewritten(&self) -> bool {
+        match &self.cur {
+            Some(Open {
+                src: Source::Plain(file),
+                live: true,
+                fp,
+                ..
+            }) => fingerprint_at(file) != Some(*fp),
+            _ => false,
+        }
+    }
+
+    /// The open file ended. True when reading moves on (to another file, or again in the
+    /// same one), false when FILE is read to its end and there is nothing else to read.
+    fn at_end(&mut self, f: &mut dyn FnMut(Item), n: &mut usize) -> bool {
+        let Some((fp, live, dev, ino)) = self.cur.as_ref().map(|o| (o.fp, o.live, o.dev, o.ino))
+        else {
+            return false;
+        };
+        let read_to = self.buf_offset + self.buf.len() as u64;
+        if live {
+            match std::fs::metadata(&self.path) {
+                Ok(m) if dev_ino(&m) == (dev, ino) => {
+                    let size = m.len();
+                    if let Some(o) = self.cur.as_mut() {
+                        o.size_seen = o.size_seen.max(size);
+                    }
+                    if size < read_to || self.rewritten() {
+                        self.truncated(self.buf.len(), f, n);
+                        return true;
+                    }
+                    // Now and then: an older file with bytes not read (a rolled file that
+                    // grew, or one put there) comes first.
+                    if self.last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
+                        self.scan();
+                        let older = self
+                            .files
+                            .iter()
+                            .take_while(|s| s.fp != fp)
+                            .any(|s| self.unread(s) > 0);
+                        if older && self.pos == self.buf.len() {
+                            self.cur = None;
+                            return true;
+                        }
+                    }
+                    return false;
+                }
+                _ => {
+                    // Rotated away (or gone): read it once more, then it is finished.
+                    if let Some(o) = self.cur.as_mut() {
+                        o.live = false;
+                    }
+                    self.notes.push(format!(
+                        "{} was rotated: reading the rotated file to its end, then the new one",
+                        self.path.display()
+                    ));
+                    return true;
+                }
+            }
+        }
+        // A rolled file read to its end: a partial last line can never be completed.
+        if self.pos < self.buf.len() || self.skipping {
+            f(Item::Skipped {
+                kind: Malformed::Partial,
+            });
+            *n += 1;
+        }
+        let p = self.progress.entry(fp).or_default();
+        p.offset = read_to;
+        p.done = true;
+        self.cur = None;
+        self.reset_buf(0);
+        true
+    }
+
+    /// The open FILE was truncated (its content from `valid` on in `buf` is new): the rest
+    /// comes from the copy, found by fingerprint, or is counted lost.
+    fn truncated(&mut self, valid: usize, f: &mut dyn FnMut(Item), n: &mut usize) {
+        self.buf.truncate(valid);
+        let read_to = self.buf_offset + valid as u64;
+        let Some(old) = self.cur.take() else { return };
+        self.scan();
+        let copy = self
+            .files
+            .iter()
+            .find(|s| s.fp == old.fp && (s.dev, s.ino) != (old.dev, old.ino))
+            .cloned();
+        if let Some(s) = copy {
+            if let Ok(Some(mut o)) = self.open_at(&s, read_to) {
+                self.notes.push(format!(
+                    "{} was truncated (copytruncate): reading the rest from {} at offset {read_to}",
+                    self.path.display(),
+                    s.path.display()
+                ));
+                o.live = false;
+                self.cur = Some(o);
+                return;
+            }
+        }
+        let unread = old.size_seen.saturating_sub(read_to);
+        self.notes.push(format!(
+            "{} was truncated (copytruncate): reading it again from the start",
+            self.path.display()
+        ));
+        if unread > 0 {
+            self.lose(
+                "truncated_unread",
+                unread,
+                &old.path,
+                "truncated before it was read, and no copy of it was found",
+            );
+        }
+        if self.pos < self.buf.len() || self.skipping {
+            f(Item::Skipped {
+                kind: Malformed::Partial,
+            });
+            *n += 1;
+        }
+        let p = self.progress.entry(old.fp).or_default();
+        p.offset = p.offset.max(read_to).max(old.size_seen);
+        p.done = true;
+        self.reset_buf(0);
+    }
 }
 
-fn start_index(start: &Position, buf_offset: u64) -> usize {
-    (start.offset - buf_offset) as usize
+fn same_dir(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| {
+        p.parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .ok()
+    };
+    canon(a) == canon(b)
 }
 
 fn memchr(b: u8, s: &[u8]) -> Option<usize> {
     s.iter().position(|&c| c == b)
 }
 
-/// The saved position, if the state file holds one.
-pub fn load_state(path: &Path) -> io::Result<Option<Position>> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Writes the state file atomically: a temporary file, fsync, rename.
-pub fn save_state(path: &Path, pos: &Position) -> io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(serde_json::to_string(pos)?.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fs::OpenOptions;
-
-    fn tmpdir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("usage-agent-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
-    fn append(p: &Path, s: &str) {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .unwrap();
-        f.write_all(s.as_bytes()).unwrap();
-    }
-
-    /// Lines and skipped kinds, as strings.
-    fn drain(f: &mut Follower) -> Vec<String> {
-        let mut out = Vec::new();
-        f.poll(usize::MAX, &mut |it| match it {
-            Item::Line { bytes, .. } => out.push(String::from_utf8_lossy(bytes).into_owned()),
-            Item::Skipped { kind, .. } => out.push(format!("<{}>", kind.name())),
-        })
-        .unwrap();
-        out
-    }
-
-    #[test]
-    fn lines_positions_and_partial_lines() {
-        let d = tmpdir("lines");
-        let p = d.join("access.log");
-        append(&p, "a\nbb\nc");
-        let mut f = Follower::new(&p, None);
-        let mut got = Vec::new();
-        f.poll(10, &mut |it| {
-            if let Item::Line { start, end, bytes } = it {
-                got.push((start.offset, end.offset, bytes.to_vec()));
-            }
-        })
-        .unwrap();
-        assert_eq!(got, vec![(0, 2, b"a".to_vec()), (2, 5, b"bb".to_vec())]);
-        assert_eq!(f.position().unwrap().offset, 5);
-        append(&p, "c\n\n");
-        assert_eq!(drain(&mut f), ["cc"]);
-        assert_eq!(f.position().unwrap().offset, 9);
-    }
-
-    #[test]
-    fn rotation_by_rename_reads_the_old_file_to_its_end_first() {
-        let d = tmpdir("rename");
-        let p = d.join("access.log");
-        append(&p, "1\n2\n");
-        let mut f = Follower::new(&p, None);
-        assert_eq!(drain(&mut f), ["1", "2"]);
-        append(&p, "3\n");
-        std::fs::rename(&p, d.join("access.log.1")).unwrap();
-        append(&d.join("access.log.1"), "4\n5");
-        assert_eq!(drain(&mut f), ["3", "4"]); // the new file is not there yet
-        append(&p, "6\n");
-        assert_eq!(drain(&mut f), ["<partial>", "6"]);
-        append(&p, "7\n");
-        assert_eq!(drain(&mut f), ["7"]);
-    }
-
-    #[test]
-    fn copy_truncate_starts_again_at_zero() {
-        let d = tmpdir("truncate");
-        let p = d.join("access.log");
-        append(&p, "one\ntwo\n");
-        let mut f = Follower::new(&p, None);
-        assert_eq!(drain(&mut f), ["one", "two"]);
-        std::fs::copy(&p, d.join("access.log.1")).unwrap();
-        OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
-        append(&p, "x\n");
-        assert_eq!(drain(&mut f), ["x"]);
-    }
-
-    #[test]
-    fn resume_from_state_even_in_the_rotated_file() {
-        let d = tmpdir("resume");
-        let p = d.join("access.log");
-        let st = d.join("state.json");
-        append(&p, "a\nb\nc\n");
-        let mut f = Follower::new(&p, None);
-        let mut first = None;
-        f.poll(1, &mut |it| {
-            if let Item::Line { end, .. } = it {
-                first = Some(end)
-            }
-        })
-        .unwrap();
-        save_state(&st, &first.unwrap()).unwrap();
-        let saved = load_state(&st).unwrap();
-        assert_eq!(saved, first);
-        // Same file.
-        assert_eq!(drain(&mut Follower::new(&p, saved)), ["b", "c"]);
-        // Rotated since.
-        std::fs::rename(&p, d.join("access.log.1")).unwrap();
-        append(&p, "d\n");
-        assert_eq!(drain(&mut Follower::new(&p, saved)), ["b", "c", "d"]);
-        // Gone.
-        std::fs::remove_file(d.join("access.log.1")).unwrap();
-        let mut f = Follower::new(&p, saved);
-        assert!(f.notes[0].contains("gone"));
-        assert_eq!(drain(&mut f), ["d"]);
-        assert_eq!(load_state(&d.join("none.json")).unwrap(), None);
-    }
-
-    #[test]
-    fn an_overlong_line_is_skipped() {
-        let d = tmpdir("long");
-        let p = d.join("access.log");
-        append(&p, &format!("{}\nok\n", "x".repeat(MAX_LINE + 10)));
-        let mut f = Follower::new(&p, None);
-        assert_eq!(drain(&mut f), ["<too_long>", "ok"]);
-    }
-}
+mod tests;

@@ -15,10 +15,14 @@ mod books;
 mod caddy_log;
 mod callout;
 mod cli;
+mod dead_letter;
+mod fingerprint;
 mod follow;
 mod ids;
 mod listen;
 mod metrics;
+mod rolled;
+mod state;
 
 use agent::Agent;
 use books::Books;
@@ -36,7 +40,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Asks the filter for one `random_get` of 10 bytes per event id, made in the stream's
 /// `on_log`: the agent answers it from the entry, so an entry read again after a restart
 /// gets the same event id.
-const VM_CONFIG: &[u8] = br#"{"event_ids":"per_stream"}"#;
+const VM_CONFIG_LISTEN: &[u8] = br#"{"event_ids":"per_stream"}"#;
+/// Following a file, also: a retryable failure is retried until it succeeds. The file holds
+/// every entry, and reading pauses while the filter is full, so giving up would only lose.
+const VM_CONFIG_FOLLOW: &[u8] = br#"{"event_ids":"per_stream","retries":"unlimited"}"#;
 /// How often the saved offset may be rewritten.
 pub(crate) const SAVE_EVERY: Duration = Duration::from_millis(200);
 /// Entries between two looks at the clock.
@@ -52,7 +59,7 @@ pub(crate) const GROUP: Duration = Duration::from_millis(5);
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let opts = match cli::parse(&args, &|n| std::env::var(n).ok()) {
-        Ok(cli::Parsed::Run(o)) => o,
+        Ok(cli::Parsed::Run(o)) => *o,
         Ok(cli::Parsed::Help) => {
             println!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
@@ -82,6 +89,7 @@ pub(crate) fn now_ns() -> u64 {
 struct Settings {
     timeout_ms: u64,
     buffer_size: usize,
+    batch_size: usize,
 }
 
 fn settings(config: &str) -> Settings {
@@ -90,6 +98,7 @@ fn settings(config: &str) -> Settings {
     Settings {
         timeout_ms: http["timeout_ms"].as_u64().unwrap_or(5000),
         buffer_size: http["buffer_size"].as_u64().unwrap_or(10_000) as usize,
+        batch_size: http["batch_size"].as_u64().unwrap_or(100) as usize,
     }
 }
 
@@ -119,7 +128,11 @@ fn run(o: cli::Options) -> Result<(), String> {
         .wasm(&o.wasm)
         .fuel(false)
         .config_str(&config)
-        .vm_config(VM_CONFIG.to_vec())
+        .vm_config(if o.follow.is_some() {
+            VM_CONFIG_FOLLOW.to_vec()
+        } else {
+            VM_CONFIG_LISTEN.to_vec()
+        })
         .random_seed(os_random_u64())
         .log_level(2)
         .clusters_only(&names);
@@ -153,7 +166,7 @@ fn run(o: cli::Options) -> Result<(), String> {
     vm.limit_history(0);
     let s = settings(&config);
     let saved = match &o.state {
-        Some(p) => follow::load_state(p).map_err(|e| format!("--state {}: {e}", p.display()))?,
+        Some(p) => state::load(p).map_err(|e| format!("--state {}: {e}", p.display()))?,
         None => None,
     };
     let page = Arc::new(Mutex::new(String::new()));
@@ -171,9 +184,26 @@ fn run(o: cli::Options) -> Result<(), String> {
         }
         None => None,
     };
+    let dead_letter = match &o.dead_letter {
+        Some(p) => Some(
+            dead_letter::DeadLetter::open(p)
+                .map_err(|e| format!("--dead-letter {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
+    // Never taken for a log, whatever they are named.
+    let exclude: Vec<_> = o
+        .state
+        .iter()
+        .chain(o.dead_letter.iter())
+        .cloned()
+        .collect();
     let follower = o.follow.as_ref().map(|p| {
-        eprintln!("usage-agent: following {}", p.display());
-        Follower::new(p, saved)
+        eprintln!(
+            "usage-agent: following {} and its rolled files",
+            p.display()
+        );
+        Follower::new(p, saved, &exclude)
     });
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -199,7 +229,7 @@ fn run(o: cli::Options) -> Result<(), String> {
         counts: metrics::Agent::default(),
         malformed: BTreeMap::new(),
         state: o.state.clone(),
-        saved,
+        saved: None,
         saved_at: Instant::now(),
         save_failed: false,
         page,
@@ -207,6 +237,13 @@ fn run(o: cli::Options) -> Result<(), String> {
         listen_seq: 0,
         saw_per_stream: false,
         warned_pooled: false,
+        dead_letter,
+        pause_at: s.buffer_size.saturating_sub(s.batch_size).max(1) as u64,
+        held_at_tick: 0,
+        made_since_tick: 0,
+        answered_since_tick: false,
+        paused: false,
+        lost_entries: BTreeMap::new(),
     };
     a.drain_logs();
     a.next_tick = Instant::now() + a.period;

@@ -19,6 +19,13 @@ pub struct Agent {
     pub bytes_unread: u64,
     pub callouts_in_flight: u64,
     pub entries_forgotten: u64,
+    /// Files of FILE's (rolled or not) with bytes not read yet.
+    pub files_pending: u64,
+    pub entries_lost: Vec<(&'static str, u64)>,
+    pub bytes_lost: Vec<(&'static str, u64)>,
+    pub batches_dead_lettered: u64,
+    /// Reading waits for the filter to deliver what it holds.
+    pub reading_paused: bool,
 }
 
 pub fn render(filter: &[(String, MetricKind, i64)], a: &Agent) -> String {
@@ -68,11 +75,48 @@ pub fn render(filter: &[(String, MetricKind, i64)], a: &Agent) -> String {
         "Entries no longer tracked for the saved offset (more pending than the filter can hold).",
         a.entries_forgotten,
     );
-    let n = "usage_agent_lines_malformed_total";
-    let _ = writeln!(s, "# HELP {n} Lines skipped, by kind.\n# TYPE {n} counter");
-    for (kind, v) in &a.malformed {
-        let _ = writeln!(s, "{n}{{kind=\"{kind}\"}} {v}");
-    }
+    one(
+        "usage_agent_files_pending",
+        "gauge",
+        "Files of the followed log (rolled ones included) with bytes not read yet.",
+        a.files_pending,
+    );
+    one(
+        "usage_agent_batches_dead_lettered_total",
+        "counter",
+        "Batches the collector refused, written to --dead-letter.",
+        a.batches_dead_lettered,
+    );
+    one(
+        "usage_agent_reading_paused",
+        "gauge",
+        "1 while reading waits for the filter to deliver what it holds (the file is the buffer).",
+        a.reading_paused as u64,
+    );
+    let mut labelled = |n: &str, help: &str, label: &str, values: &[(&str, u64)]| {
+        let _ = writeln!(s, "# HELP {n} {help}\n# TYPE {n} counter");
+        for (l, v) in values {
+            let _ = writeln!(s, "{n}{{{label}=\"{l}\"}} {v}");
+        }
+    };
+    labelled(
+        "usage_agent_lines_malformed_total",
+        "Lines skipped, by kind.",
+        "kind",
+        &a.malformed,
+    );
+    labelled(
+        "usage_agent_entries_lost_total",
+        "Entries lost anyway, by reason (refused: a batch the collector refused, without --dead-letter).",
+        "reason",
+        &a.entries_lost,
+    );
+    labelled(
+        "usage_agent_bytes_lost_total",
+        "Bytes of the log lost before they were read, by reason (a gzip counts its compressed size).",
+        "reason",
+        &a.bytes_lost,
+    );
     s
 }
 

@@ -30,8 +30,8 @@ pub struct Root {
     /// The shared queue: registered (service) or resolved (worker).
     queue: Option<u32>,
     done_reported: bool,
-    /// The host asked for one randomness draw per event id (see `random`).
-    per_event_ids: bool,
+    /// What the host asked for in the VM configuration.
+    vm: VmConfig,
     /// Clusters whose callouts the host refuses to start, already said in the log; one is
     /// said again only after a callout to it started.
     refused: Vec<String>,
@@ -45,11 +45,30 @@ fn warn(host: &dyn Host, msg: &str) {
     host.log(Level::Warn, msg.as_bytes());
 }
 
-/// The VM configuration this filter understands: `{"event_ids":"per_stream"}`. Anything
-/// else (Envoy users rarely set one) leaves the defaults.
-fn wants_per_event_ids(vm_config: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(vm_config)
-        .is_ok_and(|v| v.get("event_ids").and_then(|x| x.as_str()) == Some("per_stream"))
+/// The VM configuration this filter understands, set by a host that has more than Envoy
+/// gives it (usage-agent): `{"event_ids":"per_stream","retries":"unlimited"}`. Anything else
+/// (Envoy users rarely set one) leaves the defaults.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VmConfig {
+    /// One randomness draw per event id (see `random`): the host can make ids repeatable.
+    pub per_event_ids: bool,
+    /// A retryable failure is retried until it succeeds (backoff still capped): the host
+    /// has a durable source and pauses it instead (the agent's file is its buffer), so
+    /// `http.retry.max_attempts` would only throw away what the file still holds.
+    pub unlimited_retries: bool,
+}
+
+impl VmConfig {
+    pub(crate) fn parse(vm_config: &[u8]) -> VmConfig {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(vm_config) else {
+            return VmConfig::default();
+        };
+        let is = |key: &str, want: &str| v.get(key).and_then(|x| x.as_str()) == Some(want);
+        VmConfig {
+            per_event_ids: is("event_ids", "per_stream"),
+            unlimited_retries: is("retries", "unlimited"),
+        }
+    }
 }
 
 impl Root {
@@ -58,7 +77,7 @@ impl Root {
             let raw = host
                 .buffer(Buffer::VmConfiguration, 0, size)
                 .unwrap_or_default();
-            self.per_event_ids = wants_per_event_ids(&raw);
+            self.vm = VmConfig::parse(&raw);
         }
         true
     }
@@ -67,7 +86,7 @@ impl Root {
         let raw = host
             .buffer(Buffer::PluginConfiguration, 0, size)
             .unwrap_or_default();
-        let cfg = match config::parse(&raw, &|name| host.env_var(name)) {
+        let mut cfg = match config::parse(&raw, &|name| host.env_var(name)) {
             Ok(c) => c,
             Err(e) => {
                 host.log(Level::Error, format!("usage-filter: {e}").as_bytes());
@@ -119,7 +138,12 @@ impl Root {
             .as_bytes(),
         );
         let active = cfg.enabled || role == Role::QueueService;
-        let rng = if self.per_event_ids {
+        if self.vm.unlimited_retries {
+            if let Some(h) = cfg.http.as_mut() {
+                h.retry.max_attempts = u32::MAX;
+            }
+        }
+        let rng = if self.vm.per_event_ids {
             Pool::per_event()
         } else {
             Pool::default()

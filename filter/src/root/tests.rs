@@ -156,11 +156,15 @@ fn shutdown_flushes_and_reports_done_when_the_last_answer_arrives() {
 }
 
 #[test]
-fn the_vm_configuration_can_ask_for_one_draw_per_event_id() {
-    assert!(wants_per_event_ids(br#"{"event_ids":"per_stream"}"#));
-    assert!(!wants_per_event_ids(b""));
-    assert!(!wants_per_event_ids(b"not json"));
-    assert!(!wants_per_event_ids(br#"{"event_ids":"pooled"}"#));
+fn the_vm_configuration_can_ask_for_one_draw_per_event_id_and_unlimited_retries() {
+    let p = VmConfig::parse;
+    assert!(p(br#"{"event_ids":"per_stream"}"#).per_event_ids);
+    assert_eq!(p(b""), VmConfig::default());
+    assert_eq!(p(b"not json"), VmConfig::default());
+    assert!(!p(br#"{"event_ids":"pooled"}"#).per_event_ids);
+    let both = p(br#"{"event_ids":"per_stream","retries":"unlimited"}"#);
+    assert!(both.per_event_ids && both.unlimited_retries);
+    assert!(!p(br#"{"retries":"3"}"#).unlimited_retries);
 }
 
 #[test]
@@ -339,5 +343,34 @@ fn only_a_batch_to_be_retried_reads_retry_after() {
     // `retry-after` matters only to a retry
     assert_eq!(reads(b"503"), [":status", "retry-after"]);
     assert_eq!(reads(b"400"), [":status"], "a refused batch is not retried");
+    books(&host);
+}
+
+#[test]
+fn with_unlimited_retries_a_failing_batch_is_retried_past_max_attempts_until_delivered() {
+    let host = FakeHost::default();
+    let mut root = Root {
+        vm: VmConfig::parse(br#"{"retries":"unlimited"}"#),
+        ..Root::default()
+    };
+    let cfg = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":1,"flush_interval_ms":10,"retry":{"max_attempts":2,"initial_backoff_ms":10,"max_backoff_ms":20}}}"#;
+    assert!(configure(&mut root, &host, cfg));
+    request(&root, &host, "/v1/a");
+    let mut attempts = 0;
+    for _ in 0..200 {
+        host.advance_ms(25);
+        root.on_tick(&host);
+        for (token, _) in host.take_callouts() {
+            attempts += 1;
+            let status: &[u8] = if attempts < 12 { b"503" } else { b"200" };
+            answer(&mut root, &host, token, status);
+        }
+        if host.metric("usage_filter.events_delivered") == 1 {
+            break;
+        }
+    }
+    assert_eq!(attempts, 12, "every failure was retried, well past max_attempts 2");
+    assert_eq!(host.metric("usage_filter.events_delivered"), 1);
+    assert_eq!(host.metric("usage_filter.events_dropped_send_failed"), 0);
     books(&host);
 }

@@ -1,0 +1,84 @@
+//! `--dead-letter FILE`: a batch the collector refused (a 4xx other than 408 and 429, which
+//! sending again would not change) is kept here instead of lost, one JSON line per batch:
+//! `{"time","destination","status","answer","body"}`, the answer cut to its first 1 KB and
+//! the body as sent (gunzipped). The file is opened for appending and synced per batch.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+const ANSWER_KEPT: usize = 1024;
+
+pub struct DeadLetter {
+    pub path: PathBuf,
+    file: File,
+}
+
+/// A refusal: the collector will not take this batch however often it is sent.
+pub fn refused(status: u32) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+impl DeadLetter {
+    pub fn open(path: &Path) -> io::Result<DeadLetter> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)?;
+        Ok(DeadLetter {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn write(
+        &mut self,
+        destination: &str,
+        status: u32,
+        answer: &[u8],
+        body: &[u8],
+    ) -> io::Result<()> {
+        let line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            "destination": destination,
+            "status": status,
+            "answer": String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_KEPT)]),
+            "body": String::from_utf8_lossy(body),
+        });
+        let mut text = serde_json::to_vec(&line)?;
+        text.push(b'\n');
+        self.file.write_all(&text)?;
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_json_line_per_refused_batch() {
+        assert!(refused(400) && refused(413) && refused(401));
+        assert!(!refused(408) && !refused(429) && !refused(503) && !refused(200));
+        let p = std::env::temp_dir().join(format!("usage-agent-dl-{}", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        let mut d = DeadLetter::open(&p).unwrap();
+        d.write("collector", 400, &[b'x'; 3000], br#"{"events":[]}"#)
+            .unwrap();
+        d.write("collector", 422, b"bad", b"[]").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["destination"], "collector");
+        assert_eq!(lines[0]["status"], 400);
+        assert_eq!(lines[0]["answer"].as_str().unwrap().len(), 1024);
+        assert_eq!(lines[0]["body"], r#"{"events":[]}"#);
+        assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
+    }
+}
