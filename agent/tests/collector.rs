@@ -365,7 +365,7 @@ fn sigterm_delivers_what_the_filter_holds() {
     // Held in memory: the saved offset stays at the first entry.
     let st: Value =
         serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
-    assert_eq!(st["offset"], 0);
+    assert_eq!(st["files"][0]["offset"], 0, "{st}");
     let pid = a.0.id();
     Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -377,7 +377,7 @@ fn sigterm_delivers_what_the_filter_holds() {
     let st: Value =
         serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
     assert_eq!(
-        st["offset"],
+        st["files"][0]["offset"],
         std::fs::metadata(dir.join("access.log")).unwrap().len()
     );
 }
