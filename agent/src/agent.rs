@@ -292,6 +292,10 @@ impl Agent {
                 let held = self.held_at_tick + self.made_since_tick;
                 self.paused = held >= self.pause_at;
                 if self.paused {
+                    f.look();
+                    for n in f.notes.drain(..) {
+                        eprintln!("usage-agent: {n}");
+                    }
                     break;
                 }
                 let room = ((self.pause_at - held) as usize).min(BATCH);

@@ -343,9 +343,29 @@ impl Follower {
         }
     }
 
-    /// Bytes of FILE's files not read yet (see `unread`).
+    /// Bytes of FILE's files not read yet (see `unread`); the open file's size is its size now.
     pub fn unread_bytes(&self) -> u64 {
-        self.files.iter().map(|s| self.unread(s)).sum()
+        let open_len = self.cur.as_ref().and_then(|o| match &o.src {
+            Source::Plain(f) => f.metadata().ok().map(|m| (o.fp, m.len())),
+            Source::Gz(_) => None,
+        });
+        self.files
+            .iter()
+            .map(|s| match open_len {
+                Some((fp, len)) if fp == s.fp && !s.gz => {
+                    len.saturating_sub(self.progress.get(&fp).map_or(0, |p| p.offset))
+                }
+                _ => self.unread(s),
+            })
+            .sum()
+    }
+
+    /// A look at the folder if the last is older than `SCAN_EVERY`: while reading is paused,
+    /// the gauges stay true and a file deleted meanwhile is counted.
+    pub fn look(&mut self) {
+        if self.last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
+            self.scan();
+        }
     }
 
     /// Files of FILE's with bytes not read yet.
