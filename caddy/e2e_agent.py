@@ -15,7 +15,8 @@ report exactly what Caddy served. Scenarios:
   arrives, a replayed entry carries the same event id (the collector counts and drops it);
 - Caddy's own log rotation (roll_size 1 MiB) while serving: nothing lost;
 - junk lines appended to the followed file: counted by kind, skipped, the rest delivered;
-- SIGTERM with events buffered: all delivered before the agent exits 0.
+- SIGTERM with events buffered: all delivered before the agent exits 0, and a restart on the
+  saved state sends nothing again.
 
 Helpers (Stack, caddyfile, mixed_plan, …) come from caddy/e2e.py. Environment:
 USAGE_FILTER_WASM (default dist/usage_filter.wasm), USAGE_AGENT (default dist/usage-agent).
@@ -311,7 +312,9 @@ def test_collector_outage_and_recovery():
         assert m["usage_filter_events_dropped_buffer_full"] == 0 and m["usage_filter_events_dropped_send_failed"] == 0, m
         assert buffer - batch <= m["usage_filter_buffer_events"] <= buffer, m
         assert m["usage_filter_events_captured"] < 100 + len(during), f"reading did not pause: {m}"
-        assert m["usage_agent_bytes_unread"] > 0 and m["usage_agent_files_pending"] == 1, m
+        assert m["usage_agent_bytes_unread"] > 0 and m["usage_agent_files_pending"] == 1, \
+            f"reading paused with {100 + len(during) - m['usage_filter_events_captured']} entries unread, yet " \
+            f"usage_agent_bytes_unread {m['usage_agent_bytes_unread']}, files_pending {m['usage_agent_files_pending']}"
         assert books(m)[0] == books(m)[1], m
         st.start_collector()
         after = plain(50, "after")
@@ -479,7 +482,8 @@ def test_malformed_lines_mixed_in():
 
 def test_sigterm_delivers_buffered():
     """Events held by the filter (a long flush interval, a big batch) when the agent gets
-    SIGTERM are all delivered before it exits 0, and the saved offset is then the file's end."""
+    SIGTERM are all delivered before it exits 0, and the saved position is then the file's end:
+    restarted on it, the agent reads nothing again (no new event, no replay)."""
     st = stack()
     try:
         log = st.path("access.log")
@@ -497,9 +501,17 @@ def test_sigterm_delivers_buffered():
         events = st.collector_events()
         assert len(events) == len(plan), len(events)
         check_against_caddy(events, caddy_entries(log))
-        saved = json.load(open(st.path("agent-state.json")))
-        assert saved["offset"] == os.path.getsize(log), (saved, os.path.getsize(log))
         print(f"  {len(plan)} held events delivered in {took:.2f}s after SIGTERM", flush=True)
+        # The saved position is the file's end: restarted on it, the agent reads only what
+        # comes after (one more entry), and sends nothing again.
+        start_agent(st, cfg, follow=log)
+        got, _ = st.request("GET", "/term-after/0?status=200&bytes=1", "key-after")
+        assert got == 200, got
+        wait_for(lambda: metrics(st)["usage_filter_events_captured"] >= 1, 10, "the new entry read")
+        st.kill("agent", signal.SIGTERM)
+        events = st.collector_events()
+        assert len(events) == len(plan) + 1 and events[-1]["api_path"] == "/term-after/0", events[-3:]
+        assert st.collector_stats()["duplicate_events"] == 0, st.collector_stats()
     finally:
         st.stop()
 
