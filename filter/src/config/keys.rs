@@ -1,6 +1,6 @@
 //! Every configuration key, once: its full path, the default users are shown and the rule its
 //! value follows. The walk reads each key through its row here, so a range or a default is
-//! written nowhere else, and a test holds README's configuration table to these rows.
+//! written nowhere else, and a test holds the table in docs/configuration.md to these rows.
 
 use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput};
 
@@ -10,7 +10,7 @@ pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
 /// One row of the table, whatever its kind.
 pub trait Key {
     fn path(&self) -> &'static str;
-    /// The default as README shows it; `None` for a section, which README does not list.
+    /// The default as docs/configuration.md shows it; `None` for a section, which it does not list.
     fn shown(&self) -> Option<String>;
     fn rule(&self) -> String;
 
@@ -382,15 +382,15 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    /// README's configuration table as key -> default, backticks dropped. A row may name
+    /// docs/configuration.md's table of keys as key -> default, backticks dropped. A row may name
     /// several keys at once (`a` / `b` with defaults `x` / `y`).
     fn readme_defaults() -> BTreeMap<String, String> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
         let readme = std::fs::read_to_string(path).unwrap();
         let section = readme
-            .split("\n## Configuration\n")
+            .split("\n## Keys\n")
             .nth(1)
-            .expect("README has a Configuration section");
+            .expect("docs/configuration.md has a Keys section");
         let section = section.split("\n## ").next().unwrap();
         let mut rows = BTreeMap::new();
         for line in section.lines().filter(|l| l.starts_with("| `")) {
@@ -405,14 +405,14 @@ mod tests {
             for (k, d) in keys.iter().zip(defaults) {
                 let unquote = |s: &str| s.trim().trim_matches('`').to_string();
                 let old = rows.insert(unquote(k), unquote(d));
-                assert!(old.is_none(), "README lists {k} twice");
+                assert!(old.is_none(), "docs/configuration.md lists {k} twice");
             }
         }
         rows
     }
 
     #[test]
-    // The wasm run has no file system to read README from; the native run checks it.
+    // The wasm run has no file system to read docs/ from; the native run checks it.
     #[cfg_attr(target_arch = "wasm32", ignore)]
     fn readme_lists_every_key_with_its_default() {
         let readme = readme_defaults();
@@ -424,14 +424,14 @@ mod tests {
             assert_eq!(
                 readme.get(key),
                 Some(default),
-                "README's row for {key} (rule: {})",
+                "docs/configuration.md's row for {key} (rule: {})",
                 ALL.iter().find(|k| k.path() == key).unwrap().rule()
             );
         }
         for key in readme.keys() {
             assert!(
                 table.contains_key(key),
-                "README lists {key}, unknown to keys::ALL"
+                "docs/configuration.md lists {key}, unknown to keys::ALL"
             );
         }
     }
