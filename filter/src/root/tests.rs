@@ -369,7 +369,10 @@ fn with_unlimited_retries_a_failing_batch_is_retried_past_max_attempts_until_del
             break;
         }
     }
-    assert_eq!(attempts, 12, "every failure was retried, well past max_attempts 2");
+    assert_eq!(
+        attempts, 12,
+        "every failure was retried, well past max_attempts 2"
+    );
     assert_eq!(host.metric("usage_filter.events_delivered"), 1);
     assert_eq!(host.metric("usage_filter.events_dropped_send_failed"), 0);
     books(&host);
