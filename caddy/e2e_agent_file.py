@@ -623,7 +623,8 @@ def test_refused_batch_counted_lost():
 
 def test_rolled_file_deleted_unread_is_counted():
     """Reading paused in access.log (the collector answers 503, buffer 300); the log is rolled
-    (dateext) twice and the middle file, never read, deleted. Its bytes are counted in
+    (dateext), the new access.log gets 1,000 entries and shows as a second file pending, then it
+    is rolled too and deleted, never read. Its bytes are counted in
     usage_agent_bytes_lost_total{reason="deleted_unread"} and logged ("lost <N> bytes of
     <path>"); everything else arrives once. (If the agent had already opened the middle file,
     nothing is lost and nothing may be counted.)"""
@@ -643,6 +644,9 @@ def test_rolled_file_deleted_unread_is_counted():
         w.write(1000)
         middle = set(f"/del/{n}" for n in range(first, w.count))
         size = os.path.getsize(log)
+        # The agent knows the middle file is there (paused or not): two files pending.
+        wait_for(lambda: metrics(st)["usage_agent_files_pending"] >= 2, 10,
+                 "usage_agent_files_pending to count the rolled file and the new access.log")
         gone = rotation.logrotate_roll(log, dateext="20261206")
         os.remove(gone)
         w.write(500)
