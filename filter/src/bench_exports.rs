@@ -33,7 +33,7 @@ fn sample() -> Event<'static> {
 #[no_mangle]
 pub extern "C" fn bench_encode_event(n: u32) -> u32 {
     let e = sample();
-    let mut seconds = crate::event::SecondCache::default();
+    let mut seconds = crate::encode::timestamp::SecondCache::default();
     (0..n)
         .map(|_| encode::encode_event_with(&e, &mut seconds).len() as u32)
         .sum()
@@ -69,7 +69,11 @@ pub extern "C" fn bench_batch_body(format: u32) -> u32 {
     };
     PREPARED.with(|p| {
         let p = p.borrow();
-        let body = encode::batch_body(f, p.iter(), &mut crate::event::SecondCache::default());
+        let body = encode::batch_body(
+            f,
+            p.iter(),
+            &mut crate::encode::timestamp::SecondCache::default(),
+        );
         if format == 5 {
             encode::gzip(&body).len() as u32
         } else {

@@ -3,7 +3,7 @@
 
 use crate::config::{Compression, Http};
 use crate::encode;
-use crate::event::uuid_string;
+use crate::encode::uuid::uuid_string;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Callout {

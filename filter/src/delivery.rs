@@ -11,9 +11,10 @@ use crate::callout::Callout;
 use crate::config::{Config, LogOutput, Role};
 use crate::dispatch::{Dispatcher, Outcome, Random};
 use crate::encode;
-use crate::event::{Event, SecondCache};
+use crate::encode::timestamp::SecondCache;
+use crate::event::Event;
 use crate::metrics::Counters;
-use crate::record::{self, Record};
+use crate::record::{handover, Record};
 
 /// A log line to write for one event, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +137,7 @@ impl Delivery {
     pub fn handoff_message(&self) -> Option<(Vec<u8>, usize)> {
         let h = self.handoff.as_ref()?;
         let n = h.waiting();
-        (n > 0).then(|| (record::pack(h.waiting_events()), n))
+        (n > 0).then(|| (handover::pack(h.waiting_events()), n))
     }
 
     /// The message of `n` events is in the queue: the service holds them now.
@@ -149,7 +150,7 @@ impl Delivery {
     /// The queue service takes a worker's message. The worker counted its events as
     /// captured; what the message lost on the way is counted here as failed to send.
     pub fn receive(&mut self, msg: &[u8], now_ms: u64) {
-        let got = record::unpack(msg);
+        let got = handover::unpack(msg);
         self.counters.dropped_send_failed += got.lost.min(self.lost_cap);
         for r in got.records {
             self.hold(r, now_ms);

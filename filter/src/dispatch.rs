@@ -8,8 +8,8 @@ use crate::buffer::Buffer;
 use crate::callout::Callout;
 use crate::config::Http;
 use crate::encode;
+use crate::encode::timestamp::SecondCache;
 use crate::event::uuid_v4;
-use crate::event::SecondCache;
 use crate::record::Record;
 use crate::retry::{self, Verdict};
 

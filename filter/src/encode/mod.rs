@@ -3,9 +3,14 @@
 //! encoded on the request path.
 
 use crate::config::Format;
-use crate::event::{write_uuid, Event, SecondCache, Tokens};
+use crate::event::{Event, Tokens};
 use crate::record::Record;
 use crate::tokens;
+use timestamp::SecondCache;
+use uuid::write_uuid;
+
+pub mod timestamp;
+pub mod uuid;
 
 /// A JSON string. Header values almost never need escaping, so one scan decides, and the
 /// common case is a single copy; anything else goes through serde_json's escaper. (Measured:

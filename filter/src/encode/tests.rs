@@ -135,7 +135,7 @@ fn event_json_has_the_ten_fields_and_extras() {
     assert_eq!(v["organization_id"], "org-9");
     assert_eq!(v.as_object().unwrap().len(), 14);
     let id = v["id"].as_str().unwrap();
-    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    assert_eq!(::uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
 }
 
 #[test]
