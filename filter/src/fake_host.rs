@@ -2,7 +2,7 @@
 //! metrics, callouts and queue traffic.
 
 use crate::callout::Callout;
-use crate::host::{Buffer, Host, Level, Map};
+use crate::host::{BufferKind, Host, Level, Map};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 
@@ -42,15 +42,16 @@ impl FakeHost {
     }
 
     pub fn set_config(&self, json: &str) {
-        self.buffers
-            .borrow_mut()
-            .insert(Buffer::PluginConfiguration as u32, json.as_bytes().to_vec());
+        self.buffers.borrow_mut().insert(
+            BufferKind::PluginConfiguration as u32,
+            json.as_bytes().to_vec(),
+        );
     }
 
     pub fn config_len(&self) -> usize {
         self.buffers
             .borrow()
-            .get(&(Buffer::PluginConfiguration as u32))
+            .get(&(BufferKind::PluginConfiguration as u32))
             .map_or(0, Vec::len)
     }
 
@@ -119,7 +120,7 @@ impl Host for FakeHost {
         true
     }
 
-    fn buffer(&self, kind: Buffer, start: usize, max: usize) -> Option<Vec<u8>> {
+    fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>> {
         self.call();
         let b = self.buffers.borrow();
         let v = b.get(&(kind as u32))?;

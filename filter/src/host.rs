@@ -17,7 +17,7 @@ pub enum Map {
 
 /// proxy-wasm buffer types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Buffer {
+pub enum BufferKind {
     ResponseBody = 1,
     VmConfiguration = 6,
     PluginConfiguration = 7,
@@ -40,7 +40,7 @@ pub trait Host {
     fn now_ns(&self) -> u64;
     /// Envoy keeps it as filter state `wasm.<path>` for the access logger.
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool;
-    fn buffer(&self, kind: Buffer, start: usize, max: usize) -> Option<Vec<u8>>;
+    fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>>;
     /// `gauge` false defines a counter.
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, by: i64);

@@ -17,7 +17,7 @@
 
 use crate::captured::Captured;
 use crate::headers::HeaderMap;
-use crate::host::{Buffer, Host, Level, Map};
+use crate::host::{BufferKind, Host, Level, Map};
 use crate::shared::Shared;
 use std::rc::Rc;
 
@@ -76,7 +76,7 @@ impl Stream {
             if let Some(s) = &mut c.llm {
                 let want = s.want(body_size);
                 if want > 0 {
-                    let bytes = host.buffer(Buffer::ResponseBody, 0, want);
+                    let bytes = host.buffer(BufferKind::ResponseBody, 0, want);
                     s.fed(body_size, bytes.as_deref().unwrap_or_default());
                 }
             }

@@ -6,7 +6,7 @@
 #![allow(clashing_extern_declarations)]
 
 use crate::callout::{serialize_map, Callout};
-use crate::host::{Buffer, Host, Level, Map};
+use crate::host::{BufferKind, Host, Level, Map};
 
 const OK: u32 = 0;
 
@@ -116,7 +116,7 @@ impl Host for WasmHost {
         unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) == OK }
     }
 
-    fn buffer(&self, kind: Buffer, start: usize, max: usize) -> Option<Vec<u8>> {
+    fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>> {
         let mut ptr = std::ptr::null_mut();
         let mut size = 0;
         // SAFETY: as above.

@@ -38,7 +38,7 @@ impl Default for Config {
             log_sink: true,
             log_output: keys::LOG_OUTPUT.default,
             http: None,
-            dispatcher: Dispatcher {
+            dispatcher: DispatcherConfig {
                 mode: keys::DISPATCHER_MODE.default,
                 vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
                 queue: keys::DISPATCHER_QUEUE.default.to_string(),
@@ -130,7 +130,7 @@ fn llm(value: Value) -> Result<Option<Llm>, ConfigError> {
 
 /// Refuses what `Config::role` could only guess at. The service is checked first: its
 /// refusal names the key that made this VM a service.
-fn check_role(http: bool, d: &Dispatcher) -> Result<(), ConfigError> {
+fn check_role(http: bool, d: &DispatcherConfig) -> Result<(), ConfigError> {
     let (service, mode) = (keys::DISPATCHER_SERVICE.path, keys::DISPATCHER_MODE.path);
     if d.service && d.mode == DispatcherMode::Local {
         // Such a VM would send its own events yet shut down as the service does, at once,
@@ -284,9 +284,9 @@ fn sinks(value: Option<Value>) -> Result<(bool, bool), ConfigError> {
     Ok((log, http))
 }
 
-fn dispatcher(value: Value) -> Result<Dispatcher, ConfigError> {
+fn dispatcher(value: Value) -> Result<DispatcherConfig, ConfigError> {
     let mut d = Obj::section(&keys::DISPATCHER, value)?;
-    let dispatcher = Dispatcher {
+    let dispatcher = DispatcherConfig {
         mode: d.choice(&keys::DISPATCHER_MODE)?,
         vm_id: d.text(&keys::DISPATCHER_VM_ID)?,
         queue: d.text(&keys::DISPATCHER_QUEUE)?,

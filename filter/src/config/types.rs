@@ -72,7 +72,7 @@ pub struct Http {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Dispatcher {
+pub struct DispatcherConfig {
     pub mode: DispatcherMode,
     pub vm_id: String,
     pub queue: String,
@@ -107,7 +107,7 @@ pub struct Config {
     pub log_output: LogOutput,
     /// Present exactly when `http` is one of the sinks.
     pub http: Option<Http>,
-    pub dispatcher: Dispatcher,
+    pub dispatcher: DispatcherConfig,
     /// Present exactly when `llm.enabled`.
     pub llm: Option<Llm>,
 }

@@ -5,7 +5,7 @@
 
 use crate::config::{self, Role};
 use crate::dispatch::Outcome;
-use crate::host::{Buffer, Host, Level, Map};
+use crate::host::{BufferKind, Host, Level, Map};
 use crate::metrics::{self, Counters, Published};
 use crate::random::Pool;
 use crate::shared::Shared;
@@ -75,7 +75,7 @@ impl Root {
     pub fn on_vm_start(&mut self, host: &dyn Host, size: usize) -> bool {
         if size > 0 {
             let raw = host
-                .buffer(Buffer::VmConfiguration, 0, size)
+                .buffer(BufferKind::VmConfiguration, 0, size)
                 .unwrap_or_default();
             self.vm = VmConfig::parse(&raw);
         }
@@ -84,7 +84,7 @@ impl Root {
 
     pub fn on_configure(&mut self, host: &dyn Host, size: usize) -> bool {
         let raw = host
-            .buffer(Buffer::PluginConfiguration, 0, size)
+            .buffer(BufferKind::PluginConfiguration, 0, size)
             .unwrap_or_default();
         let mut cfg = match config::parse(&raw, &|name| host.env_var(name)) {
             Ok(c) => c,
@@ -201,7 +201,7 @@ impl Root {
             .unwrap_or(Outcome::Unknown);
         let head = match outcome {
             Outcome::Rejected { .. } => {
-                host.buffer(Buffer::CallResponseBody, 0, body_size.min(256))
+                host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
             }
             _ => None,
         };

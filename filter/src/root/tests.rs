@@ -216,7 +216,7 @@ fn llm_request(root: &Root, host: &FakeHost, path: &str, ct: &str, chunks: &[&[u
     for c in chunks {
         host.buffers
             .borrow_mut()
-            .insert(crate::host::Buffer::ResponseBody as u32, c.to_vec());
+            .insert(crate::host::BufferKind::ResponseBody as u32, c.to_vec());
         s.on_response_body(host, c.len());
     }
     s.finish(host);
