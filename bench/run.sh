@@ -2,19 +2,19 @@
 # `make bench`: (a) fuel, host calls and memory in our host, (a2) the wasm alone timed in V8
 # (Node's, when node is installed), (b) overhead in the real Envoy 1.40,
 # per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
-# fuel.json, envoy.json, bench.md, bench.svg, readme-block.md. With BENCH_WRITE=1
-# (`make bench-report`) the report goes to docs/bench.md, docs/bench.svg and README's
-# Performance block instead. Measured once built: 12 minutes with BENCH_ROUNDS=7 (175
+# fuel.json, envoy.json, bench.md, bench.svg. With BENCH_WRITE=1 (`make bench-report`) the
+# report goes to docs/bench.md and docs/bench.svg instead (README's headline numbers are
+# copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (175
 # measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min); about 9 with the default 5.
 #
-# Settings (environment; see bench/envoy_bench.py and README "Performance"):
+# Settings (environment; see bench/envoy_bench.py and docs/bench.md):
 #   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy,sse BENCH_PROBE_ROUTES=direct
 #   BENCH_CONNECTIONS=32 BENCH_ENVOY_CPU=0 BENCH_LOAD_CPU=1 BENCH_CONFIGS=...
 #   BENCH_VARIANTS=name=path,...   other builds of the filter in the same run
 #   BENCH_BEFORE=path              the "before" build: fuel-bench compares it per callback and
 #                                  the Envoy run measures it as variant `before`
 #   BENCH_NO_BUILD=1               measure the .wasm files already in dist/
-#   BENCH_WRITE=1                  write docs/ and README instead of bench/results/
+#   BENCH_WRITE=1                  write docs/bench.md and docs/bench.svg instead of bench/results/
 set -euo pipefail
 if [ -n "${BENCH_BEFORE:-}" ]; then
   BENCH_BEFORE=$(realpath "$BENCH_BEFORE"); export BENCH_BEFORE
