@@ -1,0 +1,155 @@
+"""The agent's side of caddy/e2e_agent_file.py: a stack with the collector requiring our
+Authorization, the agent following a file, and `check`, the verdict every scenario ends with
+(exactly the written entries, each once; replays within a bound; the collector refused
+nothing; the gauges say caught up and the books balance). Python standard library only."""
+import os
+import signal
+import time
+
+import rotation
+from e2e import Stack, wait_for
+from e2e_agent import AGENT_CONFIG, TOKEN, books, metrics, start_agent
+
+
+def file_stack(upstream=False):
+    """A stack with the collector (refusing a batch without our Authorization) and, for real
+    Caddy, the demo upstream. Generated logs live in logs/, the state file outside it."""
+    st = Stack()
+    try:
+        os.makedirs(st.path("logs"))
+        if upstream:
+            st.start_upstream()
+        st.start_collector(require_auth=TOKEN)
+    except BaseException:
+        st.stop()
+        raise
+    return st
+
+
+def state_path(st):
+    return st.path("agent-state.json")
+
+
+def follow(st, config=AGENT_CONFIG, log=None, state=None, extra=()):
+    start_agent(st, config, follow=log or st.path("logs/access.log"), state=state or state_path(st), extra=extra)
+
+
+def stop_agent(st):
+    """SIGTERM: the agent delivers what it holds, saves its position and exits 0."""
+    st.kill("agent", signal.SIGTERM)
+    assert st.procs["agent"].returncode == 0, f"agent exit {st.procs['agent'].returncode}: {st.stderr('agent')[-2000:]}"
+
+
+def event_lines(st):
+    try:
+        with open(st.events_file, "rb") as f:
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
+
+
+def gauge(m, name):
+    assert name in m, f"the agent publishes no {name}"
+    return m[name]
+
+
+def idle(st):
+    """The agent says it has nothing left to do: no entry held, nothing unread, no file pending,
+    no callout in flight."""
+    try:
+        m = metrics(st)
+    except OSError:
+        return False
+    return (m.get("usage_agent_lines_behind") == 0 and m.get("usage_agent_bytes_unread") == 0
+            and m.get("usage_agent_files_pending", 0) == 0 and m.get("usage_filter_buffer_events") == 0
+            and m.get("usage_agent_callouts_in_flight", 0) == 0)
+
+
+def wait_delivered(st, n, timeout=60):
+    """Waits until the collector holds n events, or the agent is idle and nothing new arrived
+    for 1.5 s (it will send nothing more: the check that follows reports what is missing)."""
+    deadline = time.time() + timeout
+    last, since = -1, time.time()
+    while time.time() < deadline:
+        got = event_lines(st)
+        if got >= n:
+            return got
+        if got != last:
+            last, since = got, time.time()
+        elif time.time() - since > 1.5 and idle(st):
+            return got
+        time.sleep(0.1)
+    return event_lines(st)
+
+
+def collector_events(st):
+    """{api_path: [ids]} over every line the collector(s) stored."""
+    out = {}
+    for e in st.collector_events():
+        out.setdefault(e["api_path"], []).append(e["id"])
+    return out
+
+
+def check(st, want, dup_bound=0, timeout=60, lost_ok=frozenset(), refused=0):
+    """The whole verdict of a scenario: every path in `want` arrived exactly once (one stored
+    event, so one id), nothing else did; the collector refused nothing (`refused` batches were
+    faulted on purpose), every batch had an id; the replays dropped by id (plus the same id
+    stored by two collector processes) are at most `dup_bound`; the agent's gauges say caught
+    up, its books balance, nothing was dropped for a full buffer or counted lost. Returns the
+    agent's metrics."""
+    want = set(want)
+    wait_delivered(st, len(want - lost_ok), timeout)
+    wait_for(lambda: idle(st), 15, "the agent idle (nothing behind, unread, pending, held, in flight)")
+    got = collector_events(st)
+    missing = want - set(got) - lost_ok
+    extra = set(got) - want
+    twice = {p: ids for p, ids in got.items() if len(set(ids)) > 1}
+    assert not missing, f"lost {len(missing)} of {len(want)} entries, e.g. {sorted(missing, key=_num)[:5]}"
+    assert not extra, f"{len(extra)} unexpected events, e.g. {sorted(extra)[:5]}"
+    assert not twice, f"{len(twice)} entries made events with different ids: {list(twice.items())[:3]}"
+    stats = st.collector_stats()
+    same_id_twice = sum(len(ids) - 1 for ids in got.values())  # across collector restarts
+    dups = stats["duplicate_events"] + same_id_twice
+    print(f"  {len(want)} written, {len(got)} delivered; replays dropped by id {dups} (bound {dup_bound})", flush=True)
+    assert dups <= dup_bound, f"{dups} replays (duplicate_events {stats['duplicate_events']}, stored twice " \
+                              f"{same_id_twice}) > bound {dup_bound}"
+    assert stats["invalid_events"] == 0 and stats["batches_without_id"] == 0, stats
+    assert stats["rejected_batches"] == 0 and "refused batch" not in st.stderr("collector"), \
+        (stats, st.stderr("collector")[-1000:])
+    assert stats["faulted_batches"] >= refused, stats
+    m = metrics(st)
+    for g in ("usage_agent_lines_behind", "usage_agent_bytes_unread", "usage_agent_files_pending",
+              "usage_filter_buffer_events"):
+        assert gauge(m, g) == 0, (g, m)
+    captured, accounted = books(m)
+    assert captured == accounted, f"books: captured {captured} != delivered + dropped + held {accounted}: {m}"
+    assert m["usage_filter_events_dropped_buffer_full"] == 0, m
+    lost = {k: v for k, v in m.items() if k.startswith(("usage_agent_entries_lost_total", "usage_agent_bytes_lost_total"))}
+    if not lost_ok and not refused:
+        assert m["usage_filter_events_dropped_send_failed"] == 0, m
+        assert sum(lost.values()) == 0, lost
+    return m
+
+
+def _num(p):
+    return int(p.rsplit("/", 1)[1]) if p.rsplit("/", 1)[1].isdigit() else 0
+
+
+def kill_bound(st, w, staleness=0.3):
+    """SIGKILLs the agent; returns how many entries could be replayed because of it: those held
+    unacknowledged at the last metrics snapshot, plus what it could read after it (the bytes
+    unread then, and everything written since the snapshot's page could be `staleness` old)."""
+    t = time.time()
+    m = metrics(st)
+    behind, unread = gauge(m, "usage_agent_lines_behind"), gauge(m, "usage_agent_bytes_unread")
+    st.kill("agent", signal.SIGKILL)
+    return behind + unread // rotation.MIN_ENTRY + 1 + w.written_since(t - staleness)
+
+
+def kill_collector_bound(st, w, staleness=0.3):
+    """SIGKILLs the collector; a batch it stored but could not answer is sent again to the next
+    one: at most what the agent held unacknowledged then (and what it read since the page)."""
+    t = time.time()
+    m = metrics(st)
+    st.kill("collector", signal.SIGKILL)
+    return m["usage_agent_lines_behind"] + w.written_since(t - staleness)
