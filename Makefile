@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice docs-check
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,13 +28,18 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
+test: docs-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
 clippy: toolchain
 	$(CARGO) clippy -p usage-filter --target $(WASM_TARGET) --profile wasm -- -D warnings
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# README and docs/: every link and #anchor, README's headline numbers = docs/bench.md's, README's
+# YAML a piece of envoy/envoy.yaml, README ≤ 250 lines (docs/check.py, standard library only)
+docs-check:
+	python3 docs/check.py
 
 # rustfmt over every crate; `make fmt` fixes what this finds
 fmt-check:
@@ -93,11 +98,11 @@ fuzz: build
 fuzz-slice: build
 	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p host-tests --bin fuzz
 
-## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (README "Performance")
+## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (docs/bench.md says how)
 bench: build
 	bench/run.sh
 
-## bench-report: the same run, written to docs/bench.md, docs/bench.svg and README's Performance block
+## bench-report: the same run, written to docs/bench.md and docs/bench.svg (README's headline: copy it)
 bench-report: build
 	BENCH_WRITE=1 bench/run.sh
 
