@@ -2,7 +2,7 @@
 """End-to-end tests: the real Envoy 1.40 (V8) running dist/usage_filter.wasm in front of the
 demo upstream (a proxied route, not direct_response), delivering to the reference collector,
 all over loopback. Every scenario derives its Envoy configuration from envoy/envoy.yaml (or
-envoy/envoy-singleton.yaml, envoy/envoy-ecds.yaml), the files the README documents, changing
+envoy/envoy-singleton.yaml, envoy/envoy-ecds.yaml), the files README and docs/hosts/envoy.md document, changing
 only ports and the filter's `configuration` value.
 
 Processes: each scenario is one `with Stack(...) as st:` block. Everything it starts is
@@ -821,7 +821,7 @@ def test_drain_then_sigterm_delivers_everything():
             for t in threads:
                 t.join()
             assert sorted(results) == [(201, "close")] * slow, f"in-flight requests finish, closed by the drain: {results}"
-            time.sleep(1.5)  # the README's wait: flush_interval_ms (1000) + a timer period + the callout
+            time.sleep(1.5)  # the wait of docs/hosts/envoy.md (Shutdown): flush_interval_ms (1000) + a timer period + the callout
             st.kill("envoy", signal.SIGTERM)
             assert st.procs["envoy"].returncode == 0
             events = st.collector_events()
@@ -1033,7 +1033,7 @@ def test_misbehaving_collectors():
               f"-> {after / 1e6:.1f} MB, retries {m['batch_retries']}", flush=True)
 
 
-# The collector cluster over TLS, as README shows it (appended to the `collector` cluster).
+# The collector cluster over TLS, as docs/hosts/envoy.md shows it (appended to the `collector` cluster).
 TLS_TRANSPORT = """    transport_socket:
       name: envoy.transport_sockets.tls
       typed_config:

@@ -628,7 +628,7 @@ fn upstream_binary_serves_and_exits_on_sigterm() {
     terminate(child);
 }
 
-// ------------------------------------------- what README promises the collector does
+// ------------------------- what docs/delivery.md (Guarantees) promises the collector does
 
 #[test]
 fn concurrent_retries_of_one_batch_write_it_once() {
