@@ -41,6 +41,7 @@ impl Callout {
         }
     }
 
+    #[cfg(test)]
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()

@@ -80,10 +80,12 @@ impl Dispatcher {
         self.buffer.held()
     }
 
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
+    #[cfg(test)]
     pub fn idle(&self) -> bool {
         self.buffer.held() == 0
     }

@@ -8,6 +8,8 @@
 use crate::callout::Callout;
 
 /// proxy-wasm header map types.
+// proxy-wasm's own names, kept so they can be looked up in its spec.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Map {
     RequestHeaders = 0,

@@ -15,7 +15,7 @@ mod tests;
 mod types;
 mod url;
 
-pub use keys::{DEFAULT_EVENTS_PATH, DEFAULT_KEY_HEADER};
+pub use keys::DEFAULT_EVENTS_PATH;
 pub use types::*;
 
 use json::{kind, Obj};

@@ -9,7 +9,9 @@ const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 
 /// RFC 3339 in UTC with microseconds: `2025-10-02T13:58:33.001748Z`.
 /// Civil-from-days is Howard Hinnant's algorithm; the filter's dependency budget has no
-/// room for a date crate, and this is the only date arithmetic it needs.
+/// room for a date crate, and this is the only date arithmetic it needs. (The filter always
+/// writes through a `SecondCache`; this one-shot form is what its test compares against.)
+#[cfg(test)]
 pub fn write_rfc3339(out: &mut Vec<u8>, unix_ns: u64) {
     SecondCache::default().write(out, unix_ns);
 }
