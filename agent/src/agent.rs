@@ -331,8 +331,7 @@ impl Agent {
                     break;
                 }
             }
-            self.counts.bytes_unread = f.unread_bytes();
-            self.counts.files_pending = f.files_pending();
+            (self.counts.bytes_unread, self.counts.files_pending) = f.backlog();
             self.counts.bytes_lost = BYTE_LOSSES
                 .iter()
                 .map(|r| (*r, f.lost_bytes.get(r).copied().unwrap_or(0)))

@@ -343,21 +343,27 @@ impl Follower {
         }
     }
 
-    /// Bytes of FILE's files not read yet (see `unread`); the open file's size is its size now.
-    pub fn unread_bytes(&self) -> u64 {
-        let open_len = self.cur.as_ref().and_then(|o| match &o.src {
-            Source::Plain(f) => f.metadata().ok().map(|m| (o.fp, m.len())),
-            Source::Gz(_) => None,
-        });
-        self.files
-            .iter()
-            .map(|s| match open_len {
-                Some((fp, len)) if fp == s.fp && !s.gz => {
-                    len.saturating_sub(self.progress.get(&fp).map_or(0, |p| p.offset))
-                }
-                _ => self.unread(s),
-            })
-            .sum()
+    /// The open file's size now, in the list of files (a look may be half a second old).
+    fn refresh_open_size(&mut self) {
+        let Some(o) = &self.cur else { return };
+        let Source::Plain(f) = &o.src else { return };
+        let Ok(len) = f.metadata().map(|m| m.len()) else {
+            return;
+        };
+        let (dev, ino) = (o.dev, o.ino);
+        if let Some(s) = self.files.iter_mut().find(|s| (s.dev, s.ino) == (dev, ino)) {
+            s.size = s.size.max(len);
+        }
+    }
+
+    /// Bytes of FILE's files not read yet, and how many files hold some (see `unread`).
+    pub fn backlog(&mut self) -> (u64, u64) {
+        self.refresh_open_size();
+        let unread: Vec<u64> = self.files.iter().map(|s| self.unread(s)).collect();
+        (
+            unread.iter().sum(),
+            unread.iter().filter(|u| **u > 0).count() as u64,
+        )
     }
 
     /// A look at the folder if the last is older than `SCAN_EVERY`: while reading is paused,
@@ -366,11 +372,6 @@ impl Follower {
         if self.last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
             self.scan();
         }
-    }
-
-    /// Files of FILE's with bytes not read yet.
-    pub fn files_pending(&self) -> u64 {
-        self.files.iter().filter(|s| self.unread(s) > 0).count() as u64
     }
 
     /// What the state file should say, given the start of the oldest entry still only in
@@ -431,7 +432,7 @@ impl Follower {
         match self.open_at(&s, offset) {
             Ok(Some(o)) => {
                 if offset > 0 || s.rank != Rank::Live {
-                    let more = self.files_pending().saturating_sub(1);
+                    let more = self.backlog().1.saturating_sub(1);
                     self.notes.push(format!(
                         "reading {} from offset {offset} ({more} more file(s) after it)",
                         s.path.display()

@@ -64,8 +64,8 @@ fn lines_positions_and_partial_lines() {
     assert_eq!(got, vec![(0, 2, b"a".to_vec()), (2, 5, b"bb".to_vec())]);
     append(&p, "c\n\n");
     assert_eq!(drain(&mut f), ["cc"]);
-    assert_eq!(f.unread_bytes(), 0);
-    assert_eq!(f.files_pending(), 0);
+    assert_eq!(f.backlog().0, 0);
+    assert_eq!(f.backlog().1, 0);
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn two_renames_while_stalled_read_every_file_oldest_first() {
     std::fs::rename(&p, d.join("access-2026-12-06T05-00-01.000.log")).unwrap();
     append(&p, "c1\n");
     assert_eq!(drain(&mut f), ["a2", "b1", "b2", "c1"]);
-    assert_eq!(f.files_pending(), 0);
+    assert_eq!(f.backlog().1, 0);
 }
 
 #[test]
@@ -136,7 +136,7 @@ fn a_restart_reads_the_rolled_files_it_had_not_finished_plain_and_gzip() {
     let state = saved(&f);
     let mut f = Follower::new(&p, state, &[]);
     assert!(drain(&mut f).is_empty());
-    assert_eq!(f.files_pending(), 0);
+    assert_eq!(f.backlog().1, 0);
 }
 
 #[test]
