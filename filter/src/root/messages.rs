@@ -1,8 +1,18 @@
-//! What the root context tells the operator: callouts the host would not start, and batches
-//! refused, given up or retried.
+//! What the root context tells the operator: which build it is, callouts the host would not
+//! start, and batches refused, given up or retried.
 
 use crate::dispatch::Outcome;
 use crate::host::{Host, Level};
+
+/// The version and the commit it was built from (see build.rs), said once per VM so that an
+/// operator can tell from the proxy's log which code it runs.
+pub(super) const VERSION_LINE: &str = concat!(
+    "usage-filter ",
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("USAGE_FILTER_GIT_SHA"),
+    ")"
+);
 
 /// The host would not start a callout. A cluster Envoy does not know (BadArgument) may still
 /// arrive through CDS, so the batch stays a failed attempt; the operator is told once per

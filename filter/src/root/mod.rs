@@ -10,7 +10,7 @@ use crate::metrics::{self, Counters, Published};
 use crate::random::Pool;
 use crate::shared::Shared;
 use crate::stream::Stream;
-use messages::{refused, report};
+use messages::{refused, report, VERSION_LINE};
 use std::rc::Rc;
 
 /// Earlier configurations still draining, at most.
@@ -73,6 +73,7 @@ impl VmConfig {
 
 impl Root {
     pub fn on_vm_start(&mut self, host: &dyn Host, size: usize) -> bool {
+        host.log(Level::Info, VERSION_LINE.as_bytes());
         if size > 0 {
             let raw = host
                 .buffer(BufferKind::VmConfiguration, 0, size)

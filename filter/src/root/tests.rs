@@ -377,3 +377,47 @@ fn with_unlimited_retries_a_failing_batch_is_retried_past_max_attempts_until_del
     assert_eq!(host.metric("usage_filter.events_dropped_send_failed"), 0);
     books(&host);
 }
+
+#[test]
+fn the_vm_says_its_version_and_build_once_at_start_and_never_per_request() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    assert!(root.on_vm_start(&host, 0));
+    let said = host.logs.borrow().clone();
+    assert_eq!(said.len(), 1, "{said:?}");
+    let (level, line) = &said[0];
+    assert_eq!(*level, Level::Info);
+    let rest = line
+        .strip_prefix("usage-filter ")
+        .unwrap_or_else(|| panic!("{line}"));
+    let (version, build) = rest.split_once(' ').unwrap();
+    assert_eq!(version, env!("CARGO_PKG_VERSION"));
+    let sha = build
+        .strip_prefix('(')
+        .and_then(|b| b.strip_suffix(')'))
+        .unwrap();
+    assert!(
+        sha == "unknown" || (sha.len() >= 7 && sha.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+    // The commit checked out now, where git can say (not inside wasm): build.rs reruns when
+    // HEAD or its branch moves, so a stale sha would show here.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(out) = head {
+        assert_eq!(sha, String::from_utf8_lossy(&out.stdout).trim(), "{line}");
+    }
+    assert!(configure(&mut root, &host, HTTP));
+    request(&root, &host, "/v1/a");
+    let versions = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(_, l)| l.contains(rest))
+        .count();
+    assert_eq!(versions, 1, "{:?}", host.logs.borrow());
+}
