@@ -135,9 +135,14 @@ until probe_event=$(grep -m1 -F "\"api_path\":\"$probe_path\"" "$run/events.ndjs
 done
 
 shown_run=${run#"$root"/}   # relative to the repository root when inside it
+# What the filter says of itself at VM start, read from the .wasm `make build` just made
+# (Envoy runs here at --log-level warn, which hides that info line).
+build=$(grep -aoE 'usage-filter [0-9]+\.[0-9]+\.[0-9]+[^ ]* \(([0-9a-f]+|unknown)\)' dist/usage_filter.wasm \
+  | head -n1 || true)
 cat <<MSG
 
 usage-filter is running in Envoy (API on 127.0.0.1:$api, admin on 127.0.0.1:$admin).
+Build: ${build:-unknown (no version line found in dist/usage_filter.wasm)}, as each Wasm VM logs it at start.
 A probe request went through it and its event reached the collector:
   $probe_event
 
