@@ -54,7 +54,7 @@ get_json = envoy_e2e.get_json
 # Defaults in caddy/Caddyfile.* (and envoy/envoy.yaml) → the name of this run's port.
 CADDYFILE_PORTS = {"10080": "caddy", "2019": "caddy_admin", "10000": "listener", "18081": "upstream",
                    "9411": "agent"}
-CADDYFILE_LOG = "caddy/.run/access.log"
+CADDYFILE_LOG = "caddy/.run/log/access.log"
 
 
 def caddyfile(name, ports, log_path=None):

@@ -193,7 +193,7 @@ def caddy_roll_until(st, prefix, rotations, start):
     plan += e2e_agent.plain(100, prefix, pad=2000, start=start + len(plan))
     e2e_agent.send_padded(st, plan[-100:])
     wait_for(lambda: not [n for n in os.listdir(st.dir) if re.fullmatch(r"access-.*\.log", n)]
-             or "roll_uncompressed" in open(st.path("caddy.Caddyfile")).read(), 10, "the rolled files gzipped")
+             or "\t\t\troll_uncompressed" in open(st.path("caddy.Caddyfile")).read(), 10, "the rolled files gzipped")
     return [p["api_path"] for p in plan]
 
 
@@ -203,9 +203,7 @@ def rolls_while_stopped(rolls, uncompressed):
     st = file_stack(upstream=True)
     try:
         log = st.path("access.log")  # the state file in the same folder: inodes freed by gzip can be reused
-        text = e2e_agent.beside(st, log, roll_size="1MiB")
-        if not uncompressed:
-            text = text.replace("\t\t\troll_uncompressed\n", "")
+        text = e2e_agent.beside(st, log, roll_size="1MiB", uncompressed=uncompressed)
         st.start_caddy(text)
         cfg = plugin_config(st, flush_interval_ms=200)
         follow(st, cfg, log=log)

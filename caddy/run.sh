@@ -15,7 +15,8 @@ done
 run="$root/caddy/.run"
 mkdir -p "$run"
 : > "$run/events.ndjson"
-rm -f "$run/agent-state.json" "$run"/access*.log
+rm -rf "$run/agent-state.json" "$run/log"
+mkdir -p "$run/log"
 
 pids=()
 names=()
@@ -66,13 +67,14 @@ start "Caddy (127.0.0.1:10080)" 10080 "$run/caddy.log" \
 export COLLECTOR_TOKEN="${COLLECTOR_TOKEN:-Bearer demo-token}"
 start "usage-agent (metrics 127.0.0.1:9412)" 9412 "$run/agent.log" \
   dist/usage-agent --wasm dist/usage_filter.wasm --config caddy/usage-agent.json \
-  --follow caddy/.run/access.log --state caddy/.run/agent-state.json \
+  --follow caddy/.run/log/access.log --state caddy/.run/agent-state.json \
+  --dead-letter caddy/.run/refused.jsonl \
   --cluster collector=127.0.0.1:18080 --metrics 127.0.0.1:9412 --env COLLECTOR_TOKEN
 
 cat <<MSG
 
 usage-filter is running beside Caddy: Caddy on 127.0.0.1:10080 proxies to the demo upstream
-and writes $run/access.log; usage-agent runs each entry through dist/usage_filter.wasm.
+and writes $run/log/access.log; usage-agent runs each entry through dist/usage_filter.wasm.
 
 Try:
   curl -i -H 'x-subscription-key: demo-key' 'http://127.0.0.1:10080/v1/hello?status=200&bytes=42'
