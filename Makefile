@@ -51,7 +51,7 @@ unit:
 
 # The filter's unit tests compiled for wasm32-wasip1 (libtest) and run on our host's WASI.
 wasm-unit: toolchain
-	$(CARGO) build --release -p host-tests --bin wasi-test-runner
+	$(CARGO) build --release -p proxy-wasm-host --bin wasi-test-runner
 	@set -euo pipefail; \
 	tests=$$($(CARGO) test -p usage-filter --target $(WASM_TARGET) --no-run --message-format=json \
 	    | python3 -c 'import sys,json; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]'); \
@@ -59,7 +59,7 @@ wasm-unit: toolchain
 	for t in $$tests; do echo "wasm unit tests: $$t"; target/release/wasi-test-runner $$t; done
 
 host-test: build
-	$(CARGO) test -p host-tests --release -- --test-threads=2
+	$(CARGO) test -p proxy-wasm-host --release -- --test-threads=2
 
 e2e: build
 	envoy/e2e.sh
@@ -89,14 +89,14 @@ e2e-llm: build
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py envoy/e2e_llm.py
 
-# Generated inputs against dist/usage_filter.wasm in our host (host-tests/src/bin/fuzz):
+# Generated inputs against dist/usage_filter.wasm in our host (host/src/bin/fuzz):
 # FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS; FUZZ_SCENARIO=<seed> replays one.
 fuzz: build
-	$(CARGO) run --release -q -p host-tests --bin fuzz
+	$(CARGO) run --release -q -p proxy-wasm-host --bin fuzz
 
 # The slice make test runs: a fixed seed, well under a minute.
 fuzz-slice: build
-	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p host-tests --bin fuzz
+	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p proxy-wasm-host --bin fuzz
 
 ## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (docs/bench.md says how)
 bench: build

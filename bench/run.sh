@@ -31,7 +31,7 @@ if [ -z "${BENCH_NO_BUILD:-}" ]; then
 fi
 # separate invocations: building them together unifies features and rebuilds wasmtime
 cargo build -q --release -p usage-collector
-cargo build -q --release -p host-tests --bin fuel-bench
+cargo build -q --release -p proxy-wasm-host --bin fuel-bench
 mkdir -p bench/results
 echo "== (a) fuel, host calls and memory in our host"
 target/release/fuel-bench dist/usage_filter.wasm dist/usage_filter_bench.wasm dist/null_filter.wasm \

@@ -2,9 +2,9 @@
 //! way: what it announced but could not deliver is counted, so captured still equals
 //! delivered + dropped + buffered summed over the workers and the service.
 use crate::common::{assert_accounting_across, total};
-use host_tests::metrics::*;
-use host_tests::state::SharedHub;
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::state::SharedHub;
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::json;
 use std::collections::VecDeque;
 

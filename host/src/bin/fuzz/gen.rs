@@ -162,7 +162,7 @@ fn mutate(r: &mut Rng, v: &mut Value, depth: u32) {
 pub fn config_bytes(r: &mut Rng) -> Vec<u8> {
     let mut b = match r.below(10) {
         0..=2 => serde_json::to_vec(&mutated_config(r)).unwrap_or_default(),
-        3..=6 => host_tests::abi::encode_struct(&mutated_config(r)),
+        3..=6 => proxy_wasm_host::abi::encode_struct(&mutated_config(r)),
         7 => {
             let mut b = r.bytes_upto(300);
             if r.chance(50) && !b.is_empty() {
@@ -170,7 +170,7 @@ pub fn config_bytes(r: &mut Rng) -> Vec<u8> {
             }
             b
         }
-        8 => host_tests::abi::encode_struct(&junk_value(r, 0)),
+        8 => proxy_wasm_host::abi::encode_struct(&junk_value(r, 0)),
         _ => serde_json::to_vec(&junk_value(r, 0)).unwrap_or_default(),
     };
     // Damage: flips, cuts, insertions, duplicated spans.

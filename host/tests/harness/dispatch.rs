@@ -1,10 +1,10 @@
 //! The http sink: batching triggers, the bounded buffer, retries, and shutdown.
 use crate::common::*;
-use host_tests::metrics::*;
-use host_tests::{CalloutState, Reply};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{CalloutState, Reply};
 use serde_json::json;
 
-fn ms_between(a: &host_tests::Callout, b: &host_tests::Callout) -> u64 {
+fn ms_between(a: &proxy_wasm_host::Callout, b: &proxy_wasm_host::Callout) -> u64 {
     (b.sent_at_ns - a.sent_at_ns) / 1_000_000
 }
 

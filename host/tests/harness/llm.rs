@@ -2,7 +2,7 @@
 //! Bodies are shaped as the public API references show them; each is delivered in chunks
 //! of every size from 1 byte to the whole body, and the event must carry the same numbers.
 use crate::common::*;
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 

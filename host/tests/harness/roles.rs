@@ -1,6 +1,6 @@
 //! The VM's role is decided once, from the configuration: combinations that mean nothing
 //! are refused at configure time, naming the key, instead of giving the VM two roles.
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::json;
 
 #[test]
@@ -39,6 +39,6 @@ fn a_local_dispatcher_flushes_what_it_holds_at_shutdown() {
     }
     assert!(vm.callouts().is_empty(), "not due before shutdown");
     vm.shutdown().unwrap();
-    assert_eq!(vm.metric(host_tests::metrics::EVENTS_DELIVERED), 3);
+    assert_eq!(vm.metric(proxy_wasm_host::metrics::EVENTS_DELIVERED), 3);
     assert!(vm.done_called());
 }

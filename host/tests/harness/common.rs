@@ -1,6 +1,6 @@
 #![allow(dead_code)]
-use host_tests::metrics::*;
-use host_tests::Vm;
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::Vm;
 use serde_json::{json, Value};
 
 /// A VM with streaming on and the log sink, plus `extra` merged into the config.
@@ -91,7 +91,7 @@ pub fn http_vm_with(top: Value, http: Value) -> Vm {
 }
 
 /// The events in a veil-format callout.
-pub fn veil_events(c: &host_tests::Callout) -> Vec<Value> {
+pub fn veil_events(c: &proxy_wasm_host::Callout) -> Vec<Value> {
     let v: Value =
         serde_json::from_slice(&c.plain_body()).unwrap_or_else(|e| panic!("body is not JSON: {e}"));
     v["events"]

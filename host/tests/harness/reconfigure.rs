@@ -2,8 +2,8 @@
 //! configuration held is lost or sent twice, and a refused configuration leaves the old one
 //! serving.
 use crate::common::assert_accounting;
-use host_tests::metrics::*;
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 

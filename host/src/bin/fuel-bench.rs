@@ -10,8 +10,8 @@
 //! which checks that each makes exactly the calls it claims.
 
 use anyhow::{anyhow, Result};
-use host_tests::metrics::EVENTS_DELIVERED;
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::metrics::EVENTS_DELIVERED;
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,7 +19,7 @@ use std::path::Path;
 const WARMUP: usize = 200;
 const MEASURED: usize = 2000;
 
-fn typical_get(vm: &mut Vm) -> Result<host_tests::Outcome> {
+fn typical_get(vm: &mut Vm) -> Result<proxy_wasm_host::Outcome> {
     vm.request()
         .path("/v1/things/42?expand=owner")
         .key("sk_live_0123456789abcdef")

@@ -2,8 +2,8 @@
 //! attempt, never a trap: the SDK's `dispatch_http_call` panicked on statuses it did not
 //! expect, and a trapped VM fails every request.
 use crate::common::assert_accounting;
-use host_tests::metrics::*;
-use host_tests::{Reply, Vm};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{Reply, Vm};
 use serde_json::json;
 
 #[test]

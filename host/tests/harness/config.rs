@@ -1,7 +1,7 @@
 //! Configuration through the host: refused at configure time with the key and the rule in
 //! the one error line, accepted in both of Envoy's encodings.
 use crate::common::*;
-use host_tests::Vm;
+use proxy_wasm_host::Vm;
 use serde_json::json;
 
 /// (configuration, key the message must name, words of the rule)

@@ -1,6 +1,6 @@
 //! Every wire format's body, validated against its schema, with its Content-Type.
 use crate::common::*;
-use host_tests::Callout;
+use proxy_wasm_host::Callout;
 use serde_json::{json, Value};
 
 fn one_batch(format: &str, extra: Value) -> (Callout, Vec<(String, String, u32)>) {
@@ -189,7 +189,7 @@ fn without_ids(body: &[u8]) -> Vec<Value> {
 fn custom_path_and_url_shortcut() {
     let (c, _) = one_batch("veil", json!({"path": "/ingest"}));
     assert_eq!(c.header(":path").as_deref(), Some("/ingest"));
-    let mut vm = host_tests::Vm::envoy()
+    let mut vm = proxy_wasm_host::Vm::envoy()
         .cluster("collector:3000")
         .config(json!({"enabled": true, "sinks": ["http"], "http": {"url": "http://collector:3000/api/v1/usage/events", "batch_size": 1}}))
         .start()

@@ -1,8 +1,8 @@
 //! `dispatcher.mode: shared_queue`: worker VMs hand events to one singleton service VM over a
 //! shared queue; the service batches and sends for the whole proxy.
 use crate::common::*;
-use host_tests::metrics::*;
-use host_tests::{Profile, Reply, Vm};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{Profile, Reply, Vm};
 use serde_json::{json, Value};
 
 fn cfg(service: bool) -> Value {
@@ -15,7 +15,7 @@ fn cfg(service: bool) -> Value {
 }
 
 /// The singleton service VM (`vm_id` usage_service) on `hub`.
-fn service(hub: &host_tests::state::SharedHub) -> Vm {
+fn service(hub: &proxy_wasm_host::state::SharedHub) -> Vm {
     Vm::envoy()
         .hub(hub)
         .vm_id("usage_service")
@@ -25,7 +25,7 @@ fn service(hub: &host_tests::state::SharedHub) -> Vm {
 }
 
 /// A worker VM with the HTTP filter on `hub`.
-fn worker(hub: &host_tests::state::SharedHub) -> Vm {
+fn worker(hub: &proxy_wasm_host::state::SharedHub) -> Vm {
     Vm::envoy()
         .hub(hub)
         .vm_id("usage_filter")

@@ -1,7 +1,7 @@
 //! A long collector outage: memory stays flat, every event is accounted for.
 use crate::common::*;
-use host_tests::metrics::*;
-use host_tests::Reply;
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::Reply;
 use serde_json::json;
 
 #[test]

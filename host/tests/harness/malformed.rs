@@ -1,6 +1,6 @@
 //! Malformed input is ordinary input: the VM never traps and the request is still metered.
 use crate::common::*;
-use host_tests::{Profile, Vm};
+use proxy_wasm_host::{Profile, Vm};
 use serde_json::json;
 
 #[test]

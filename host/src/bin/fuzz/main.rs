@@ -56,7 +56,7 @@ impl Stats {
 }
 
 fn main() {
-    let wasm = host_tests::vm::default_wasm();
+    let wasm = proxy_wasm_host::vm::default_wasm();
     if !wasm.exists() {
         eprintln!("fuzz: {} is missing; run `make build`", wasm.display());
         std::process::exit(2);
@@ -118,7 +118,7 @@ fn main() {
         match h.join() {
             Ok(Ok(s)) => total.add(&s),
             Ok(Err(e)) => {
-                eprintln!("fuzz FAILED: {e}\n  rerun it alone: FUZZ_SCENARIO=<the scenario seed> cargo run --release -p host-tests --bin fuzz");
+                eprintln!("fuzz FAILED: {e}\n  rerun it alone: FUZZ_SCENARIO=<the scenario seed> cargo run --release -p proxy-wasm-host --bin fuzz");
                 failed = true;
             }
             Err(_) => {

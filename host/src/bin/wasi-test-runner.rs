@@ -3,7 +3,7 @@
 //! Usage: wasi-test-runner <test.wasm> [libtest args...]
 
 use anyhow::{anyhow, Result};
-use host_tests::wasi::{self, Exit, WasiState, WasiView};
+use proxy_wasm_host::wasi::{self, Exit, WasiState, WasiView};
 use wasmtime::{Config, Engine, Linker, Module, Store};
 
 struct State(WasiState);

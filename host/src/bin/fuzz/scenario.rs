@@ -6,9 +6,9 @@ use crate::check::{self, Acks};
 use crate::gen;
 use crate::rng::Rng;
 use crate::Stats;
-use host_tests::abi::Headers;
-use host_tests::metrics::*;
-use host_tests::{Callout, Vm};
+use proxy_wasm_host::abi::Headers;
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{Callout, Vm};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -87,7 +87,7 @@ pub fn run_one(seed: u64, stats: &mut Stats) -> R {
     run(seed, u64::MAX, stats)
 }
 
-fn vm_with(hub: &host_tests::state::SharedHub, cfg: &Value, vm_id: &str) -> R<Vm> {
+fn vm_with(hub: &proxy_wasm_host::state::SharedHub, cfg: &Value, vm_id: &str) -> R<Vm> {
     let mut vm = Vm::envoy()
         .fuel(false)
         .hub(hub)
@@ -680,7 +680,7 @@ fn log_line(line: &[u8]) -> R {
 }
 
 /// A refused configuration is one error line, naming a key.
-fn one_refusal_line(logs: &[host_tests::LogLine]) -> R {
+fn one_refusal_line(logs: &[proxy_wasm_host::LogLine]) -> R {
     let errors: Vec<_> = logs.iter().filter(|l| l.level >= 4).collect();
     if errors.len() != 1 || !errors[0].message.contains("usage-filter: ") {
         return Err(format!(
@@ -717,7 +717,7 @@ fn configs(r: &mut Rng, steps: u64, stats: &mut Stats) -> R {
                 .start()
                 .map_err(|e| format!("config vm: {e}"))?;
             vm.limit_history(0);
-            vm.auto_reply(|_| host_tests::Reply::Status(200));
+            vm.auto_reply(|_| proxy_wasm_host::Reply::Status(200));
             *slot = Some(vm);
         }
         let Some(vm) = slot.as_mut() else {

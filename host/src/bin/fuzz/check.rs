@@ -1,7 +1,7 @@
 //! What must hold after every step: delivered bodies valid in their format, each event id
 //! acknowledged in one batch only, and the books.
 
-use host_tests::Callout;
+use proxy_wasm_host::Callout;
 use serde_json::Value;
 use std::collections::HashMap;
 

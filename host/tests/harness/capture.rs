@@ -1,7 +1,7 @@
 //! What one request becomes: the event's fields for the shapes of traffic Envoy sees.
 use crate::common::*;
-use host_tests::metrics::*;
-use host_tests::{MetricKind, Profile, Vm};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::{MetricKind, Profile, Vm};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
