@@ -10,7 +10,7 @@ use crate::ids::{event_id, id_bytes};
 use crate::state::{self, Mark};
 use crate::{caddy_log, callout};
 use crate::{level_name, listen, metrics, now_ns, BATCH, GROUP, IDLE, SAVE_EVERY};
-use host_tests::Vm;
+use proxy_wasm_host::Vm;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
@@ -461,7 +461,7 @@ impl Agent {
                 let kind = self
                     .vm
                     .metric_kind(&n)
-                    .unwrap_or(host_tests::MetricKind::Gauge);
+                    .unwrap_or(proxy_wasm_host::MetricKind::Gauge);
                 (n, kind, v)
             })
             .collect();

@@ -4,7 +4,7 @@
 //! a connection failure as Envoy's own 503; a reset after the request was sent as a
 //! response with no headers. Timeouts are the main loop's: it answers 504 at the deadline.
 
-use host_tests::Callout;
+use proxy_wasm_host::Callout;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::mpsc::Sender;
@@ -174,7 +174,7 @@ mod tests {
             body: body.into_bytes(),
             timeout_ms: 1,
             sent_at_ns: 0,
-            state: host_tests::CalloutState::Pending,
+            state: proxy_wasm_host::CalloutState::Pending,
         };
         assert_eq!(ids_in(&c), vec![u.as_u128()]);
     }

@@ -1,7 +1,7 @@
 //! `usage-agent`: runs the unchanged usage-filter `.wasm` beside Caddy. Each entry of
 //! Caddy's JSON access log (followed from a file, or received over TCP from `output net`)
 //! becomes one HTTP stream through the filter, on the same proxy-wasm host as the test
-//! harness (`host-tests`), with a real clock, real timers and real HTTP callouts.
+//! harness (`proxy-wasm-host`), with a real clock, real timers and real HTTP callouts.
 //!
 //! The main loop owns the VM (one thread, like an Envoy worker). It alternates
 //! - a tick (real time), then the callout answers and timeouts that came in meanwhile,
@@ -28,7 +28,7 @@ use agent::Agent;
 use books::Books;
 use callout::Client;
 use follow::Follower;
-use host_tests::{Profile, Vm};
+use proxy_wasm_host::{Profile, Vm};
 use ids::os_random_u64;
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;

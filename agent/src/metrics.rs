@@ -2,7 +2,7 @@
 //! published them (`usage_filter.events_captured` → `usage_filter_events_captured`) and the
 //! agent's own. The main loop renders the page after each tick; a small thread serves it.
 
-use host_tests::MetricKind;
+use proxy_wasm_host::MetricKind;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpListener;
