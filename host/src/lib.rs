@@ -1,6 +1,12 @@
 //! A proxy-wasm ABI v0.2.1 host on wasmtime that behaves like Envoy 1.40: it loads the
-//! compiled filter, drives it through Envoy's callback order, and lets a test script the
-//! clock, the upstream, the collector and the host's limits.
+//! compiled filter and drives it through Envoy's callback order. Two ways in:
+//!
+//! - the run-time API, for a host that replays real traffic (the usage-agent): `Vm::run_stream`
+//!   with a `Stream` (headers, bodies or their sizes, times, random bytes, the response), plus
+//!   the clock (`set_clock_ns`, `tick`), callouts (`take_new_callouts`, `reply`, `reset`,
+//!   `refuse`) and what the VM logged and counted;
+//! - the scenario API, for tests: `vm.request()` builds a `Stream` with Envoy's defaults, and a
+//!   test scripts the clock, the upstream, the collector and the host's limits.
 //!
 //! ```ignore
 //! let mut vm = Vm::envoy().config(json!({"enabled": true})).start()?;
@@ -10,15 +16,16 @@
 //! ```
 
 pub mod abi;
-pub mod control;
 pub mod imports;
 pub mod metrics;
 pub mod request;
 pub mod state;
+pub mod stream;
 pub mod trace;
 pub mod vm;
 pub mod wasi;
 
-pub use request::{Outcome, Request};
+pub use request::Request;
 pub use state::{Callout, CalloutState, LogLine, MetricKind, Profile};
+pub use stream::{Body, Outcome, Response, Stream, Timing};
 pub use vm::{Builder, Reply, StartError, Vm};

@@ -1,7 +1,6 @@
 //! The order of the host's calls into the guest: each callback's name and the context it ran
 //! as, as they happened (the fuel log only counts them per name).
 
-use crate::vm::Vm;
 use std::collections::VecDeque;
 
 /// The most recent `CallTrace::KEEP` callbacks, oldest first.
@@ -20,12 +19,9 @@ impl CallTrace {
         }
         self.calls.push_back((callback, context_id));
     }
-}
 
-impl Vm {
-    /// The callbacks made since the last call (at most `CallTrace::KEEP`), oldest first, as
-    /// (callback, context id); removed from the VM.
-    pub fn take_call_trace(&mut self) -> Vec<(&'static str, u32)> {
-        std::mem::take(&mut self.store.data_mut().call_trace.calls).into()
+    /// What was recorded, oldest first; the trace is left empty.
+    pub fn take(&mut self) -> Vec<(&'static str, u32)> {
+        std::mem::take(&mut self.calls).into()
     }
 }

@@ -34,7 +34,7 @@ pub struct WasiState {
 }
 
 /// Bytes `random_get` answers from before its generator (one stream's, set by
-/// `Request::random_bytes`), and what was drawn meanwhile. A call is answered from the
+/// `Stream::random_bytes`), and what was drawn meanwhile. A call is answered from the
 /// script only when the script still holds all the bytes it asks for, so a filter refilling
 /// a large pool in the same callback does not eat the stream's bytes.
 #[derive(Debug, Default, Clone)]

@@ -1,9 +1,9 @@
 //! Buffers and header maps: the active stream's bodies and headers, the callout response
 //! being delivered, and the VM and plugin configuration. Trailers read as empty maps.
 
-use super::{count, give, read, read_str, stream, C, E};
+use super::guest::{count, give, read, read_str, stream, C, E};
 use crate::abi::{self, buffer_type, map_type, status::*, Headers};
-use crate::state::*;
+use crate::state::HostState;
 use wasmtime::{Linker, Result};
 
 fn map_mut(st: &mut HostState, map: i32) -> Option<&mut Headers> {

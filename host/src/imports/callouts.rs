@@ -2,9 +2,9 @@
 //! collector) to answer; BAD_ARGUMENT for an unknown cluster or a missing `:method`,
 //! `:path` or `:authority`, as Envoy.
 
-use super::{count, read, read_str, write_u32, C, E};
+use super::guest::{count, read, read_str, write_u32, C, E};
 use crate::abi::{self, status::*};
-use crate::state::*;
+use crate::state::{Callout, CalloutState, HostState};
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

@@ -1,10 +1,9 @@
 //! Timers and clock: the hub's simulated clock and the root context's tick period
 //! (APISIX has no timer).
 
-use super::write_u64;
-use super::{count, C, E};
+use super::guest::{count, write_u64, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::{HostState, Profile};
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

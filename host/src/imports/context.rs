@@ -1,9 +1,9 @@
 //! Contexts and streams: switching the effective context, the root's `proxy_done`, local
 //! responses (recorded per stream), and continue/close, which the host accepts and ignores.
 
-use super::{count, C, E};
+use super::guest::{count, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::HostState;
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

@@ -1,8 +1,8 @@
 //! Logging: `proxy_log` keeps lines at or above the VM's log level; `proxy_get_log_level`.
 
-use super::{count, read_str, write_u32, C, E};
+use super::guest::{count, read_str, write_u32, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::{HostState, LogLine};
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

@@ -1,9 +1,9 @@
 //! Metrics: counters, gauges and histograms by name, ids in definition order; Envoy refuses
 //! to decrement a counter.
 
-use super::{count, read_str, write_u32, write_u64, C, E};
+use super::guest::{count, read_str, write_u32, write_u64, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::{HostState, Metric, MetricKind};
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

@@ -3,9 +3,9 @@
 //! APISIX answer only `plugin_root_id` and `plugin_vm_id`; APISIX cannot set properties.
 
 use super::buffers::header_of;
-use super::{count, give, read, stream, C, E};
+use super::guest::{count, give, read, stream, C, E};
 use crate::abi::{self, status::*};
-use crate::state::*;
+use crate::state::{HostState, Profile};
 use wasmtime::{Linker, Result};
 
 fn i64_bytes(v: i64) -> Vec<u8> {

@@ -2,9 +2,9 @@
 //! of one simulated process share. Queue ids are 1-based; the last VM to register a queue
 //! owns it. Only Envoy resolves a queue another VM registered.
 
-use super::{count, give, read, read_str, write_u32, C, E};
+use super::guest::{count, give, read, read_str, write_u32, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::{HostState, Profile, Queue};
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

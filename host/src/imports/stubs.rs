@@ -2,9 +2,9 @@
 //! refused (BAD_ARGUMENT, no gRPC cluster), unknown gRPC tokens, no status, no foreign
 //! functions (NOT_FOUND).
 
-use super::{count, C, E};
+use super::guest::{count, C, E};
 use crate::abi::status::*;
-use crate::state::*;
+use crate::state::HostState;
 use wasmtime::{Linker, Result};
 
 pub(super) fn add(l: &mut Linker<HostState>) -> Result<()> {

@@ -1,9 +1,9 @@
 //! Random interleavings of requests, ticks, clock jumps and collector behaviour: the VM never
 //! traps, the accounting invariant always holds, and no event is delivered twice.
 use crate::common::*;
+use proptest::prelude::*;
 use proxy_wasm_host::metrics::*;
 use proxy_wasm_host::{CalloutState, Vm};
-use proptest::prelude::*;
 use serde_json::json;
 use std::collections::HashSet;
 

@@ -1,7 +1,7 @@
 //! What a host does to a running VM besides traffic: hand it a new configuration, and refuse
 //! callouts with a status of the host's choosing.
 
-use crate::vm::Vm;
+use super::instance::Vm;
 use anyhow::Result;
 
 impl Vm {
