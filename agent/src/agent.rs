@@ -8,9 +8,11 @@ use crate::dead_letter::{self, DeadLetter};
 use crate::follow::{Follower, Item, Position};
 use crate::ids::{event_id, id_bytes};
 use crate::state::{self, Mark};
+use crate::tuning::{BATCH, GROUP, IDLE, SAVE_EVERY};
 use crate::{caddy_log, callout};
-use crate::{level_name, listen, metrics, now_ns, BATCH, GROUP, IDLE, SAVE_EVERY};
-use proxy_wasm_host::Vm;
+use crate::{level_name, listen, metrics, now_ns};
+use proxy_wasm_host::stream::SIZES_CHUNK;
+use proxy_wasm_host::{Body, Response, Stream, Timing, Vm};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
@@ -385,22 +387,24 @@ impl Agent {
             self.group_open = true;
             self.group_start = Instant::now();
         }
-        let mut req = self
+        // The entry as it happened: its headers exactly, its body sizes (not the bodies), its
+        // times, and the stream's random bytes from the entry; status 0 is a downstream reset.
+        let response = (e.status != 0)
+            .then(|| Response::new(e.status, e.response_headers, Body::Size(e.size)));
+        let out = self
             .vm
-            .request()
-            .headers_exact(e.headers)
-            .body_sizes(e.bytes_read, e.size)
-            .timed(e.start_ns, e.end_ns)
-            .random_bytes(rand.to_vec());
-        for (k, v) in &e.response_headers {
-            req = req.response_header(k, &String::from_utf8_lossy(v));
-        }
-        let out = if e.status == 0 {
-            req.abort()
-        } else {
-            req.respond(e.status)
-        }
-        .map_err(|err| format!("the filter failed: {err:#}"))?;
+            .run_stream(Stream {
+                request_headers: e.headers,
+                request_body: Body::Size(e.bytes_read),
+                response,
+                timing: Timing::Replay {
+                    start_ns: e.start_ns,
+                    end_ns: e.end_ns,
+                },
+                random_bytes: rand.to_vec(),
+                chunk: SIZES_CHUNK,
+            })
+            .map_err(|err| format!("the filter failed: {err:#}"))?;
         let event = (out.random_scripted == 10).then(|| event_id(e.end_ns, &rand));
         self.saw_per_stream |= event.is_some();
         if event.is_some() || !self.saw_per_stream {

@@ -23,38 +23,21 @@ mod listen;
 mod metrics;
 mod rolled;
 mod state;
+mod tuning;
 
 use agent::Agent;
 use books::Books;
 use callout::Client;
 use follow::Follower;
-use proxy_wasm_host::{Profile, Vm};
 use ids::os_random_u64;
+use proxy_wasm_host::{Profile, Vm};
 use std::collections::{BTreeMap, HashMap};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Asks the filter for one `random_get` of 10 bytes per event id, made in the stream's
-/// `on_log`: the agent answers it from the entry, so an entry read again after a restart
-/// gets the same event id.
-const VM_CONFIG_LISTEN: &[u8] = br#"{"event_ids":"per_stream"}"#;
-/// Following a file, also: a retryable failure is retried until it succeeds. The file holds
-/// every entry, and reading pauses while the filter is full, so giving up would only lose.
-const VM_CONFIG_FOLLOW: &[u8] = br#"{"event_ids":"per_stream","retries":"unlimited"}"#;
-/// How often the saved offset may be rewritten.
-pub(crate) const SAVE_EVERY: Duration = Duration::from_millis(200);
-/// Entries between two looks at the clock.
-pub(crate) const BATCH: usize = 256;
-/// Longest idle wait (new lines in the file are noticed this fast).
-pub(crate) const IDLE: Duration = Duration::from_millis(5);
-/// Longest group while callouts are in flight: their answers wait for the group's end (an
-/// extra tick), so this bounds how long a finished callout holds its `max_in_flight` slot.
-/// With groups as long as the filter's timer period (100 ms), delivery was capped at
-/// `max_in_flight × batch_size` per period while reading a backlog.
-pub(crate) const GROUP: Duration = Duration::from_millis(5);
+use tuning::{VM_CONFIG_FOLLOW, VM_CONFIG_LISTEN};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
