@@ -257,3 +257,36 @@ impl Acks {
         Ok(())
     }
 }
+
+/// A scenario's result: the failure, described.
+pub type R<T = ()> = Result<T, String>;
+
+/// A host call's error as a scenario failure.
+pub fn trap<T>(what: &str, r: anyhow::Result<T>) -> R<T> {
+    r.map_err(|e| format!("{what}: {e:#}"))
+}
+
+/// A log-sink line: Veil's slog shape around a valid event.
+pub fn log_line(line: &[u8]) -> R {
+    let v: Value = serde_json::from_slice(line).map_err(|e| {
+        format!(
+            "log line is not JSON ({e}): {}",
+            String::from_utf8_lossy(line)
+        )
+    })?;
+    if v["msg"] != "usage_event" || v["event_type"] != "api_usage" || v["level"] != "INFO" {
+        return Err(format!("log line shape: {v}"));
+    }
+    event(&v, false).map(|_| ())
+}
+
+/// A refused configuration is one error line, naming a key.
+pub fn one_refusal_line(logs: &[proxy_wasm_host::LogLine]) -> R {
+    let errors: Vec<_> = logs.iter().filter(|l| l.level >= 4).collect();
+    if errors.len() != 1 || !errors[0].message.contains("usage-filter: ") {
+        return Err(format!(
+            "a refused configuration must say so in one error line: {logs:?}"
+        ));
+    }
+    Ok(())
+}

@@ -6,15 +6,28 @@
 //! id is acknowledged in two batches, linear memory stays bounded.
 //!
 //! `FUZZ_CASES` (default 10,000,000), `FUZZ_SEED` (default: from the clock; always printed),
-//! `FUZZ_THREADS` (default: the CPUs). A failure prints the scenario's own seed; rerun it
-//! alone with `FUZZ_SCENARIO=<seed>`.
+//! `FUZZ_THREADS` (default: the CPUs). The cases are a function of the seed and the count
+//! only (`plan`): any number of threads runs the same ones, and the run ends with a digest of
+//! them to compare. A failure prints the scenario's own seed; rerun it alone with
+//! `FUZZ_SCENARIO=<seed>`.
 
 mod check;
+mod configs;
 mod gen;
+mod plan;
+mod queue;
 mod rng;
 mod scenario;
+mod sim;
+mod stats;
+mod traffic;
+mod verdict;
 
-use rng::Rng;
+use configs::ConfigVm;
+use plan::Planned;
+use stats::Stats;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -23,35 +36,6 @@ fn env_u64(name: &str) -> Option<u64> {
     match v.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16).ok(),
         None => v.parse().ok(),
-    }
-}
-
-#[derive(Default, Clone, Copy)]
-pub struct Stats {
-    pub cases: u64,
-    pub scenarios: u64,
-    pub configs: u64,
-    pub configs_accepted: u64,
-    pub requests: u64,
-    pub answers: u64,
-    pub queue_messages: u64,
-    pub clock: u64,
-    pub events_acked: u64,
-    pub max_memory: usize,
-}
-
-impl Stats {
-    fn add(&mut self, o: &Stats) {
-        self.cases += o.cases;
-        self.scenarios += o.scenarios;
-        self.configs += o.configs;
-        self.configs_accepted += o.configs_accepted;
-        self.requests += o.requests;
-        self.answers += o.answers;
-        self.queue_messages += o.queue_messages;
-        self.clock += o.clock;
-        self.events_acked += o.events_acked;
-        self.max_memory = self.max_memory.max(o.max_memory);
     }
 }
 
@@ -81,56 +65,72 @@ fn main() {
     let threads = env_u64("FUZZ_THREADS")
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u64))
         .max(1);
+    let items = plan::plan(seed, cases);
+    let scenarios: usize = items.iter().map(Vec::len).sum();
     println!(
-        "fuzz: {cases} cases, seed {seed:#x} (FUZZ_SEED={seed:#x} FUZZ_THREADS={threads} repeats it), \
-         {threads} threads, {}",
+        "fuzz: {cases} cases in {scenarios} scenarios, seed {seed:#x} (FUZZ_SEED={seed:#x} \
+         FUZZ_CASES={cases} repeats them with any FUZZ_THREADS), {threads} threads, {}",
         wasm.display()
     );
     let start = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|t| {
-            let share = cases / threads + u64::from(t < cases % threads);
-            let mut r = Rng::new(seed ^ (t + 1).wrapping_mul(0xa076_1d64_78bd_642f));
-            std::thread::spawn(move || {
-                let mut stats = Stats::default();
-                let mut next_report = 1_000_000;
-                while stats.cases < share {
-                    let s = r.next_u64();
-                    if let Err(e) = scenario::run(s, share - stats.cases, &mut stats) {
-                        return Err(format!("thread {t}, scenario seed {s:#x}: {e}"));
-                    }
-                    if t == 0 && stats.cases * threads >= next_report {
-                        println!(
-                            "fuzz: ~{} cases, {:.0} s",
-                            stats.cases * threads,
-                            start.elapsed().as_secs_f64()
-                        );
-                        next_report += 1_000_000;
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let done = AtomicU64::new(0);
+    let runs: Mutex<Vec<(Planned, Stats)>> = Mutex::new(Vec::with_capacity(scenarios));
+    let failures: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let Some(item) = items.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        return;
+                    };
+                    let mut config_vm = ConfigVm::default();
+                    for p in item {
+                        let mut stats = Stats::default();
+                        if let Err(e) = scenario::run(p.seed, p.budget, &mut stats, &mut config_vm)
+                        {
+                            stop.store(true, Ordering::Relaxed);
+                            let msg = format!("scenario {}, seed {:#x}: {e}", p.index, p.seed);
+                            failures.lock().map(|mut f| f.push(msg)).ok();
+                            return;
+                        }
+                        let before = done.fetch_add(stats.cases, Ordering::Relaxed);
+                        if (before + stats.cases) / 1_000_000 > before / 1_000_000 {
+                            println!(
+                                "fuzz: ~{} cases, {:.0} s",
+                                before + stats.cases,
+                                start.elapsed().as_secs_f64()
+                            );
+                        }
+                        runs.lock().map(|mut r| r.push((*p, stats))).ok();
                     }
                 }
-                Ok(stats)
-            })
-        })
-        .collect();
-    let mut total = Stats::default();
-    let mut failed = false;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(s)) => total.add(&s),
-            Ok(Err(e)) => {
-                eprintln!("fuzz FAILED: {e}\n  rerun it alone: FUZZ_SCENARIO=<the scenario seed> cargo run --release -p proxy-wasm-host --bin fuzz");
-                failed = true;
-            }
-            Err(_) => {
-                eprintln!("fuzz FAILED: a thread panicked");
-                failed = true;
-            }
+            });
         }
-    }
+    });
+    let failures = failures.into_inner().unwrap_or_default();
     let secs = start.elapsed().as_secs_f64();
-    if failed {
+    if !failures.is_empty() {
+        for e in &failures {
+            eprintln!("fuzz FAILED: {e}\n  rerun it alone: FUZZ_SCENARIO=<the scenario seed> cargo run --release -p proxy-wasm-host --bin fuzz");
+        }
         eprintln!("fuzz: seed {seed:#x}");
         std::process::exit(1);
+    }
+    let mut runs = runs.into_inner().unwrap_or_default();
+    runs.sort_by_key(|(p, _)| p.index);
+    if runs.len() != scenarios {
+        eprintln!(
+            "fuzz FAILED: {} of {scenarios} scenarios ran (a thread panicked)",
+            runs.len()
+        );
+        std::process::exit(1);
+    }
+    let digest = plan::digest(&runs);
+    let mut total = Stats::default();
+    for (_, s) in &runs {
+        total.add(s);
     }
     println!(
         "fuzz: {} cases in {secs:.1} s ({:.0}/s), seed {seed:#x}: {} scenarios, {} requests, \
@@ -147,7 +147,11 @@ fn main() {
         total.configs,
         total.configs_accepted,
         total.events_acked,
-        check::WITH_TOKENS.load(std::sync::atomic::Ordering::Relaxed),
+        check::WITH_TOKENS.load(Ordering::Relaxed),
         total.max_memory / 1024
+    );
+    println!(
+        "fuzz: digest {digest:#018x} of the {scenarios} scenarios run (seed, steps and counts of each; \
+         the same for FUZZ_SEED={seed:#x} FUZZ_CASES={cases} on any FUZZ_THREADS)"
     );
 }

@@ -1,14 +1,22 @@
 //! A small seeded generator (splitmix64): the campaign must repeat from its printed seed and
 //! a binary cannot use the crate's dev-dependencies.
 
+/// splitmix64's increment.
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
 pub struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed)
     }
+    /// The draw at `index` (from 0) of the generator seeded with `seed`, without the draws
+    /// before it (splitmix64's state moves by a constant at each draw).
+    pub fn nth(seed: u64, index: u64) -> u64 {
+        Rng(seed.wrapping_add(GAMMA.wrapping_mul(index))).next_u64()
+    }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0 = self.0.wrapping_add(GAMMA);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -1,0 +1,140 @@
+//! What is checked after every step of a scenario, and at its end: the books across the
+//! VMs, no trap, bounded memory, every callout body valid, the collector's acknowledgements;
+//! then the drain, after which nothing may be held.
+
+use crate::check::{self, log_line, trap, R};
+use crate::rng::Rng;
+use crate::sim::{Kind, Sim, MEMORY_LIMIT};
+use proxy_wasm_host::metrics::*;
+use proxy_wasm_host::Vm;
+
+impl Sim {
+    /// Ticks every VM (workers first, so the service receives their hand-over) and returns
+    /// (captured, delivered + dropped + held) over all of them.
+    pub(crate) fn books(&mut self) -> R<(i64, i64)> {
+        for vm in self.vms.iter_mut() {
+            trap("tick", vm.tick())?;
+        }
+        // A message still in a queue is in transit, in nobody's books (a VM that became the
+        // service hands its old worker's events to itself): one more tick receives it.
+        let in_transit = {
+            let hub = self.vms[0].hub();
+            let hub = hub.borrow();
+            hub.queues.iter().any(|q| !q.items.is_empty())
+        };
+        if in_transit {
+            for vm in self.vms.iter_mut() {
+                trap("tick", vm.tick())?;
+            }
+        }
+        let vms: Vec<&Vm> = self.vms.iter().collect();
+        let total = |n: &str| vms.iter().map(|v| v.metric(n)).sum::<i64>();
+        Ok((
+            total(EVENTS_CAPTURED),
+            total(EVENTS_DELIVERED)
+                + total(EVENTS_DROPPED_BUFFER_FULL)
+                + total(EVENTS_DROPPED_SEND_FAILED)
+                + total(BUFFER_EVENTS),
+        ))
+    }
+
+    pub(crate) fn check(&mut self) -> R {
+        let (captured, settled) = self.books()?;
+        if std::env::var_os("FUZZ_TRACE").is_some() {
+            self.log.push(format!("books {captured} {settled}"));
+        }
+        if captured + self.phantom != settled {
+            return Err(format!(
+                "books: captured {captured} (+{} claimed by damaged messages) != delivered + dropped + held {settled}: {:?}",
+                self.phantom,
+                self.vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
+            ));
+        }
+        let trace = std::env::var_os("FUZZ_TRACE").is_some();
+        for (i, vm) in self.vms.iter_mut().enumerate() {
+            if let Some(t) = vm.trapped() {
+                return Err(format!("vm {i} trapped: {t}"));
+            }
+            let mem = vm.memory_bytes();
+            if mem > MEMORY_LIMIT {
+                return Err(format!("vm {i} linear memory {mem} bytes"));
+            }
+            for c in vm.take_new_callouts() {
+                let (batch, ids) =
+                    check::body(&c).map_err(|e| format!("callout {}: {e}", c.token))?;
+                self.sent[i].insert(c.token, (batch, ids));
+            }
+            let pending: Vec<u32> = vm.pending().iter().map(|c| c.token).collect();
+            self.sent[i].retain(|t, _| pending.contains(t));
+            for l in vm.take_logs() {
+                if trace && !l.message.starts_with("{\"time\"") {
+                    let short: String = l.message.chars().take(300).collect();
+                    eprintln!("  vm {i} log {}: {short}", l.level);
+                }
+                if l.message.starts_with("{\"time\"") {
+                    log_line(l.message.as_bytes())?;
+                }
+            }
+        }
+        if self.kind != Kind::LogOnly {
+            let delivered: i64 = self.vms.iter().map(|v| v.metric(EVENTS_DELIVERED)).sum();
+            let acked = self.acks.events as i64;
+            if delivered < acked || (self.exact_acks && delivered != acked) {
+                return Err(format!(
+                    "delivered {delivered} but the collector acknowledged {acked} events"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The end: the host stops refusing, the collector answers 200 until nothing is held,
+    /// the proxy shuts down; then the books must balance with nothing held.
+    pub(crate) fn drain(&mut self, r: &mut Rng) -> R {
+        let _ = r;
+        let s = self.sender();
+        self.vms[s].refuse_callouts_with(None);
+        let n = self.vms.len();
+        let res = (|| -> R {
+            for w in 0..n.saturating_sub(1) {
+                trap("worker shutdown", self.vms[w].shutdown())?;
+            }
+            for round in 0..200 {
+                self.check()?;
+                for _ in 0..10_000 {
+                    let pending = self.vms[s].pending();
+                    if pending.is_empty() {
+                        break;
+                    }
+                    for c in pending {
+                        trap("drain answer", self.vms[s].reply(c.token, 200, &[], b"{}"))?;
+                        match self.sent[s].remove(&c.token) {
+                            Some((batch, ids)) => self.acks.ack(&batch, &ids)?,
+                            None => return Err(format!("callout {} was never checked", c.token)),
+                        }
+                    }
+                    self.check()?;
+                }
+                let held: i64 = self.vms.iter().map(|v| v.metric(BUFFER_EVENTS)).sum();
+                if (held == 0 || self.stranded) && self.vms[s].pending().is_empty() {
+                    break;
+                }
+                if round == 199 {
+                    return Err(format!(
+                        "still {held} events held after draining 100 s: {:?}",
+                        self.vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
+                    ));
+                }
+                trap("drain advance", self.vms[s].advance_ms(500))?;
+            }
+            if self.kind != Kind::Queue && !self.stranded {
+                let idle = trap("shutdown", self.vms[s].shutdown())?;
+                if !idle {
+                    return Err("on_done with nothing held did not finish at once".into());
+                }
+            }
+            Ok(())
+        })();
+        res.map_err(|e| self.context(format!("drain: {e}")))
+    }
+}
