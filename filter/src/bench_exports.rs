@@ -24,6 +24,7 @@ fn sample() -> Event<'static> {
         response_size: 512,
         request_id: Some("5f0c1e2d-3b4a-4c5d-8e9f-0a1b2c3d4e5f".into()),
         authority: Some("api.example.com".into()),
+        api_route: None,
         attributes: Vec::new(),
         tokens: None,
     }

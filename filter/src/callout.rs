@@ -96,6 +96,7 @@ mod tests {
                 initial_backoff_ms: 100,
                 max_backoff_ms: 1000,
             },
+            kafka_key: None,
             compression,
         }
     }

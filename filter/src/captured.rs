@@ -2,10 +2,11 @@
 //! metered and what event it becomes. The stream context only reads the request's header
 //! map, the status, the sizes and the clock.
 
-use crate::config::Config;
-use crate::event::{self, Event, Tokens};
+use crate::config::{Config, Source};
+use crate::event::{self, AttrValue, Event, Tokens};
 use crate::headers::HeaderMap;
 use crate::tokens::Scanner;
+use crate::{property, query};
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -17,12 +18,23 @@ pub struct Captured {
     pub headers: HeaderMap,
     /// `:path` up to (not including) the query.
     pub path: Range<usize>,
+    /// `:path`'s query, after the `?` and before any `#` (read only when extras are).
+    pub query: Range<usize>,
+    /// The key header's value (not read when the key is a property).
     pub key: Option<Range<usize>>,
+    /// The key `subscription_key_property` gave at the end of the request, as text.
+    pub key_property: Option<String>,
     pub method: Option<Range<usize>>,
     pub request_id: Option<Range<usize>>,
     pub authority: Option<Range<usize>>,
-    /// One per configured attribute, in configuration order.
+    /// One per configured attribute, in configuration order: a header attribute's value,
+    /// `None` for the other sources (empty when no output carries attributes).
     pub attributes: Vec<Option<Range<usize>>>,
+    /// One per property attribute, in configuration order, read at the end of the request
+    /// (empty when no output carries attributes).
+    pub properties: Vec<Option<Vec<u8>>>,
+    /// The position of the first of `path_templates` the path matched.
+    pub route: Option<u32>,
     pub request_bytes: u64,
     pub response_bytes: u64,
     /// 0 until response headers arrive: a stream that ends without a response stays 0.
@@ -34,17 +46,20 @@ pub struct Captured {
 
 impl Captured {
     /// The request as its headers describe it, when it is metered: not excluded by path,
-    /// and keyed when a key is required. `extras` reads the fields only some outputs carry.
+    /// and keyed when a key is required (a key read from a property is decided at the end,
+    /// by `set_key_property`). `extras` reads the fields only some outputs carry.
     pub fn begin(cfg: &Config, headers: HeaderMap, start_ns: u64, extras: bool) -> Option<Self> {
-        let [path, key, method] =
+        let [full, key, method] =
             headers.find_each([":path", &cfg.subscription_key_header, ":method"]);
-        let path = path.unwrap_or_default();
-        let bare = event::strip_query(headers.slice(&path)).len();
-        let path = path.start..path.start + bare;
+        let full = full.unwrap_or_default();
+        let bare = event::strip_query(headers.slice(&full)).len();
+        let path = full.start..full.start + bare;
         if event::is_excluded(headers.slice(&path), &cfg.exclude_paths) {
             return None;
         }
-        if key.is_none() && cfg.require_key {
+        let by_property = cfg.subscription_key_property.is_some();
+        let key = if by_property { None } else { key };
+        if key.is_none() && cfg.require_key && !by_property {
             return None;
         }
         let [request_id, authority] = match extras {
@@ -55,9 +70,25 @@ impl Captured {
             true => cfg
                 .attributes
                 .iter()
-                .map(|a| headers.find(&a.header))
+                .map(|a| match &a.source {
+                    Source::Header(h) => headers.find(h),
+                    Source::Query(_) | Source::Property(_) => None,
+                })
                 .collect(),
             false => Vec::new(),
+        };
+        let query = match extras {
+            true => {
+                let q = query::of_path(headers.slice(&full)).len();
+                // the query, when there is one, ends the path's bytes up to a fragment
+                let start = path.end + 1;
+                start..start + q
+            }
+            false => 0..0,
+        };
+        let route = match extras {
+            true => cfg.routes.find(headers.slice(&path)),
+            false => None,
         };
         let llm = match &cfg.llm {
             Some(l) if extras && l.inspects(headers.slice(&path)) => {
@@ -68,15 +99,29 @@ impl Captured {
         Some(Captured {
             start_ns,
             path,
+            query,
             key,
             method,
             request_id,
             authority,
             attributes,
+            route,
             headers,
             llm,
             ..Default::default()
         })
+    }
+
+    /// The key `subscription_key_property` gave (`None`: the host had no such property, or
+    /// not one readable as configured; an empty string counts as none). False when the
+    /// request is then not metered: no key while a key is required.
+    pub fn set_key_property(&mut self, cfg: &Config, bytes: Option<&[u8]>) -> bool {
+        let key = match (&cfg.subscription_key_property, bytes) {
+            (Some(p), Some(b)) => property::decode(b, p.as_).map(|d| d.into_text().into_owned()),
+            _ => None,
+        };
+        self.key_property = key.filter(|k| !k.is_empty());
+        self.key_property.is_some() || !cfg.require_key
     }
 
     /// The response headers of a request whose response is inspected, as one map: the
@@ -101,7 +146,11 @@ impl Captured {
 
     /// The event this request becomes, completed at `now_ns`.
     pub fn event<'a>(&'a self, cfg: &'a Config, now_ns: u64, random: &[u8; 10]) -> Event<'a> {
-        let key = self.key.as_ref().map(|k| self.text(k)).unwrap_or_default();
+        let key = match &self.key_property {
+            Some(k) => Cow::Borrowed(k.as_str()),
+            None => self.key.as_ref().map(|k| self.text(k)).unwrap_or_default(),
+        };
+        let mut properties = self.properties.iter();
         Event {
             id: event::uuid_v7(now_ns / 1_000_000, random),
             api_path: self.text(&self.path),
@@ -118,11 +167,40 @@ impl Captured {
             response_size: self.response_bytes,
             request_id: self.request_id.as_ref().map(|r| self.text(r)),
             authority: self.authority.as_ref().map(|r| self.text(r)),
+            api_route: self
+                .route
+                .and_then(|i| cfg.routes.template(i))
+                .map(Cow::Borrowed),
             attributes: cfg
                 .attributes
                 .iter()
                 .zip(&self.attributes)
-                .filter_map(|(a, v)| v.as_ref().map(|v| (a.field.as_str(), self.text(v))))
+                .filter_map(|(a, header)| {
+                    let v = match &a.source {
+                        Source::Header(_) => header.as_ref().map(|r| self.text(r).into()),
+                        Source::Query(name) => query::param(self.headers.slice(&self.query), name)
+                            .map(|v| {
+                                AttrValue::Text(match v {
+                                    Cow::Borrowed(b) => event::text(b),
+                                    Cow::Owned(b) => Cow::Owned(match String::from_utf8(b) {
+                                        Ok(s) => s,
+                                        Err(e) => {
+                                            String::from_utf8_lossy(e.as_bytes()).into_owned()
+                                        }
+                                    }),
+                                })
+                            }),
+                        Source::Property(p) => properties
+                            .next()
+                            .and_then(Option::as_deref)
+                            .and_then(|b| property::decode(b, p.as_))
+                            .map(|d| match d {
+                                property::Decoded::Text(t) => AttrValue::Text(t),
+                                property::Decoded::Literal(l) => AttrValue::Literal(Cow::Owned(l)),
+                            }),
+                    };
+                    v.map(|v| (a.field.as_str(), v))
+                })
                 .collect(),
             tokens: self.llm.as_ref().and_then(|s| {
                 let (model, usage) = (s.model().map(event::text), s.usage());

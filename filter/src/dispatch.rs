@@ -108,6 +108,7 @@ impl Dispatcher {
         encode::write_batch_body(
             &mut self.scratch,
             self.cfg.format,
+            self.cfg.kafka_key.as_deref(),
             batch.events.iter(),
             &mut self.seconds,
         );
@@ -247,6 +248,7 @@ pub(crate) mod tests {
                 initial_backoff_ms: 100,
                 max_backoff_ms: 1000,
             },
+            kafka_key: None,
             compression: Compression::None,
         }
     }

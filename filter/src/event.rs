@@ -20,9 +20,39 @@ pub struct Event<'a> {
     pub response_size: u64,
     pub request_id: Option<Cow<'a, str>>,
     pub authority: Option<Cow<'a, str>>,
-    pub attributes: Vec<(&'a str, Cow<'a, str>)>,
+    /// `path_templates`: the template the path matched.
+    pub api_route: Option<Cow<'a, str>>,
+    pub attributes: Vec<(&'a str, AttrValue<'a>)>,
     /// What an LLM response said about its tokens (`llm` on, the response read).
     pub tokens: Option<Tokens<'a>>,
+}
+
+/// An attribute's value: text (a JSON string), or a number or boolean a property was read as
+/// (written as it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttrValue<'a> {
+    Text(Cow<'a, str>),
+    Literal(Cow<'a, str>),
+}
+
+impl AttrValue<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            AttrValue::Text(s) | AttrValue::Literal(s) => s,
+        }
+    }
+}
+
+impl<'a> From<&'a str> for AttrValue<'a> {
+    fn from(s: &'a str) -> Self {
+        AttrValue::Text(Cow::Borrowed(s))
+    }
+}
+
+impl<'a> From<Cow<'a, str>> for AttrValue<'a> {
+    fn from(s: Cow<'a, str>) -> Self {
+        AttrValue::Text(s)
+    }
 }
 
 /// The model and token counts of an LLM response (see `tokens`).

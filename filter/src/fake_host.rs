@@ -13,6 +13,10 @@ pub struct FakeHost {
     pub buffers: RefCell<HashMap<u32, Vec<u8>>>,
     pub logs: RefCell<Vec<(Level, String)>>,
     pub properties: RefCell<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// What `property` answers, by NUL-joined path.
+    pub readable: RefCell<HashMap<Vec<u8>, Vec<u8>>>,
+    /// Every property read, by path.
+    pub property_reads: RefCell<Vec<Vec<u8>>>,
     pub metrics: RefCell<Vec<(String, i64)>>,
     pub callouts: RefCell<Vec<(u32, Callout)>>,
     /// When set, `http_call` refuses with this status.
@@ -110,6 +114,12 @@ impl Host for FakeHost {
     fn now_ns(&self) -> u64 {
         self.call();
         *self.now_ns.borrow()
+    }
+
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
+        self.call();
+        self.property_reads.borrow_mut().push(path.to_vec());
+        self.readable.borrow().get(path).cloned()
     }
 
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool {

@@ -40,6 +40,9 @@ pub trait Host {
     /// The whole map in proxy-wasm's serialized form (see `headers::HeaderMap`).
     fn header_map(&self, map: Map) -> Option<Vec<u8>>;
     fn now_ns(&self) -> u64;
+    /// A host property (`path`: segments joined by NUL), as the untyped bytes the host
+    /// returns; `None` when it has none.
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>>;
     /// Envoy keeps it as filter state `wasm.<path>` for the access logger.
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool;
     fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>>;

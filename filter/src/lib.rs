@@ -1,7 +1,7 @@
 //! usage-filter: a proxy-wasm HTTP filter that turns every proxied API request into a usage
 //! event and delivers it as a JSON log line or in batches over HTTP callouts.
 //!
-//! The pure core (no host calls, tested natively): `config`, `captured`, `event`, `encode`,
+//! The pure core (no host calls, tested natively): `config`, `captured`, `event`, `encode`, `routes`, `query`, `property`,
 //! `delivery`, `dispatch`, `buffer`, `batch`, `retry`, `callout`, `metrics`, `random`, `swar`. The
 //! contexts `stream` and `root` adapt host callbacks to the core through the `host::Host`
 //! trait; `abi` (the exports) and `wasm_host` (the imports) exist only on wasm32.
@@ -26,10 +26,13 @@ pub(crate) mod event;
 pub(crate) mod headers;
 pub(crate) mod host;
 pub(crate) mod metrics;
+pub(crate) mod property;
+pub(crate) mod query;
 pub(crate) mod random;
 pub(crate) mod record;
 pub(crate) mod retry;
 pub(crate) mod root;
+pub(crate) mod routes;
 pub(crate) mod shared;
 pub(crate) mod stream;
 mod swar;

@@ -5,7 +5,9 @@
 //! Each host call costs about a microsecond in Envoy, so it makes as few as it can: the
 //! request headers in one map read, the status from `:status` (Envoy runs local replies
 //! through the same callback), body sizes from the body callbacks' own arguments, and the
-//! clock at the start and the end: four per metered request. A request whose response is
+//! clock at the start and the end: four per metered request. A configured property (the key
+//! from `subscription_key_property`, an attribute's `{"property": …}`) adds one read each at
+//! the end; query attributes and `path_templates` are read from `:path`, no host call. A request whose response is
 //! read for tokens (`llm`) reads the response map in place of `:status`, and adds one read
 //! per body chunk up to `llm.max_scan_bytes`. Envoy offers a header map only in its own
 //! callback and in `on_log`, and a host may end a stream with `on_done` alone: so each is
@@ -16,6 +18,7 @@
 //! forgotten at the first of `on_log` and `on_done`).
 
 use crate::captured::Captured;
+use crate::config::Source;
 use crate::headers::HeaderMap;
 use crate::host::{BufferKind, Host, Level, Map};
 use crate::shared::Shared;
@@ -89,6 +92,22 @@ impl Stream {
         let (Some(sh), Some(c)) = (&self.shared, self.captured.take()) else {
             return;
         };
+        let mut c = c;
+        let cfg = &sh.config;
+        // Properties are complete only now (Envoy: in on_log); each is one host call, made
+        // only when configured, and attributes only when an output carries them.
+        if let Some(p) = &cfg.subscription_key_property {
+            if !c.set_key_property(cfg, host.property(&p.path).as_deref()) {
+                return;
+            }
+        }
+        if sh.extras {
+            for a in &cfg.attributes {
+                if let Source::Property(p) = &a.source {
+                    c.properties.push(host.property(&p.path));
+                }
+            }
+        }
         let now_ns = host.now_ns();
         let random = sh.rng.borrow_mut().event_id_bytes();
         let event = c.event(&sh.config, now_ns, &random);

@@ -21,6 +21,12 @@ extern "C" {
         ret_size: *mut usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, ret: *mut *mut u8, ret_size: *mut usize) -> u32;
+    fn proxy_get_property(
+        path: *const u8,
+        path_size: usize,
+        ret: *mut *mut u8,
+        ret_size: *mut usize,
+    ) -> u32;
     fn proxy_set_property(
         path: *const u8,
         path_size: usize,
@@ -109,6 +115,14 @@ impl Host for WasmHost {
         // SAFETY: as above.
         unsafe { proxy_get_current_time_nanoseconds(&mut t) };
         t
+    }
+
+    fn property(&self, path: &[u8]) -> Option<Vec<u8>> {
+        let mut ptr = std::ptr::null_mut();
+        let mut size = 0;
+        // SAFETY: as above.
+        let st = unsafe { proxy_get_property(path.as_ptr(), path.len(), &mut ptr, &mut size) };
+        owned(st, ptr, size)
     }
 
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool {

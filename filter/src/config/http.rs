@@ -26,6 +26,12 @@ pub(super) fn parse(
             .unwrap_or(Value::Object(Map::new())),
     )?;
     let compression = h.choice(&keys::HTTP_COMPRESSION)?;
+    // Which attribute is checked by the caller, which knows the attributes.
+    let kafka_key = match h.string(keys::HTTP_KAFKA_KEY.name())? {
+        None => None,
+        Some(k) if k == "subscription_key" => None,
+        Some(k) => Some(k),
+    };
     if batch_size > buffer_size {
         return err(
             keys::HTTP_BATCH_SIZE.path,
@@ -50,6 +56,7 @@ pub(super) fn parse(
         max_in_flight,
         retry,
         compression,
+        kafka_key,
     })
 }
 

@@ -2,7 +2,7 @@
 //! value follows. The walk reads each key through its row here, so a range or a default is
 //! written nowhere else, and a test holds the table in docs/configuration.md to these rows.
 
-use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput};
+use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput, PropertyAs};
 
 pub const DEFAULT_KEY_HEADER: &str = "x-subscription-key";
 pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
@@ -95,7 +95,7 @@ pub const EXCLUDE_PATHS: Other = Other {
 pub const ATTRIBUTES: Other = Other {
     path: "attributes",
     shown: "{}",
-    rule: "object of {\"<field>\": {\"header\": \"<header name>\"}}; <field> not an event field",
+    rule: "object of {\"<field>\": {\"header\": NAME} | {\"query\": NAME} | {\"property\": [segment, ...], \"as\": string|double|int|bool}}; <field> not an event field",
 };
 pub const SINKS: Other = Other {
     path: "sinks",
@@ -234,6 +234,43 @@ pub const DISPATCHER_SERVICE: Flag = Flag {
     default: false,
 };
 
+pub const SUBSCRIPTION_KEY_PROPERTY: Other = Other {
+    path: "subscription_key_property",
+    shown: "—",
+    rule: "non-empty array of non-empty strings: a property path, read in place of subscription_key_header",
+};
+/// How `subscription_key_property` is read; "bool" is not a key.
+pub const SUBSCRIPTION_KEY_PROPERTY_AS: Choice<PropertyAs> = Choice {
+    path: "subscription_key_property_as",
+    default: PropertyAs::String,
+    options: &[
+        ("string", PropertyAs::String),
+        ("double", PropertyAs::Double),
+        ("int", PropertyAs::Int),
+    ],
+};
+/// How an attribute's `{"property": …}` is read (`attributes.<name>.as`).
+pub const PROPERTY_AS: Choice<PropertyAs> = Choice {
+    path: "attributes.<name>.as",
+    default: PropertyAs::String,
+    options: &[
+        ("string", PropertyAs::String),
+        ("double", PropertyAs::Double),
+        ("int", PropertyAs::Int),
+        ("bool", PropertyAs::Bool),
+    ],
+};
+pub const PATH_TEMPLATES: Other = Other {
+    path: "path_templates",
+    shown: "[]",
+    rule: "array of at most 1000 route templates, each starting with '/'; {name} a whole segment, {*name} only last",
+};
+pub const HTTP_KAFKA_KEY: Other = Other {
+    path: "http.kafka_key",
+    shown: "subscription_key",
+    rule: "\"subscription_key\" or the name of one of the attributes",
+};
+
 pub const LLM: Section = Section { path: "llm" };
 pub const LLM_ENABLED: Flag = Flag {
     path: "llm.enabled",
@@ -289,6 +326,10 @@ pub const ALL: &[&dyn Key] = &[
     &LLM_ENABLED,
     &LLM_MAX_SCAN_BYTES,
     &LLM_PATHS,
+    &SUBSCRIPTION_KEY_PROPERTY,
+    &SUBSCRIPTION_KEY_PROPERTY_AS,
+    &PATH_TEMPLATES,
+    &HTTP_KAFKA_KEY,
 ];
 
 /// The names a section (`""` for the root) accepts.

@@ -35,6 +35,8 @@ impl Default for Config {
             key_mode: keys::KEY_MODE.default,
             exclude_paths: Vec::new(),
             attributes: Vec::new(),
+            subscription_key_property: None,
+            routes: crate::routes::Routes::default(),
             log_sink: true,
             log_output: keys::LOG_OUTPUT.default,
             http: None,
@@ -64,12 +66,13 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let attributes = attributes(o.object(keys::ATTRIBUTES.name())?)?;
     let (log_sink, want_http) = sinks(o.take(keys::SINKS.name()))?;
     let http_value = o.object(keys::HTTP.name())?;
+    let mut http_check = None;
     let http = if want_http {
         Some(http::parse(http_value.unwrap_or(empty()), env)?)
     } else {
         // Validated anyway, so a typo is caught before someone adds "http" to sinks.
         if let Some(v) = http_value {
-            http::parse(v, env)?;
+            http_check = Some(http::parse(v, env)?);
         }
         None
     };
@@ -87,6 +90,26 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
             );
         }
     }
+    let subscription_key_property = match o.take(keys::SUBSCRIPTION_KEY_PROPERTY.name()) {
+        None => None,
+        Some(v) => Some(property_path(keys::SUBSCRIPTION_KEY_PROPERTY.path, v)?),
+    };
+    let key_as = o.choice(&keys::SUBSCRIPTION_KEY_PROPERTY_AS)?;
+    let subscription_key_property =
+        subscription_key_property.map(|path| Property { path, as_: key_as });
+    let routes = path_templates(o.take(keys::PATH_TEMPLATES.name()))?;
+    if let Some(k) = &http_kafka_key(&http, &http_check) {
+        if !attributes.iter().any(|a| &a.field == k) {
+            let names: Vec<&str> = attributes.iter().map(|a| a.field.as_str()).collect();
+            return err(
+                keys::HTTP_KAFKA_KEY.path,
+                format!(
+                    "must be \"subscription_key\" or an attribute's name (attributes: [{}]), got \"{k}\"",
+                    names.join(", ")
+                ),
+            );
+        }
+    }
     o.finish()?;
     Ok(Config {
         enabled,
@@ -95,6 +118,8 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         key_mode,
         exclude_paths,
         attributes,
+        subscription_key_property,
+        routes,
         log_sink,
         log_output,
         http,
@@ -153,6 +178,84 @@ fn check_role(http: bool, d: &DispatcherConfig) -> Result<(), ConfigError> {
         return err(mode, "\"shared_queue\" needs \"http\" in sinks");
     }
     Ok(())
+}
+
+/// The `http.kafka_key` attribute named, of the http section in use or only validated.
+fn http_kafka_key(http: &Option<Http>, checked: &Option<Http>) -> Option<String> {
+    http.as_ref()
+        .or(checked.as_ref())
+        .and_then(|h| h.kafka_key.clone())
+}
+
+/// A property path: a non-empty array of non-empty strings without NUL, as the ABI bytes.
+fn property_path(key: &str, v: Value) -> Result<Vec<u8>, ConfigError> {
+    let Value::Array(items) = v else {
+        return err(
+            key,
+            format!(
+                "must be an array of path segments (e.g. [\"xds\", \"route_name\"]), got {}",
+                kind(&v)
+            ),
+        );
+    };
+    if items.is_empty() {
+        return err(key, "must name at least one path segment");
+    }
+    let mut segments = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Value::String(s) if !s.is_empty() && !s.contains('\0') => segments.push(s),
+            Value::String(_) => {
+                return err(
+                    format!("{key}[{i}]"),
+                    "must be a non-empty segment without NUL",
+                )
+            }
+            other => {
+                return err(
+                    format!("{key}[{i}]"),
+                    format!("must be a string, got {}", kind(&other)),
+                )
+            }
+        }
+    }
+    Ok(crate::property::abi_path(&segments))
+}
+
+/// `path_templates`, compiled; a refusal names the template by its index.
+fn path_templates(value: Option<Value>) -> Result<crate::routes::Routes, ConfigError> {
+    let key = keys::PATH_TEMPLATES.path;
+    let items = match value {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(v) => {
+            return err(
+                key,
+                format!("must be an array of route templates, got {}", kind(&v)),
+            )
+        }
+    };
+    let mut templates = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            Value::String(s) => templates.push(s),
+            other => {
+                return err(
+                    format!("{key}[{i}]"),
+                    format!("must be a string, got {}", kind(&other)),
+                )
+            }
+        }
+    }
+    let many = templates.len() > crate::routes::MAX_TEMPLATES;
+    crate::routes::Routes::new(templates).map_err(|(i, rule)| ConfigError {
+        key: if many {
+            key.to_string()
+        } else {
+            format!("{key}[{i}]")
+        },
+        rule,
+    })
 }
 
 fn empty() -> Value {
@@ -237,18 +340,49 @@ fn attributes(value: Option<Value>) -> Result<Vec<Attribute>, ConfigError> {
         if RESERVED_FIELDS.contains(&field.as_str()) {
             return err(key, "attribute name collides with an event field");
         }
-        let mut a = Obj::new(&key, spec, vec!["header"])?;
-        let header = match a.string("header")? {
-            Some(h) if !h.trim().is_empty() => h.to_ascii_lowercase(),
-            _ => {
-                return err(
-                    format!("{key}.header"),
-                    "is required and must be a header name",
-                )
-            }
-        };
+        let mut a = Obj::new(&key, spec, vec!["header", "query", "property", "as"])?;
+        let header = a.string("header")?;
+        let query = a.string("query")?;
+        let property = a.take("property");
+        let as_ = a.string("as")?;
         a.finish()?;
-        attributes.push(Attribute { field, header });
+        let given = [header.is_some(), query.is_some(), property.is_some()];
+        if given.iter().filter(|g| **g).count() != 1 {
+            return err(
+                key,
+                "must have exactly one of \"header\", \"query\" or \"property\"",
+            );
+        }
+        if as_.is_some() && property.is_none() {
+            return err(format!("{key}.as"), "is only for a \"property\" source");
+        }
+        let source = if let Some(h) = header {
+            if h.trim().is_empty() {
+                return err(format!("{key}.header"), "must be a header name");
+            }
+            Source::Header(h.to_ascii_lowercase())
+        } else if let Some(q) = query {
+            if q.is_empty() {
+                return err(format!("{key}.query"), "must be a query parameter name");
+            }
+            Source::Query(q)
+        } else {
+            let path = property_path(&format!("{key}.property"), property.unwrap_or_default())?;
+            let as_ = match as_ {
+                None => keys::PROPERTY_AS.default,
+                Some(s) => match keys::PROPERTY_AS.options.iter().find(|(n, _)| *n == s) {
+                    Some((_, t)) => *t,
+                    None => {
+                        return err(
+                            format!("{key}.as"),
+                            format!("must be one of {}, got \"{s}\"", keys::PROPERTY_AS.names()),
+                        )
+                    }
+                },
+            };
+            Source::Property(Property { path, as_ })
+        };
+        attributes.push(Attribute { field, source });
     }
     Ok(attributes)
 }

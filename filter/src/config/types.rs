@@ -40,10 +40,38 @@ pub enum LogOutput {
     Both,
 }
 
+/// How a property's typeless bytes are read (see `property::decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyAs {
+    String,
+    Double,
+    Int,
+    Bool,
+}
+
+/// A property path as configured, with the bytes the ABI takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Property {
+    /// The segments joined by NUL.
+    pub path: Vec<u8>,
+    pub as_: PropertyAs,
+}
+
+/// Where an attribute's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A request header (lowercased name), from the request map: no host call of its own.
+    Header(String),
+    /// A query-string parameter, from `:path`: no host call.
+    Query(String),
+    /// A host property: one host call per request, at the end of the request.
+    Property(Property),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attribute {
     pub field: String,
-    pub header: String,
+    pub source: Source,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +97,8 @@ pub struct Http {
     pub max_in_flight: usize,
     pub retry: Retry,
     pub compression: Compression,
+    /// The attribute whose value keys each `kafka-rest` record; `None`: the subscription key.
+    pub kafka_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +133,10 @@ pub struct Config {
     pub key_mode: KeyMode,
     pub exclude_paths: Vec<String>,
     pub attributes: Vec<Attribute>,
+    /// When set, the key is this property, read at the end of the request, not the header.
+    pub subscription_key_property: Option<Property>,
+    /// `path_templates`, compiled: the event's `api_route`.
+    pub routes: crate::routes::Routes,
     pub log_sink: bool,
     pub log_output: LogOutput,
     /// Present exactly when `http` is one of the sinks.
@@ -178,6 +212,7 @@ pub const RESERVED_FIELDS: &[&str] = &[
     "request_id",
     "billable",
     "authority",
+    "api_route",
     "time",
     "level",
     "msg",

@@ -3,7 +3,7 @@
 //! encoded on the request path.
 
 use crate::config::Format;
-use crate::event::{Event, Tokens};
+use crate::event::{AttrValue, Event, Tokens};
 use crate::record::Record;
 use crate::tokens;
 use timestamp::SecondCache;
@@ -92,15 +92,27 @@ fn write_members(out: &mut Vec<u8>, e: &Event<'_>, seconds: &mut SecondCache, co
             field(out, "authority");
             write_str(out, a);
         }
+        if let Some(r) = &e.api_route {
+            field(out, "api_route");
+            write_str(out, r);
+        }
         for (name, value) in &e.attributes {
             field(out, name);
-            write_str(out, value);
+            write_attr(out, value);
         }
         if let Some(t) = &e.tokens {
             write_tokens(out, t);
         }
     }
     out.push(b'}');
+}
+
+/// An attribute's value: text as a JSON string, a number or boolean as it is.
+fn write_attr(out: &mut Vec<u8>, v: &AttrValue<'_>) {
+    match v {
+        AttrValue::Text(s) => write_str(out, s),
+        AttrValue::Literal(l) => out.extend_from_slice(l.as_bytes()),
+    }
 }
 
 /// The `llm` fields, each only when the response said it.
@@ -149,9 +161,10 @@ fn strings_len(e: &Event<'_>) -> usize {
         + e.method.len()
         + e.request_id.as_ref().map_or(0, |s| s.len())
         + e.authority.as_ref().map_or(0, |s| s.len())
+        + e.api_route.as_ref().map_or(0, |s| s.len() + 14)
         + e.attributes
             .iter()
-            .map(|(k, v)| k.len() + v.len() + 6)
+            .map(|(k, v)| k.len() + v.as_str().len() + 6)
             .sum::<usize>()
         + e.tokens
             .as_ref()
@@ -193,16 +206,20 @@ pub fn batch_body<'a>(
     seconds: &mut SecondCache,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    write_batch_body(&mut out, format, records, seconds);
+    write_batch_body(&mut out, format, None, records, seconds);
     out
 }
 
 /// `batch_body` into `out` (cleared first), so a caller can reuse one scratch buffer and
 /// keep only an exactly sized copy: bodies of estimated sizes fragmented the heap of a
 /// long outage.
+///
+/// `kafka_key` (`http.kafka_key`) names the attribute that keys each `kafka-rest` record;
+/// `None`: the subscription key. A record without that attribute has `"key": null`.
 pub fn write_batch_body<'a>(
     out: &mut Vec<u8>,
     format: Format,
+    kafka_key: Option<&str>,
     records: impl ExactSizeIterator<Item = &'a Record>,
     seconds: &mut SecondCache,
 ) {
@@ -245,7 +262,13 @@ pub fn write_batch_body<'a>(
             }
             Format::KafkaRest => {
                 out.extend_from_slice(b"{\"key\":");
-                write_str(out, &e.subscription_key);
+                match kafka_key {
+                    None => write_str(out, &e.subscription_key),
+                    Some(name) => match e.attributes.iter().find(|(n, _)| *n == name) {
+                        Some((_, v)) => write_attr(out, v),
+                        None => out.extend_from_slice(b"null"),
+                    },
+                }
                 out.extend_from_slice(b",\"value\":");
                 write_event(out, &e, seconds, false);
                 out.push(b'}');

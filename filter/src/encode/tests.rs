@@ -17,6 +17,7 @@ fn event(key: &str) -> Event<'static> {
         response_size: 20,
         request_id: Some("rid-1".into()),
         authority: Some("api.example.com".into()),
+        api_route: None,
         attributes: vec![("organization_id", "org-9".into())],
         tokens: None,
     }

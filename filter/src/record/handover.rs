@@ -45,7 +45,7 @@ pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
     out
 }
 
-/// id, four u64, status, six ends, present, usage tag, text length.
+/// id, four u64, status, the fixed strings' ends, present, usage tag, text length.
 const HEAD: usize = 16 + 32 + 4 + 4 * FIXED + 1 + 1 + 4;
 /// A usage after its tag: flags and four u64.
 const USAGE: usize = 1 + 32;

@@ -4,7 +4,7 @@
 //! straight into the body, so an event is never encoded twice nor copied from a JSON of its
 //! own.
 
-use crate::event::{Event, Tokens};
+use crate::event::{AttrValue, Event, Tokens};
 use crate::tokens::Usage;
 use std::borrow::Cow;
 
@@ -17,7 +17,12 @@ const METHOD: usize = 2;
 const REQUEST_ID: usize = 3;
 const AUTHORITY: usize = 4;
 const MODEL: usize = 5;
-const FIXED: usize = 6;
+const ROUTE: usize = 6;
+const FIXED: usize = 7;
+
+/// The high bit of an attribute's value length: the value is a JSON literal (a number or
+/// boolean read from a property), not text.
+const LITERAL: u32 = 1 << 31;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -29,7 +34,8 @@ pub struct Record {
     pub status_code: u32,
     /// End of each fixed string in `text`.
     ends: [u32; FIXED],
-    /// Bit `i` set: fixed string `i` is present (request id, authority, model are optional).
+    /// Bit `i` set: fixed string `i` is present (request id, authority, model, route are
+    /// optional).
     present: u8,
     /// The token counts of an LLM response (`llm`): a pointer in every other record.
     usage: Option<Box<Usage>>,
@@ -46,11 +52,12 @@ impl Record {
             e.request_id.as_deref(),
             e.authority.as_deref(),
             e.tokens.as_ref().and_then(|t| t.model.as_deref()),
+            e.api_route.as_deref(),
         ];
         let attrs: usize = e
             .attributes
             .iter()
-            .map(|(k, v)| 8 + k.len() + v.len())
+            .map(|(k, v)| 8 + k.len() + v.as_str().len())
             .sum();
         let size = fixed.iter().flatten().map(|s| s.len()).sum::<usize>() + attrs;
         let mut text = Vec::with_capacity(size);
@@ -64,10 +71,14 @@ impl Record {
             ends[i] = text.len() as u32;
         }
         for (k, v) in &e.attributes {
+            let (s, flag) = match v {
+                AttrValue::Text(s) => (s, 0),
+                AttrValue::Literal(s) => (s, LITERAL),
+            };
             text.extend_from_slice(&(k.len() as u32).to_le_bytes());
-            text.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            text.extend_from_slice(&(s.len() as u32 | flag).to_le_bytes());
             text.extend_from_slice(k.as_bytes());
-            text.extend_from_slice(v.as_bytes());
+            text.extend_from_slice(s.as_bytes());
         }
         Record {
             id: e.id,
@@ -95,7 +106,7 @@ impl Record {
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
-    fn attributes(&self) -> Vec<(&str, Cow<'_, str>)> {
+    fn attributes(&self) -> Vec<(&str, AttrValue<'_>)> {
         let mut out = Vec::new();
         let mut rest = self
             .text
@@ -103,13 +114,25 @@ impl Record {
             .unwrap_or_default();
         while let Some((lens, tail)) = rest.split_first_chunk::<8>() {
             let k = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
-            let v = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]) as usize;
+            let v = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]);
+            let literal = v & LITERAL != 0;
+            let v = (v & !LITERAL) as usize;
             let (Some(name), Some(value)) = (tail.get(..k), tail.get(k..k.saturating_add(v)))
             else {
                 break;
             };
             if let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
-                out.push((name, Cow::Borrowed(value)));
+                let value = Cow::Borrowed(value);
+                // A literal is written into JSON as it is: one from a hand-over message that
+                // is not a number or boolean is written as text instead.
+                let literal = literal && is_literal(&value);
+                out.push((
+                    name,
+                    match literal {
+                        true => AttrValue::Literal(value),
+                        false => AttrValue::Text(value),
+                    },
+                ));
             }
             rest = tail.get(k + v..).unwrap_or_default();
         }
@@ -131,6 +154,7 @@ impl Record {
             response_size: self.response_size,
             request_id: self.fixed(REQUEST_ID).map(Cow::Borrowed),
             authority: self.fixed(AUTHORITY).map(Cow::Borrowed),
+            api_route: self.fixed(ROUTE).map(Cow::Borrowed),
             attributes: self.attributes(),
             tokens: self.usage.as_ref().map(|u| Tokens {
                 model: self.fixed(MODEL).map(Cow::Borrowed),
@@ -144,6 +168,15 @@ impl Record {
     pub fn weight(&self) -> usize {
         self.text.len() + 300
     }
+}
+
+/// What a property read as a number or boolean gives: `true`, `false`, or number characters.
+fn is_literal(s: &str) -> bool {
+    s == "true"
+        || s == "false"
+        || (!s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E')))
 }
 
 #[cfg(test)]
@@ -163,6 +196,7 @@ pub(crate) mod tests {
             response_size: 512,
             request_id: Some("rid-1".into()),
             authority: None,
+            api_route: None,
             attributes: vec![("org", "acme".into()), ("team", "ключ".into())],
             tokens: None,
         }
@@ -182,6 +216,35 @@ pub(crate) mod tests {
             format!("{:?}", Record::from_event(&plain).event()),
             format!("{plain:?}")
         );
+    }
+
+    #[test]
+    fn a_route_and_literal_attributes_come_back_as_they_went_in() {
+        let e = Event {
+            api_route: Some("/v1/things/{id}".into()),
+            attributes: vec![
+                ("org", "acme".into()),
+                ("seats", AttrValue::Literal("42".into())),
+                ("admin", AttrValue::Literal("true".into())),
+                ("plan", "42".into()),
+            ],
+            ..sample("sk_1")
+        };
+        let back = Record::from_event(&e);
+        assert_eq!(format!("{:?}", back.event()), format!("{e:?}"));
+        let packed = handover::pack([&back].into_iter());
+        let un = handover::unpack(&packed);
+        assert_eq!(format!("{:?}", un.records[0].event()), format!("{e:?}"));
+    }
+
+    #[test]
+    fn only_numbers_and_booleans_are_literals() {
+        for ok in ["42", "-1.5e+3", "true", "false"] {
+            assert!(is_literal(ok), "{ok}");
+        }
+        for bad in ["", "\"x\"", "1,2", "nul", "{}"] {
+            assert!(!is_literal(bad), "{bad}");
+        }
     }
 
     pub(crate) fn llm_sample() -> Event<'static> {

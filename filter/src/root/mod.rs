@@ -377,6 +377,8 @@ impl Root {
     }
 }
 
+#[cfg(test)]
+mod identity_tests;
 mod messages;
 #[cfg(test)]
 mod tests;
