@@ -5,35 +5,37 @@ OpenAI Chat Completions and Anthropic Messages, streamed as SSE events sent one 
 a delay between them, or as JSON; the official `openai` and `anthropic` SDKs (PyPI, in
 .tools/llm-venv: envoy/install-llm-sdks.sh) are the clients, through Envoy's listener.
 
-Checked, in one run:
-- with `llm` on, the events at the reference collector carry the exact model and token counts
-  the upstream sent (streamed and not, both APIs), and a gzip-encoded answer is flagged
-  `tokens_encoded`, not read;
+Checked, in one run of three Envoys (llm on, llm off, filter off), each sent the same requests:
+- exactly one event per request at the reference collector (counted by subscription key, every
+  request having its own key but the 230 of the round-trip measure), none with the filter off;
+- with `llm` on, the events carry the exact model and token counts the upstream sent (streamed
+  and not, both APIs), and a gzip-encoded answer is flagged `tokens_encoded`, not read; with
+  `llm` off, no event carries a token field;
 - the SDKs receive every streamed event before the upstream sends the next (nothing
   buffered), and the lateness of each event (arrival minus the upstream's send time) with the
   filter on is that of the same Envoy with the filter off, within noise.
 
-Envoy's configuration is envoy/envoy.yaml with its ports and plugin configuration replaced, as
-envoy/e2e.py does (its Stack is reused). Usage: .tools/llm-venv/bin/python envoy/e2e_llm.py
+Envoy's configuration is envoy/envoy.yaml with its ports and plugin configuration replaced
+(tests/e2e_lib's EnvoyStack, the fake LLM as its upstream). Usage:
+.tools/llm-venv/bin/python envoy/e2e_llm.py [name ...] (make e2e-llm). Ends with
+`e2e-llm: N passed, M failed`.
 """
 import gzip
-import importlib.util
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_spec = importlib.util.spec_from_file_location("envoy_e2e", os.path.join(ROOT, "envoy", "e2e.py"))
-E = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(E)
+import anthropic
+import openai
 
-import anthropic  # noqa: E402  (the venv's, after the module above)
-import openai  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from e2e_lib import runner  # noqa: E402
+from e2e_lib.envoy import EnvoyStack, envoy_binary, settled  # noqa: E402
 
 DELAY = 0.08  # seconds between two streamed events
 DELTAS = ["Hel", "lo", ", ", "wor", "ld", "!"]
@@ -159,19 +161,11 @@ class FakeLLM(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
-class LlmStack(E.Stack):
-    """envoy/e2e.py's stack with the fake LLM as the upstream and the .wasm under test."""
+class LlmStack(EnvoyStack):
+    """The library's Envoy stack with the fake LLM (in this process) as the upstream."""
 
     def start_upstream(self):
         self.ports["upstream"] = FAKE.server_address[1]
-
-    def write_envoy_config(self):
-        super().write_envoy_config()
-        wasm = os.environ.get("USAGE_FILTER_WASM")
-        if wasm:
-            text = open(self.config_path).read().replace("dist/usage_filter.wasm", os.path.abspath(wasm))
-            with open(self.config_path, "w") as f:
-                f.write(text)
 
 
 def filter_value(enabled, llm):
@@ -230,18 +224,11 @@ def lateness(key, arrivals, skipped=()):
     return late
 
 
-def events_by_key(st, keys):
-    def got():
-        evs = {e.get("subscription_key"): e for e in st.collector_events()}
-        return evs if all(k in evs for k in keys) else None
-    return E.wait_for(got, 15, f"events of {keys} at the collector")
-
-
 def tokens(e):
     return {k: e[k] for k in LLM_FIELDS if k in e}
 
 
-def request_ms(st, n=200):
+def request_ms(st, sent, n=200):
     """Median and 90th percentile of a 32 KB SSE answer's round trip through Envoy, in ms (the
     upstream sends it at once): the filter's cost per streamed response, with Python's noise."""
     times = []
@@ -249,6 +236,7 @@ def request_ms(st, n=200):
         t = time.perf_counter()
         status, body = st.request("POST", "/v1/chat/completions", key="fast", body=b"{}",
                                   headers={"x-fake-fast": "1", "content-type": "application/json"})
+        sent["fast"] += 1
         if i >= 30:
             times.append((time.perf_counter() - t) * 1000)
         assert status == 200 and len(body) == len(FAST_SSE), (status, len(body))
@@ -256,77 +244,120 @@ def request_ms(st, n=200):
     return statistics.median(times), times[int(len(times) * 0.9)]
 
 
-def run(enabled, llm, tag):
-    """One Envoy: both SDKs streaming (and, with llm on, JSON and gzip answers). The
-    per-event lateness of the streams, and the events at the collector."""
-    late = []
-    with LlmStack(filter_value=filter_value(enabled, llm)) as st:
-        ROUND_TRIP[tag] = request_ms(st)
-        for i in range(3):
-            k = f"{tag}-openai-{i}"
-            late += lateness(k, stream_openai(st, k)[1])
-            k = f"{tag}-anthropic-{i}"
-            late += lateness(k, stream_anthropic(st, k)[1], skipped={2})
-        if not llm:
-            return late, None
-        oa = openai.OpenAI(base_url=f"http://127.0.0.1:{st.ports['listener']}/v1", api_key="sk-e2e",
-                           default_headers={"x-subscription-key": f"{tag}-openai-json"}, max_retries=0)
-        r = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-        assert r.usage.total_tokens == 43
-        an = anthropic.Anthropic(base_url=f"http://127.0.0.1:{st.ports['listener']}", api_key="sk-ant-e2e",
-                                 default_headers={"x-subscription-key": f"{tag}-anthropic-json"}, max_retries=0)
-        m = an.messages.create(model="claude-3-5-sonnet-latest", max_tokens=64,
-                               messages=[{"role": "user", "content": "hi"}])
-        assert m.usage.output_tokens == 15
-        status, body = st.request("POST", "/v1/chat/completions", key=f"{tag}-gzip", body=b"{}",
-                                  headers={"x-fake-gzip": "1", "content-type": "application/json"})
-        assert status == 200 and body[:2] == b"\x1f\x8b", (status, body[:20])
-        keys = [f"{tag}-{api}-{i}" for api in ("openai", "anthropic") for i in range(3)]
-        keys += [f"{tag}-openai-json", f"{tag}-anthropic-json", f"{tag}-gzip"]
-        return late, events_by_key(st, keys)
+CONFIGS = {"on": (True, True), "meter": (True, False), "off": (False, False)}
+NAMES = {"on": "llm on", "meter": "llm off", "off": "filter off"}
+RESULTS = {}  # tag -> Run
 
 
-def main():
-    global FAKE
-    E.ENVOY = subprocess.check_output([os.path.join(ROOT, "envoy", "install-envoy.sh")], text=True).strip()
-    FAKE = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
-    threading.Thread(target=FAKE.serve_forever, daemon=True).start()
-    failed = 0
-    start = time.time()
-    try:
-        late_on, evs = run(True, True, "on")
-        for api, want in (("openai", OPENAI_WANT), ("anthropic", ANTHROPIC_WANT)):
-            for k in [f"on-{api}-{i}" for i in range(3)] + [f"on-{api}-json"]:
-                assert tokens(evs[k]) == want, (k, tokens(evs[k]))
-        assert tokens(evs["on-gzip"]) == {"tokens_encoded": True}, evs["on-gzip"]
-        print(f"test exact_tokens_at_the_collector ... ok ({len(evs)} events)", flush=True)
-        late_meter, _ = run(True, False, "meter")
-        late_off, _ = run(False, False, "off")
-        med = {n: statistics.median(v) for n, v in (("llm on", late_on), ("llm off", late_meter),
-                                                    ("filter off", late_off))}
-        worst = {n: max(v) for n, v in (("llm on", late_on), ("llm off", late_meter), ("filter off", late_off))}
-        print("per streamed event, arrival at the SDK minus the upstream's send (ms): "
-              + "; ".join(f"{n} median {med[n]:.2f} max {worst[n]:.2f}" for n in med), flush=True)
-        # Noise on loopback is a fraction of a millisecond; a held-back event would be late by
-        # DELAY (80 ms) or more, and the per-event check above already refuses that.
-        assert med["llm on"] - med["filter off"] < 5, med
-        print("test streams_are_not_delayed ... ok", flush=True)
+class Run:
+    """One Envoy (`tag` of CONFIGS), sent the same requests: the round-trip measure, both SDKs
+    streaming three times, both SDKs without streaming, a gzip-encoded answer. What each
+    request's key was sent (`sent`), the per-event lateness of the streams, and what the
+    collector got once the filter holds nothing more."""
+
+    def __init__(self, tag):
+        enabled, llm = CONFIGS[tag]
+        self.tag, self.late, self.sent = tag, [], Counter()
+        with LlmStack(filter_value=filter_value(enabled, llm)) as st:
+            ROUND_TRIP[tag] = request_ms(st, self.sent)
+            for i in range(3):
+                k = f"{tag}-openai-{i}"
+                self.late += lateness(k, stream_openai(st, k)[1])
+                self.sent[k] += 1
+                k = f"{tag}-anthropic-{i}"
+                self.late += lateness(k, stream_anthropic(st, k)[1], skipped={2})
+                self.sent[k] += 1
+            oa = openai.OpenAI(base_url=f"http://127.0.0.1:{st.ports['listener']}/v1", api_key="sk-e2e",
+                               default_headers={"x-subscription-key": f"{tag}-openai-json"}, max_retries=0)
+            r = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+            assert r.usage.total_tokens == 43
+            self.sent[f"{tag}-openai-json"] += 1
+            an = anthropic.Anthropic(base_url=f"http://127.0.0.1:{st.ports['listener']}", api_key="sk-ant-e2e",
+                                     default_headers={"x-subscription-key": f"{tag}-anthropic-json"}, max_retries=0)
+            m = an.messages.create(model="claude-3-5-sonnet-latest", max_tokens=64,
+                                   messages=[{"role": "user", "content": "hi"}])
+            assert m.usage.output_tokens == 15
+            self.sent[f"{tag}-anthropic-json"] += 1
+            status, body = st.request("POST", "/v1/chat/completions", key=f"{tag}-gzip", body=b"{}",
+                                      headers={"x-fake-gzip": "1", "content-type": "application/json"})
+            assert status == 200 and body[:2] == b"\x1f\x8b", (status, body[:20])
+            self.sent[f"{tag}-gzip"] += 1
+            if enabled:
+                # every request captured and delivered: nothing more can arrive
+                self.metrics = settled(st, sum(self.sent.values()))
+            self.events = st.collector_events()
+            self.attempts = st.collector_attempts()
+            self.filter_log = st.filter_log()
+        self.by_key = {e["subscription_key"]: e for e in self.events}
+
+
+def result(tag):
+    if tag not in RESULTS:
+        RESULTS[tag] = Run(tag)
+    return RESULTS[tag]
+
+
+def test_exact_tokens_with_llm_on():
+    r = result("on")
+    for api, want in (("openai", OPENAI_WANT), ("anthropic", ANTHROPIC_WANT)):
+        for k in [f"on-{api}-{i}" for i in range(3)] + [f"on-{api}-json"]:
+            assert tokens(r.by_key[k]) == want, (k, tokens(r.by_key[k]))
+    assert tokens(r.by_key["on-gzip"]) == {"tokens_encoded": True}, r.by_key["on-gzip"]
+
+
+def test_no_token_fields_with_llm_off():
+    r = result("meter")
+    with_tokens = [e for e in r.events if tokens(e)]
+    assert not with_tokens, f"llm off, yet {len(with_tokens)} of {len(r.events)} events carry token fields, " \
+                            f"e.g. {with_tokens[:2]}"
+    assert any("configured: enabled=true" in l for l in r.filter_log), r.filter_log[:3]
+
+
+def test_no_events_with_the_filter_off():
+    """The filter loaded with enabled false: not one event, not one batch attempt, after every
+    request had its answer (with the filter on, the first batch leaves 100 ms after the first
+    of these requests, seconds before the last)."""
+    r = result("off")
+    assert r.events == [] and r.attempts == [], \
+        f"the filter is off, yet the collector got {len(r.events)} events in {len(r.attempts)} attempts"
+    assert any("configured: enabled=false" in l for l in r.filter_log), r.filter_log[:3]
+
+
+def test_exactly_one_event_per_request():
+    """With the filter on (llm on and off), the collector holds one event per request: counted
+    per key (each request has its own, but the round-trip measure's), ids unique."""
+    for tag in ("on", "meter"):
+        r = result(tag)
+        got = Counter(e["subscription_key"] for e in r.events)
+        assert got == r.sent, f"{NAMES[tag]}: events per key differ from requests per key: " \
+                              f"more {dict(got - r.sent)}, fewer {dict(r.sent - got)}"
+        assert len({e["id"] for e in r.events}) == len(r.events), f"{NAMES[tag]}: an event id twice"
+        assert r.metrics["events_captured"] == sum(r.sent.values()), (tag, r.metrics)
+
+
+def test_streams_are_not_delayed():
+    late = {NAMES[t]: result(t).late for t in ("on", "meter", "off")}
+    med = {n: statistics.median(v) for n, v in late.items()}
+    worst = {n: max(v) for n, v in late.items()}
+    print("  per streamed event, arrival at the SDK minus the upstream's send (ms): "
+          + "; ".join(f"{n} median {med[n]:.2f} max {worst[n]:.2f}" for n in med), flush=True)
+    # Noise on loopback is a fraction of a millisecond; a held-back event would be late by
+    # DELAY (80 ms) or more, and the per-event check (lateness) already refuses that.
+    assert med["llm on"] - med["filter off"] < 5, med
+
+
+def round_trips():
+    if ROUND_TRIP:
         print(f"a {len(FAST_SSE)} byte SSE answer sent at once, round trip through Envoy (ms, median / p90): "
-              + "; ".join(f"{n} {ROUND_TRIP[t][0]:.3f} / {ROUND_TRIP[t][1]:.3f}"
-                          for n, t in (("llm on", "on"), ("llm off", "meter"), ("filter off", "off"))), flush=True)
-    except Exception:  # noqa: BLE001
-        failed = 1
-        import traceback
-        traceback.print_exc()
-        print("test llm ... FAILED", flush=True)
-    finally:
-        FAKE.shutdown()
-        for st in list(E.LIVE_STACKS):
-            st.failed = True
-            st.close()
-    print(f"{2 - 2 * failed} passed, {failed} failed ({time.time() - start:.1f}s)")
-    sys.exit(failed)
+              + "; ".join(f"{NAMES[t]} {ROUND_TRIP[t][0]:.3f} / {ROUND_TRIP[t][1]:.3f}" for t in ROUND_TRIP),
+              flush=True)
 
+
+TESTS = [test_exact_tokens_with_llm_on, test_no_token_fields_with_llm_off, test_no_events_with_the_filter_off,
+         test_exactly_one_event_per_request, test_streams_are_not_delayed]
 
 if __name__ == "__main__":
-    main()
+    envoy_binary()
+    FAKE = ThreadingHTTPServer(("127.0.0.1", 0), FakeLLM)
+    threading.Thread(target=FAKE.serve_forever, daemon=True).start()
+    runner.main(TESTS, "e2e-llm", after=round_trips)
