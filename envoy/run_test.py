@@ -8,7 +8,8 @@
   a request's log line shows on stdout within a second (Envoy flushes every 100 ms);
   Envoy dying later is reported (exit 1); Ctrl-C (SIGINT) stops everything with exit 0.
 
-Each case runs run.sh on free ports in a temporary folder (USAGE_RUN_* overrides).
+Each case runs run.sh in a temporary folder on ports reserved for it (tests/e2e_lib/ports.py;
+USAGE_RUN_* overrides). Ends with `run-test: N passed, M failed`.
 """
 
 import os
@@ -21,9 +22,9 @@ import threading
 import time
 import urllib.request
 
-import e2e  # envoy/e2e.py: its test runner and free_port
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from e2e_lib import free_port, runner, wait_for  # noqa: E402
 RUN = os.path.join(ROOT, "envoy", "run.sh")
 KEY_LINE = "invalid plugin configuration: http.batch_size: must be between 1 and 100000, got 0"
 
@@ -38,7 +39,7 @@ class Run:
     """run.sh in its own session, its output collected line by line with arrival times."""
 
     def __init__(self, tmp, config=None, ports=None):
-        self.ports = dict(zip(("API", "ADMIN", "UPSTREAM", "COLLECTOR"), (e2e.free_port() for _ in range(4))))
+        self.ports = dict(zip(("API", "ADMIN", "UPSTREAM", "COLLECTOR"), (free_port() for _ in range(4))))
         self.ports.update(ports or {})
         env = dict(os.environ, USAGE_RUN_DIR=tmp)
         env.update({f"USAGE_RUN_{k}_PORT": str(v) for k, v in self.ports.items()})
@@ -82,32 +83,34 @@ class Run:
         self.reader.join(5)
         return rc, t
 
+    def child(self, comm):
+        """The pid of run.sh's child (same process group) named comm, or None."""
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        stat = f.read()
+                except OSError:
+                    continue
+                name = stat[stat.index("(") + 1:stat.rindex(")")]
+                fields = stat[stat.rindex(")") + 2:].split()
+                if name == comm and int(fields[2]) == self.proc.pid:  # its process group
+                    return entry
+        return None
+
     def process_exit_time(self, comm, timeout):
-        """Finds run.sh's child named comm and returns when it exited (gone or a zombie)."""
-        deadline = time.monotonic() + timeout
-        pid = None
-        while pid is None:
-            for entry in os.listdir("/proc"):
-                if entry.isdigit():
-                    try:
-                        with open(f"/proc/{entry}/stat") as f:
-                            stat = f.read()
-                    except OSError:
-                        continue
-                    name = stat[stat.index("(") + 1:stat.rindex(")")]
-                    fields = stat[stat.rindex(")") + 2:].split()
-                    if name == comm and int(fields[2]) == self.proc.pid:  # its process group
-                        pid = entry
-            assert pid or time.monotonic() < deadline, f"no {comm} process under run.sh"
-        while time.monotonic() < deadline:
+        """Finds run.sh's child named comm and returns when it exited (gone or a zombie), to
+        10 ms."""
+        pid = wait_for(lambda: self.child(comm), timeout, f"a {comm} process under run.sh", interval=0.01)
+
+        def exited():
             try:
                 with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
-                        return time.monotonic()
+                    gone = f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
             except OSError:
-                return time.monotonic()
-            time.sleep(0.01)
-        raise AssertionError(f"{comm} did not exit within {timeout} s")
+                gone = True
+            return time.monotonic() if gone else None
+        return wait_for(exited, timeout, f"{comm} to exit", interval=0.01)
 
     def text(self):
         return "\n".join(line for _, line in self.lines)
@@ -230,11 +233,5 @@ TESTS = [test_broken_config_exits_fast, test_port_taken_names_the_process,
          test_banner_only_after_the_probe_then_envoy_death_reported, test_ctrl_c_stops_everything]
 
 
-def main():
-    passed, failed = e2e.run_tests(TESTS, sys.argv[1:])
-    print(f"run-test: {passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    runner.main(TESTS, "run-test")
