@@ -1,27 +1,118 @@
-"""The agent's side of caddy/e2e_agent_file.py: a stack with the collector requiring our
-Authorization, the agent following a file, and `check`, the verdict every scenario ends with
-(exactly the written entries, each once; replays within a bound; the collector refused
-nothing; the gauges say caught up and the books balance). Python standard library only."""
+"""The agent's side of the Caddy suites (caddy/e2e_agent.py, caddy/e2e_agent_file.py): the
+real usage-agent (dist/usage-agent, or USAGE_AGENT) running dist/usage_filter.wasm (or
+USAGE_FILTER_WASM) with caddy/usage-agent.json, its metrics, the stacks, and `check`, the
+verdict every file scenario ends with (exactly the written entries, each once; replays within
+a bound; the collector refused nothing; the gauges say caught up and the books balance).
+Python standard library only."""
+import json
 import os
 import signal
+import sys
 import time
+import urllib.request
 
 import rotation
-from e2e import Stack, wait_for
-from e2e_agent import AGENT_CONFIG, TOKEN, books, metrics, start_agent
+from stack import CaddyStack, exact_events
+from e2e_lib import BIN, wait_for
+from e2e_lib.envoy import TOKEN
+from e2e_lib.procs import ROOT
+
+AGENT = os.environ.get("USAGE_AGENT", os.path.join(ROOT, "dist", "usage-agent"))
+WASM = os.environ.get("USAGE_FILTER_WASM", os.path.join(ROOT, "dist", "usage_filter.wasm"))
+AGENT_CONFIG = os.path.join(ROOT, "caddy", "usage-agent.json")
+
+
+def require_binaries():
+    for p in (AGENT, WASM, os.path.join(BIN, "collector"), os.path.join(BIN, "demo-upstream")):
+        if not os.path.exists(p):
+            sys.exit(f"{p} is missing: make build, and cargo build --release -p usage-collector")
+
+
+def plugin_config(st, **http):
+    """caddy/usage-agent.json with these `http` keys changed, written into the stack's folder."""
+    cfg = json.load(open(AGENT_CONFIG))
+    cfg["http"].update(http)
+    path = st.path("plugin.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def start_agent(st, config, follow=None, listen=False, state=True, name="agent", extra=()):
+    """usage-agent following `follow` (with --state: `state` if it is a path, else
+    agent-state.json in the stack's folder) or listening (port 0: st.ports["agent"]); metrics
+    on port 0 (st.ports["metrics"]); `extra` flags last. Returns when both are bound."""
+    args = [AGENT, "--wasm", WASM, "--config", config, "--cluster", f"collector=127.0.0.1:{st.ports['collector']}",
+            "--metrics", "127.0.0.1:0", "--env", "COLLECTOR_TOKEN"]
+    if follow:
+        args += ["--follow", follow]
+        if state:
+            args += ["--state", state if isinstance(state, str) else st.path("agent-state.json")]
+    if listen:
+        args += ["--listen", "127.0.0.1:0"]
+    args += list(extra)
+    st.spawn(name, args, env=dict(os.environ, COLLECTOR_TOKEN=TOKEN))
+    st.ports["metrics"] = st.listening_on(name, "usage-agent: metrics at http://")
+    if listen:
+        st.ports["agent"] = st.listening_on(name, "usage-agent: listening for log lines on ")
+
+
+def metrics(st):
+    """The agent's /metrics as {name or name{labels}: value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['metrics']}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = int(float(v))
+    return out
+
+
+def books(m):
+    """captured = delivered + dropped (buffer full, send failed) + held."""
+    return (m["usage_filter_events_captured"],
+            m["usage_filter_events_delivered"] + m["usage_filter_events_dropped_buffer_full"]
+            + m["usage_filter_events_dropped_send_failed"] + m["usage_filter_buffer_events"])
+
+
+def faults(st, body=None):
+    """POST /faults (body) or DELETE /faults (None) at the collector."""
+    return st.faults(body)
+
+
+def stack(collector=True):
+    """A Caddy stack with the demo upstream and (by default) the collector."""
+    st = CaddyStack()
+    try:
+        st.start_upstream()
+        if collector:
+            st.start_collector()
+    except BaseException:
+        st.close()
+        raise
+    return st
+
+
+def wait_exact_events(st, n, timeout=30):
+    """Waits until the collector holds n events and the agent is idle (nothing behind, unread,
+    pending, held or in flight: anything extra would be at the collector by then); then
+    exactly n, ids unique, no replay (stack.exact_events)."""
+    wait_for(lambda: len(st.collector_events()) >= n and idle(st), timeout, f"{n} events and the agent idle")
+    return exact_events(st, n)
 
 
 def file_stack(upstream=False):
     """A stack with the collector (refusing a batch without our Authorization) and, for real
     Caddy, the demo upstream. Generated logs live in logs/, the state file outside it."""
-    st = Stack()
+    st = CaddyStack()
     try:
         os.makedirs(st.path("logs"))
         if upstream:
             st.start_upstream()
         st.start_collector(require_auth=TOKEN)
     except BaseException:
-        st.stop()
+        st.close()
         raise
     return st
 
@@ -60,7 +151,7 @@ def idle(st):
         m = metrics(st)
     except OSError:
         return False
-    return (m.get("usage_agent_lines_behind") == 0 and m.get("usage_agent_bytes_unread") == 0
+    return (m.get("usage_agent_lines_behind") == 0 and m.get("usage_agent_bytes_unread", 0) == 0
             and m.get("usage_agent_files_pending", 0) == 0 and m.get("usage_filter_buffer_events") == 0
             and m.get("usage_agent_callouts_in_flight", 0) == 0)
 

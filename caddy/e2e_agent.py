@@ -18,210 +18,25 @@ report exactly what Caddy served. Scenarios:
 - SIGTERM with events buffered: all delivered before the agent exits 0, and a restart on the
   saved state sends nothing again.
 
-Helpers (Stack, caddyfile, mixed_plan, …) come from caddy/e2e.py. Environment:
+The stack and traffic come from caddy/stack.py, the agent from caddy/agent_checks.py. Environment:
 USAGE_FILTER_WASM (default dist/usage_filter.wasm), USAGE_AGENT (default dist/usage-agent).
-Python standard library only. Ends with a line `N passed, M failed`.
+Python standard library only. Ends with a line `caddy agent e2e: N passed, M failed`.
 """
-import datetime
 import glob
-import gzip
 import http.client
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402  (caddy/e2e.py: Stack and the traffic helpers)
-from e2e import ROOT, Stack, caddyfile, get_json, mixed_plan, send_plan, unkeyed, wait_for  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from e2e_lib import runner, wait_for  # noqa: E402
 
-AGENT = os.environ.get("USAGE_AGENT", os.path.join(ROOT, "dist", "usage-agent"))
-WASM = e2e.WASM
-TOKEN = e2e.TOKEN
-AGENT_CONFIG = os.path.join(ROOT, "caddy", "usage-agent.json")
-
-
-# ---------------------------------------------------------------- the agent
-
-def plugin_config(st, **http):
-    """caddy/usage-agent.json with these `http` keys changed, written into the stack's folder."""
-    cfg = json.load(open(AGENT_CONFIG))
-    cfg["http"].update(http)
-    path = st.path("plugin.json")
-    with open(path, "w") as f:
-        json.dump(cfg, f)
-    return path
-
-
-def start_agent(st, config, follow=None, listen=False, state=True, name="agent", extra=()):
-    """usage-agent following `follow` (with --state: `state` if it is a path, else
-    agent-state.json in the stack's folder) or listening on the stack's `agent` port; metrics
-    on the `metrics` port; `extra` flags last. Returns when the metrics page answers."""
-    st.ports.setdefault("metrics", e2e.free_port())
-    args = [AGENT, "--wasm", WASM, "--config", config, "--cluster", f"collector=127.0.0.1:{st.ports['collector']}",
-            "--metrics", f"127.0.0.1:{st.ports['metrics']}", "--env", "COLLECTOR_TOKEN"]
-    if follow:
-        args += ["--follow", follow]
-        if state:
-            args += ["--state", state if isinstance(state, str) else st.path("agent-state.json")]
-    if listen:
-        args += ["--listen", f"127.0.0.1:{st.ports['agent']}"]
-    args += list(extra)
-    st.spawn(name, args, env=dict(os.environ, COLLECTOR_TOKEN=TOKEN))
-    st.wait_port(st.ports["metrics"], name)
-    if listen:
-        st.wait_port(st.ports["agent"], name)
-
-
-def metrics(st):
-    """The agent's /metrics as {name or name{labels}: value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{st.ports['metrics']}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            k, v = line.rsplit(" ", 1)
-            out[k] = int(float(v))
-    return out
-
-
-def books(m):
-    """captured = delivered + dropped (buffer full, send failed) + held."""
-    return (m["usage_filter_events_captured"],
-            m["usage_filter_events_delivered"] + m["usage_filter_events_dropped_buffer_full"]
-            + m["usage_filter_events_dropped_send_failed"] + m["usage_filter_buffer_events"])
-
-
-def start_collector(st):
-    st.start_collector()
-
-
-def faults(st, body=None):
-    """POST /faults (body) or DELETE /faults (None) at the collector."""
-    url = f"http://127.0.0.1:{st.ports['collector']}/faults"
-    if body is None:
-        return get_json(url, method="DELETE")
-    return get_json(url, method="POST", body=body)
-
-
-# ---------------------------------------------------------------- Caddy
-
-def beside(st, log, roll_size=None, net=False, tap=None, uncompressed=False):
-    """caddy/Caddyfile.beside with this run's ports and `log` as the access log. `roll_size`
-    replaces the file's (100MiB); `net` uses the commented `output net` block instead of the
-    file; `tap` adds a global logger writing the same access entries to that file (the test's
-    record of what Caddy served when the site's log goes over the network)."""
-    text = caddyfile("beside", st.ports, log)
-    if roll_size:
-        assert "roll_size 100MiB" in text
-        text = text.replace("roll_size 100MiB", f"roll_size {roll_size}")
-    if uncompressed:
-        # Caddy gzips rolled files by default; roll_uncompressed keeps them plain.
-        text = text.replace("\t\t\troll_keep", "\t\t\troll_uncompressed\n\t\t\troll_keep", 1)
-        assert "roll_uncompressed" in text
-    lines = text.split("\n")
-    if net:
-        # The active `log { … }` block of the site goes; the commented one comes in.
-        a = lines.index("\tlog {")
-        b = lines.index("\t}", a)
-        net_a = lines.index("\t# log {")
-        net_b = lines.index("\t# }", net_a)
-        block = ["\t" + l[len("\t# "):] if l.startswith("\t# ") else l for l in lines[net_a:net_b + 1]]
-        assert any("output net" in l for l in block), block
-        lines = lines[:a] + block + lines[b + 1:net_a] + lines[net_b + 1:]
-    if tap:
-        g = lines.index("\tauto_https off")
-        lines[g + 1:g + 1] = ["\tlog test_tap {", f"\t\toutput file {tap}", "\t\tformat json",
-                              "\t\tinclude http.log.access.log0", "\t}"]
-    return "\n".join(lines)
-
-
-def caddy_entries(pattern):
-    """The access entries Caddy wrote to the files matching `pattern` (gzipped ones too),
-    skipping lines that are not access entries (the junk a test appended)."""
-    out = []
-    for p in sorted(glob.glob(pattern)):
-        opener = gzip.open if p.endswith(".gz") else open
-        with opener(p, "rt", errors="replace") as f:
-            for line in f:
-                try:
-                    e = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(e, dict) and e.get("msg") == "handled request" and isinstance(e.get("status"), int):
-                    out.append(e)
-    return out
-
-
-def keyed(entry):
-    return "X-Subscription-Key" in entry["request"]["headers"]
-
-
-def rfc3339_ns(s):
-    d = datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
-    return int(d.timestamp()) * 1_000_000_000 + d.microsecond * 1000
-
-
-def check_against_caddy(events, entries):
-    """One event per keyed entry, none for the others; each with Caddy's figures: the path
-    without the query, method, key, status, both sizes, the duration within 1 ms and the
-    timestamp (Caddy's `ts`) within 1 ms."""
-    by_path = {}
-    for e in events:
-        assert e["api_path"] not in by_path, f"two events for {e['api_path']}"
-        by_path[e["api_path"]] = e
-    want = [x for x in entries if keyed(x)]
-    assert len(events) == len(want), f"{len(events)} events for {len(want)} keyed entries"
-    for x in entries:
-        path = x["request"]["uri"].split("?")[0]
-        e = by_path.get(path)
-        if not keyed(x):
-            assert e is None, f"an unkeyed request made an event: {e}"
-            continue
-        assert e is not None, f"no event for {x['request']['uri']}"
-        assert set(e) == e2e.VEIL_FIELDS, e
-        assert e["method"] == x["request"]["method"], (e, x)
-        assert e["subscription_key"] == x["request"]["headers"]["X-Subscription-Key"][0], (e, x)
-        assert e["status_code"] == x["status"], (e, x)
-        assert e["success"] == (200 <= x["status"] <= 299), (e, x)
-        assert e["request_size"] == x["bytes_read"], (e, x)
-        assert e["response_size"] == x["size"], (e, x)
-        assert abs(e["response_time_ms"] - x["duration"] * 1000) <= 1, (e["response_time_ms"], x["duration"])
-        assert abs(rfc3339_ns(e["timestamp"]) - x["ts"] * 1e9) <= 1e6, (e["timestamp"], x["ts"])
-
-
-def stack(collector=True):
-    st = Stack()
-    try:
-        st.start_upstream()
-        if collector:
-            st.start_collector()
-    except BaseException:
-        st.stop()
-        raise
-    return st
-
-
-def plain(n, prefix, key="k-plain", pad=0, start=0):
-    """n keyed GETs with distinct paths (/prefix/start…) and a small body; `pad` bytes of
-    extra request header make each log entry longer."""
-    return [{"i": i, "method": "GET", "api_path": f"/{prefix}/{i}", "path": f"/{prefix}/{i}?status=200&bytes=10",
-             "status": 200, "size": 10, "body": b"", "key": key, "pad": pad} for i in range(start, start + n)]
-
-
-def send_padded(st, plan, workers=8):
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run(p):
-        got, _ = st.request(p["method"], p["path"], p["key"], p["body"],
-                            headers={"x-pad": "p" * p["pad"]} if p["pad"] else None)
-        assert got == p["status"], (p["path"], got)
-    with ThreadPoolExecutor(workers) as ex:
-        list(ex.map(run, plan))
+from agent_checks import (books, faults, idle, metrics, plugin_config, require_binaries, stack,  # noqa: E402
+                          start_agent, wait_exact_events)
+from stack import (KEY_HEADER, beside, caddy_binary, caddy_entries, check_against_caddy, check_events,  # noqa: E402
+                   mixed_plan, plain, send_padded, send_plan, unkeyed)
 
 
 # ---------------------------------------------------------------- scenarios
@@ -233,7 +48,7 @@ def test_file_exact_delivery():
     st = stack()
     try:
         log = st.path("access.log")
-        st.start_caddy(beside(st, log))
+        st.start_caddy(lambda st: beside(st, log))
         start_agent(st, plugin_config(st, flush_interval_ms=200), follow=log)
         plan = mixed_plan(300, seed=21, prefix="file")
         send_plan(st, plan)
@@ -241,7 +56,7 @@ def test_file_exact_delivery():
         for i in range(3):  # the client gives up before the upstream answers: Caddy logs 499
             c = http.client.HTTPConnection("127.0.0.1", st.ports["caddy"], timeout=0.3)
             try:
-                c.request("GET", f"/gone/{i}?status=200&bytes=5&delay_ms=2000", headers={e2e.KEY_HEADER: "key-gone"})
+                c.request("GET", f"/gone/{i}?status=200&bytes=5&delay_ms=2000", headers={KEY_HEADER: "key-gone"})
                 c.getresponse()
                 raise AssertionError("the upstream answered before the client gave up")
             except TimeoutError:
@@ -252,7 +67,7 @@ def test_file_exact_delivery():
         for i in range(5):
             got, _ = st.request("POST", f"/down/{i}?status=200", "key-down", body=b"x" * 100)
             assert got == 502, got
-        events = e2e.wait_exact_events(st, len(plan) + 3 + 5)
+        events = wait_exact_events(st, len(plan) + 3 + 5)
         entries = caddy_entries(log)
         check_against_caddy(events, entries)
         down = [e for e in events if e["api_path"].startswith("/down/")]
@@ -266,7 +81,7 @@ def test_file_exact_delivery():
         assert m["usage_agent_lines_read_total"] == len(entries), (m, len(entries))
         assert sum(v for k, v in m.items() if k.startswith("usage_agent_lines_malformed_total")) == 0, m
     finally:
-        st.stop()
+        st.close()
 
 
 def test_net_exact_delivery():
@@ -275,18 +90,18 @@ def test_net_exact_delivery():
     try:
         start_agent(st, plugin_config(st, flush_interval_ms=200), listen=True)
         tap = st.path("tap.log")
-        st.start_caddy(beside(st, st.path("unused.log"), net=True, tap=tap))
+        st.start_caddy(lambda st: beside(st, st.path("unused.log"), net=True, tap=tap))
         plan = mixed_plan(300, seed=22, prefix="net")
         send_plan(st, plan)
         unkeyed(st, 40, "net-anon")
-        events = e2e.wait_exact_events(st, len(plan))
+        events = wait_exact_events(st, len(plan))
         entries = caddy_entries(tap)
         assert len(entries) == len(plan) + 40, len(entries)
         check_against_caddy(events, entries)
-        e2e.check_events(events, plan)
+        check_events(events, plan)
         assert not os.path.exists(st.path("unused.log")), "the site's log went over the network"
     finally:
-        st.stop()
+        st.close()
 
 
 def test_collector_outage_and_recovery():
@@ -298,14 +113,14 @@ def test_collector_outage_and_recovery():
     st = stack()
     try:
         log = st.path("access.log")
-        st.start_caddy(beside(st, log))
+        st.start_caddy(lambda st: beside(st, log))
         buffer, batch = 300, 50
         cfg = plugin_config(st, buffer_size=buffer, batch_size=batch, flush_interval_ms=200,
                             retry={"max_attempts": 3, "initial_backoff_ms": 100, "max_backoff_ms": 300})
         start_agent(st, cfg, follow=log)
         before = plain(100, "before")
         send_padded(st, before)
-        e2e.wait_exact_events(st, 100, settle=0.3)
+        wait_exact_events(st, 100)
         st.kill("collector", signal.SIGKILL)
         during = plain(buffer + 80, "during")
         send_padded(st, during)
@@ -325,7 +140,7 @@ def test_collector_outage_and_recovery():
         send_padded(st, after)
         want = 100 + len(during) + 50
         # The out file holds what both collector processes stored; ids are unique across both.
-        events = e2e.wait_exact_events(st, want)
+        events = wait_exact_events(st, want)
         assert {e["api_path"] for e in events} == {p["api_path"] for p in before + during + after}
         check_against_caddy(events, caddy_entries(log))
 
@@ -338,7 +153,7 @@ def test_collector_outage_and_recovery():
         assert m["usage_agent_bytes_unread"] == 0 and m["usage_agent_files_pending"] == 0, m
         assert books(m)[0] == books(m)[1] == want, m
     finally:
-        st.stop()
+        st.close()
 
 
 def test_sigkill_restart_loses_nothing():
@@ -349,7 +164,7 @@ def test_sigkill_restart_loses_nothing():
     st = stack()
     try:
         log = st.path("access.log")
-        st.start_caddy(beside(st, log))
+        st.start_caddy(lambda st: beside(st, log))
         cfg = plugin_config(st, batch_size=20, flush_interval_ms=100, max_in_flight=1)
         faults(st, {"delay_ms": 150, "count": -1})
         start_agent(st, cfg, follow=log)
@@ -360,12 +175,12 @@ def test_sigkill_restart_loses_nothing():
         wait_for(lambda: len(st.collector_events()) >= 100, 20, "the first events")
         behind = metrics(st)["usage_agent_lines_behind"]
         st.kill("agent", signal.SIGKILL)
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scenario: the agent stays down while Caddy serves on
         start_agent(st, cfg, follow=log)
         sender.join()
         faults(st)
-        wait_for(lambda: len(st.collector_events()) >= len(plan), 30, "every event")
-        time.sleep(1.0)
+        # Idle: nothing behind, unread, held or in flight: anything extra would be there by then.
+        wait_for(lambda: len(st.collector_events()) >= len(plan) and idle(st), 30, "every event, the agent idle")
         events = st.collector_events()
         # The collector stores an id once: a replay under a new id would be a second event.
         assert len(events) == len(plan) == len({e["id"] for e in events}), len(events)
@@ -378,7 +193,7 @@ def test_sigkill_restart_loses_nothing():
         assert behind > 0, "the kill found nothing held: the scenario did not test a replay"
         assert stats["duplicate_events"] > 0, stats
     finally:
-        st.stop()
+        st.close()
 
 
 def roll_until(st, log, prefix, rotations, start=0):
@@ -404,24 +219,22 @@ def test_rotation_while_serving():
     st = stack()
     try:
         log = st.path("access.log")
-        text = beside(st, log, roll_size="1MiB", uncompressed=True)
-        st.start_caddy(text)
+        st.start_caddy(lambda st: beside(st, log, roll_size="1MiB", uncompressed=True))
         cfg = plugin_config(st, flush_interval_ms=200)
         start_agent(st, cfg, follow=log)
         plan = roll_until(st, log, "roll", 3)
-        e2e.wait_exact_events(st, len(plan))
+        wait_exact_events(st, len(plan))
         st.kill("agent", signal.SIGKILL)
         plan += roll_until(st, log, "roll", 1, start=len(plan))
         start_agent(st, cfg, follow=log)
-        wait_for(lambda: len(st.collector_events()) >= len(plan), 30, "every event")
-        time.sleep(1.0)
+        wait_for(lambda: len(st.collector_events()) >= len(plan) and idle(st), 30, "every event, the agent idle")
         events = st.collector_events()
         entries = caddy_entries(st.path("access*"))
         assert len(entries) == len(plan), len(entries)
         check_against_caddy(events, entries)
         assert len({e["id"] for e in events}) == len(plan), "every entry once"
     finally:
-        st.stop()
+        st.close()
 
 
 def test_rotation_gzipped_while_serving():
@@ -430,18 +243,17 @@ def test_rotation_gzipped_while_serving():
     st = stack()
     try:
         log = st.path("access.log")
-        text = beside(st, log, roll_size="1MiB")
-        assert "\t\t\troll_uncompressed" not in text
-        st.start_caddy(text)
+        st.start_caddy(lambda st: beside(st, log, roll_size="1MiB"))
+        assert "\t\t\troll_uncompressed" not in open(st.path("caddy.Caddyfile")).read()
         start_agent(st, plugin_config(st, flush_interval_ms=200), follow=log)
         plan = roll_until(st, log, "gz", 2)
-        events = e2e.wait_exact_events(st, len(plan))
+        events = wait_exact_events(st, len(plan))
         wait_for(lambda: len(glob.glob(st.path("access-*.gz"))) >= 2, 10, "gzipped rolled files")
         entries = caddy_entries(st.path("access*"))
         assert len(entries) == len(plan), len(entries)
         check_against_caddy(events, entries)
     finally:
-        st.stop()
+        st.close()
 
 
 JUNK = [
@@ -461,7 +273,7 @@ def test_malformed_lines_mixed_in():
     st = stack()
     try:
         log = st.path("access.log")
-        st.start_caddy(beside(st, log))
+        st.start_caddy(lambda st: beside(st, log))
         start_agent(st, plugin_config(st, flush_interval_ms=200), follow=log)
         plan = plain(200, "junk")
         counts = {}
@@ -472,7 +284,7 @@ def test_malformed_lines_mixed_in():
             os.write(fd, line)
             os.close(fd)
             counts[kind] = counts.get(kind, 0) + 1
-        events = e2e.wait_exact_events(st, len(plan))
+        events = wait_exact_events(st, len(plan))
         check_against_caddy(events, caddy_entries(log))
         m = metrics(st)
         for kind, n in counts.items():
@@ -481,7 +293,7 @@ def test_malformed_lines_mixed_in():
         err = st.stderr("agent")
         assert err.count("skipping a malformed line") == len(counts), err
     finally:
-        st.stop()
+        st.close()
 
 
 def test_sigterm_delivers_buffered():
@@ -491,7 +303,7 @@ def test_sigterm_delivers_buffered():
     st = stack()
     try:
         log = st.path("access.log")
-        st.start_caddy(beside(st, log))
+        st.start_caddy(lambda st: beside(st, log))
         cfg = plugin_config(st, batch_size=5000, flush_interval_ms=600000)
         start_agent(st, cfg, follow=log)
         plan = mixed_plan(200, seed=23, prefix="term")
@@ -517,7 +329,7 @@ def test_sigterm_delivers_buffered():
         assert len(events) == len(plan) + 1 and events[-1]["api_path"] == "/term-after/0", events[-3:]
         assert st.collector_stats()["duplicate_events"] == 0, st.collector_stats()
     finally:
-        st.stop()
+        st.close()
 
 
 TESTS = [test_file_exact_delivery, test_net_exact_delivery, test_collector_outage_and_recovery,
@@ -525,16 +337,7 @@ TESTS = [test_file_exact_delivery, test_net_exact_delivery, test_collector_outag
          test_malformed_lines_mixed_in,
          test_sigterm_delivers_buffered]
 
-
-def main():
-    e2e.CADDY = subprocess.check_output([os.path.join(ROOT, "caddy", "install-caddy.sh")], text=True).strip()
-    for p in (AGENT, WASM, os.path.join(e2e.BIN, "collector"), os.path.join(e2e.BIN, "demo-upstream")):
-        if not os.path.exists(p):
-            sys.exit(f"{p} is missing: make build, and cargo build --release -p usage-collector")
-    passed, failed = e2e.envoy_e2e.run_tests(TESTS, sys.argv[1:])
-    print(f"caddy agent e2e: {passed} passed, {failed} failed")
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    caddy_binary()
+    require_binaries()
+    runner.main(TESTS, "caddy agent e2e")

@@ -31,20 +31,19 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import e2e  # noqa: E402  caddy/e2e.py: Stack, wait_for
-import e2e_agent  # noqa: E402  caddy/e2e_agent.py: the agent, metrics, books, Caddy's Caddyfile
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from e2e_lib import runner, wait_for  # noqa: E402
+
 import rotation  # noqa: E402  caddy/rotation.py: generated entries and rotations
-# caddy/agent_checks.py: the stack, the agent, and the verdict every scenario ends with
-from agent_checks import (check, collector_events, event_lines, file_stack, follow, gauge, idle,  # noqa: E402
-                          kill_bound, kill_collector_bound, stop_agent, wait_delivered)
-from e2e import ROOT, wait_for  # noqa: E402
-from e2e_agent import AGENT_CONFIG, TOKEN, faults, metrics, plugin_config  # noqa: E402
+# caddy/agent_checks.py: the agent, the stacks, and the verdict every scenario ends with
+from agent_checks import (AGENT_CONFIG, TOKEN, check, collector_events, event_lines, faults, file_stack,  # noqa: E402
+                          follow, gauge, idle, kill_bound, kill_collector_bound, metrics, plugin_config,
+                          require_binaries, stop_agent, wait_delivered)
 from rotation import MIB, Writer  # noqa: E402
+from stack import beside, caddy_binary, plain, send_padded  # noqa: E402
 
 OUTAGE_S = 5.0
 
@@ -79,7 +78,7 @@ def outage_150k(retry=None):
         st.start_collector(require_auth=TOKEN)
         check(st, w.paths(), timeout=90)
     finally:
-        st.stop()
+        st.close()
 
 
 def test_outage_150k_default_config():
@@ -110,7 +109,7 @@ def test_cold_backlog_slow_collector():
         assert gauge(m, "usage_agent_bytes_unread") > 0, m
         check(st, w.paths(), timeout=120)
     finally:
-        st.stop()
+        st.close()
 
 
 def outage_at_rate(mode):
@@ -136,7 +135,7 @@ def outage_at_rate(mode):
         w.join()
         check(st, w.paths(), dup_bound=bound)
     finally:
-        st.stop()
+        st.close()
 
 
 def test_outage_at_200_per_s_503():
@@ -171,7 +170,7 @@ def test_restart_resumes_from_state():
         wait_for(lambda: st.collector_stats()["duplicate_events"] == 1500, 30, "the control's replay seen")
         assert event_lines(st) == 1500
     finally:
-        st.stop()
+        st.close()
 
 
 # ---------------------------------------------------------------- rotation (real Caddy)
@@ -188,10 +187,10 @@ def caddy_roll_until(st, prefix, rotations, start):
     target = len(caddy_rolled(st)) + rotations
     plan = []
     while len(caddy_rolled(st)) < target:
-        plan += e2e_agent.plain(100, prefix, pad=2000, start=start + len(plan))
-        e2e_agent.send_padded(st, plan[-100:])
-    plan += e2e_agent.plain(100, prefix, pad=2000, start=start + len(plan))
-    e2e_agent.send_padded(st, plan[-100:])
+        plan += plain(100, prefix, pad=2000, start=start + len(plan))
+        send_padded(st, plan[-100:])
+    plan += plain(100, prefix, pad=2000, start=start + len(plan))
+    send_padded(st, plan[-100:])
     wait_for(lambda: not [n for n in os.listdir(st.dir) if re.fullmatch(r"access-.*\.log", n)]
              or "\t\t\troll_uncompressed" in open(st.path("caddy.Caddyfile")).read(), 10, "the rolled files gzipped")
     return [p["api_path"] for p in plan]
@@ -203,8 +202,7 @@ def rolls_while_stopped(rolls, uncompressed):
     st = file_stack(upstream=True)
     try:
         log = st.path("access.log")  # the state file in the same folder: inodes freed by gzip can be reused
-        text = e2e_agent.beside(st, log, roll_size="1MiB", uncompressed=uncompressed)
-        st.start_caddy(text)
+        st.start_caddy(lambda st: beside(st, log, roll_size="1MiB", uncompressed=uncompressed))
         cfg = plugin_config(st, flush_interval_ms=200)
         follow(st, cfg, log=log)
         want = caddy_roll_until(st, "cr", 0, 0)
@@ -218,7 +216,7 @@ def rolls_while_stopped(rolls, uncompressed):
         follow(st, cfg, log=log)
         check(st, want, dup_bound=0)
     finally:
-        st.stop()
+        st.close()
 
 
 def test_caddy_two_plain_rolls_while_stopped():
@@ -281,7 +279,7 @@ def inode_reuse(by):
         bad = {k: v for k, v in m.items() if k.startswith("usage_agent_lines_malformed_total") and v}
         assert not bad, f"something that is not a log of the file was read as one: {bad}"
     finally:
-        st.stop()
+        st.close()
 
 
 def test_inode_reuse_by_new_access_log():
@@ -319,7 +317,7 @@ def kills_while_rolling(uncompressed):
         print(f"  {len(w.rolled)} rolls; replay bound per kill {seen}", flush=True)
         check(st, w.paths(), dup_bound=bound, timeout=60)
     finally:
-        st.stop()
+        st.close()
 
 
 def test_kills_plain_rolls_20k_per_s():
@@ -367,7 +365,7 @@ def renames_while_stalled(roll):
         w.write(500)
         check(st, w.paths())
     finally:
-        st.stop()
+        st.close()
 
 
 def test_two_renames_while_stalled_caddy_names():
@@ -400,7 +398,7 @@ def test_copytruncate_while_stalled():
         resume()
         check(st, w.paths())
     finally:
-        st.stop()
+        st.close()
 
 
 def test_copytruncate_while_stopped():
@@ -422,7 +420,7 @@ def test_copytruncate_while_stopped():
         follow(st, cfg)
         check(st, w.paths())
     finally:
-        st.stop()
+        st.close()
 
 
 # ---------------------------------------------------------------- refusals and honest losses
@@ -463,7 +461,7 @@ def refused_batch(dead_letter):
         assert set(paths) == refused, "the dead letter holds exactly the refused entries"
         assert not ids & {i for v in got.values() for i in v}, "a dead-lettered event was also delivered"
     finally:
-        st.stop()
+        st.close()
 
 
 def test_dead_letter_refused_batch():
@@ -521,7 +519,7 @@ def test_rolled_file_deleted_unread_is_counted():
         said = [l for l in st.stderr("agent").splitlines() if "lost" in l]
         assert any(f"lost {size} bytes of " in l and (log in l or gone in l) for l in said), said
     finally:
-        st.stop()
+        st.close()
 
 
 TESTS = [test_restart_resumes_from_state, test_outage_150k_default_config, test_outage_150k_max_attempts_20,
@@ -534,16 +532,7 @@ TESTS = [test_restart_resumes_from_state, test_outage_150k_default_config, test_
          test_dead_letter_refused_batch, test_refused_batch_counted_lost, test_rolled_file_deleted_unread_is_counted]
 
 
-def main():
-    e2e.CADDY = subprocess.check_output([os.path.join(ROOT, "caddy", "install-caddy.sh")], text=True).strip()
-    for p in (e2e_agent.AGENT, e2e_agent.WASM, os.path.join(e2e.BIN, "collector"), os.path.join(e2e.BIN, "demo-upstream")):
-        if not os.path.exists(p):
-            sys.exit(f"{p} is missing: make build, and cargo build --release -p usage-collector")
-    t = time.time()
-    passed, failed = e2e.envoy_e2e.run_tests(TESTS, sys.argv[1:])
-    print(f"caddy agent file e2e: {passed} passed, {failed} failed ({time.time() - t:.0f}s)")
-    sys.exit(1 if failed else 0)
-
-
 if __name__ == "__main__":
-    main()
+    caddy_binary()
+    require_binaries()
+    runner.main(TESTS, "caddy agent file e2e")
