@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt wasm-opt fuzz fuzz-slice docs-check
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: docs-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
+test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -40,6 +40,10 @@ clippy: toolchain
 # YAML a piece of envoy/envoy.yaml, README ≤ 250 lines (docs/check.py, standard library only)
 docs-check:
 	python3 docs/check.py
+
+# every target of this Makefile in .PHONY, and nothing else there (tests/makefile_check.py)
+makefile-check:
+	python3 tests/makefile_check.py
 
 # rustfmt over every crate; `make fmt` fixes what this finds
 fmt-check:
@@ -90,7 +94,8 @@ e2e-llm: build
 	$$py envoy/e2e_llm.py
 
 # Generated inputs against dist/usage_filter.wasm in our host (host/src/bin/fuzz):
-# FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS; FUZZ_SCENARIO=<seed> replays one.
+# FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS (changes the speed, not the cases:
+# the run ends with a digest of the cases to compare); FUZZ_SCENARIO=<seed> replays one.
 fuzz: build
 	$(CARGO) run --release -q -p proxy-wasm-host --bin fuzz
 
