@@ -357,10 +357,25 @@ fn sigterm_delivers_what_the_filter_holds() {
         json!({"cluster": "collector", "batch_size": 1000, "flush_interval_ms": 60000}),
     );
     let mut a = agent(&dir, &col, &cfg, &["--metrics", "127.0.0.1:0"]);
-    wait_for("the entries read", Duration::from_secs(10), || {
-        stderr_of(&dir).contains("metrics at") && std::fs::metadata(dir.join("state.json")).is_ok()
+    // The agent's metrics page says when the filter holds all of them (no sleep: a condition).
+    let metrics_addr = || {
+        let err = stderr_of(&dir);
+        let at = err.find("metrics at http://")? + "metrics at http://".len();
+        Some(err[at..].split('/').next()?.to_string())
+    };
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        metrics_addr().is_some()
     });
-    std::thread::sleep(Duration::from_millis(500));
+    let addr = metrics_addr().unwrap();
+    let held = format!("usage_filter_buffer_events {keyed}\n");
+    wait_for(
+        "every keyed entry held by the filter",
+        Duration::from_secs(10),
+        || {
+            http(&addr, "GET", "/metrics", "").contains(&held)
+                && std::fs::metadata(dir.join("state.json")).is_ok()
+        },
+    );
     assert_eq!(col.events().len(), 0, "sent before the flush interval");
     // Held in memory: the saved offset stays at the first entry.
     let st: Value =
