@@ -25,8 +25,9 @@ pub struct Routes {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Node {
-    /// Literal segments, sorted by their bytes.
-    literals: Vec<(Box<[u8]>, Node)>,
+    /// Literal segments, sorted by (hash, bytes): a lookup compares integers, not the
+    /// shared prefixes of `resource1` … `resource499`, then the bytes once.
+    literals: Vec<(u64, Box<[u8]>, Node)>,
     /// `{name}`: any one non-empty segment.
     param: Option<Box<Node>>,
     /// A template that ends here (the path has no more segments).
@@ -36,6 +37,13 @@ struct Node {
     /// The smallest template position anywhere at or below this node: a walk skips a branch
     /// that cannot beat what it has.
     best: u32,
+}
+
+/// FNV-1a: a few instructions a byte, computed once per path segment that meets literals.
+fn hash(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| {
+        (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 enum Seg<'a> {
@@ -148,14 +156,18 @@ impl Node {
             }
             Seg::Param => self.param.get_or_insert_with(|| Box::new(Node::new())),
             Seg::Literal(lit) => {
-                let at = match self.literals.binary_search_by(|(l, _)| (**l).cmp(lit)) {
+                let h = hash(lit);
+                let at = match self
+                    .literals
+                    .binary_search_by(|(lh, l, _)| (*lh, &**l).cmp(&(h, lit)))
+                {
                     Ok(at) => at,
                     Err(at) => {
-                        self.literals.insert(at, ((*lit).into(), Node::new()));
+                        self.literals.insert(at, (h, (*lit).into(), Node::new()));
                         at
                     }
                 };
-                &mut self.literals[at].1
+                &mut self.literals[at].2
             }
         };
         child.insert(more, i);
@@ -184,8 +196,15 @@ impl Node {
                 }
             }
         };
-        if let Ok(at) = self.literals.binary_search_by(|(l, _)| (**l).cmp(seg)) {
-            next(&self.literals[at].1, found);
+        if !self.literals.is_empty() {
+            let h = hash(seg);
+            let first = self.literals.partition_point(|(lh, _, _)| *lh < h);
+            let same = self.literals[first..]
+                .iter()
+                .take_while(|(lh, _, _)| *lh == h);
+            if let Some((_, _, n)) = same.into_iter().find(|(_, l, _)| **l == *seg) {
+                next(n, found);
+            }
         }
         if let Some(p) = &self.param {
             if !seg.is_empty() && p.best < *found {

@@ -7,6 +7,7 @@ mod config;
 mod dispatch;
 mod formats;
 mod generated;
+mod identity;
 mod llm;
 mod malformed;
 mod outage;
