@@ -345,14 +345,24 @@ fn attributes(value: Option<Value>) -> Result<Vec<Attribute>, ConfigError> {
         let query = a.string("query")?;
         let property = a.take("property");
         let as_ = a.string("as")?;
-        a.finish()?;
         let given = [header.is_some(), query.is_some(), property.is_some()];
-        if given.iter().filter(|g| **g).count() != 1 {
-            return err(
-                key,
-                "must have exactly one of \"header\", \"query\" or \"property\"",
-            );
+        match given.iter().filter(|g| **g).count() {
+            // the refusal of a header-only configuration, as it always was
+            0 => {
+                return err(
+                    format!("{key}.header"),
+                    "is required (or \"query\", or \"property\") and must be a header name",
+                )
+            }
+            1 => {}
+            _ => {
+                return err(
+                    key,
+                    "must have exactly one of \"header\", \"query\" or \"property\"",
+                )
+            }
         }
+        a.finish()?;
         if as_.is_some() && property.is_none() {
             return err(format!("{key}.as"), "is only for a \"property\" source");
         }

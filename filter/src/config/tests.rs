@@ -569,8 +569,8 @@ fn identity_keys_refuse_what_cannot_work_naming_the_key() {
         ),
         (
             r#"{"attributes":{"o":{}}}"#,
-            "attributes.o",
-            "exactly one of",
+            "attributes.o.header",
+            "is required",
         ),
         (
             r#"{"attributes":{"o":{"header":"x","query":"y"}}}"#,
@@ -603,7 +603,7 @@ fn identity_keys_refuse_what_cannot_work_naming_the_key() {
             "without NUL",
         ),
         (
-            r#"{"attributes":{"o":{"cookie":"c"}}}"#,
+            r#"{"attributes":{"o":{"header":"h","cookie":"c"}}}"#,
             "attributes.o.cookie",
             "unknown key",
         ),
