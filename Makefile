@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm
+test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm e2e-identity
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -92,6 +92,14 @@ e2e-llm: build
 	@set -euo pipefail; py=$$(envoy/install-llm-sdks.sh); \
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py envoy/e2e_llm.py
+
+# Billing the verified identity (~6 s): Envoy's own jwt_authn (local JWKS, HS256 tokens signed
+# by the test) before the filter; the key is the verified sub, kafka-rest keyed by organization,
+# and what proxy_get_property returns for each kind of claim (docs/identity.md).
+e2e-identity: build
+	@envoy/install-envoy.sh >/dev/null
+	$(CARGO) build -q --release -p usage-collector
+	python3 envoy/e2e_identity.py
 
 # Generated inputs against dist/usage_filter.wasm in our host (host/src/bin/fuzz):
 # FUZZ_CASES (default 10,000,000), FUZZ_SEED (printed), FUZZ_THREADS (changes the speed, not the cases:
