@@ -3,30 +3,37 @@
 
 use crate::books::Books;
 use crate::caddy_log::Malformed;
-use crate::callout::{Answer, Client, Outcome};
-use crate::dead_letter::{self, DeadLetter};
-use crate::follow::{Follower, Item, Position};
-use crate::ids::{event_id, id_bytes};
+use crate::callout::{Answer, Client};
+use crate::clock::now_ns;
+use crate::dead_letter::DeadLetter;
+use crate::follow::Follower;
 use crate::state::{self, Mark};
-use crate::tuning::{BATCH, GROUP, IDLE, SAVE_EVERY};
-use crate::{caddy_log, callout};
-use crate::{level_name, listen, metrics, now_ns};
-use proxy_wasm_host::stream::SIZES_CHUNK;
-use proxy_wasm_host::{Body, Response, Stream, Timing, Vm};
+use crate::tuning::{GROUP, IDLE, SAVE_EVERY};
+use crate::{listen, metrics};
+use proxy_wasm_host::Vm;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub struct Flight {
-    pub(crate) deadline: Instant,
-    pub(crate) ids: Vec<u128>,
-    pub(crate) upstream: String,
-    /// The plain body, kept only for `--dead-letter`.
-    pub(crate) body: Option<Vec<u8>>,
+/// A filter log line's level, as Envoy names it.
+pub(crate) fn level_name(l: i32) -> &'static str {
+    match l {
+        0 => "trace",
+        1 => "debug",
+        2 => "info",
+        3 => "warn",
+        4 => "error",
+        _ => "critical",
+    }
 }
+
+mod flights;
+mod reading;
+
+pub use flights::Flight;
 
 pub struct Agent {
     pub(crate) vm: Vm,
@@ -161,273 +168,6 @@ impl Agent {
                 "usage-agent: warning: this filter build does not draw event ids per stream; \
                  entries read again after a restart get new ids and the saved offset only \
                  moves at quiet moments of the filter"
-            );
-        }
-    }
-
-    /// Callouts the filter made since the last look: start them.
-    fn send_new(&mut self) {
-        for c in self.vm.take_new_callouts() {
-            let deadline = Instant::now() + Duration::from_millis(c.timeout_ms as u64);
-            let ids = callout::ids_in(&c);
-            let body = self.dead_letter.as_ref().map(|_| c.plain_body());
-            self.in_flight.insert(
-                c.token,
-                Flight {
-                    deadline,
-                    ids,
-                    upstream: c.upstream.clone(),
-                    body,
-                },
-            );
-            self.client.send(c);
-        }
-        self.counts.callouts_in_flight = self.in_flight.len() as u64;
-    }
-
-    /// Answers that came in (waiting up to `wait` for the first when given).
-    fn feed_answers(&mut self, wait: Option<Duration>) -> Result<(), String> {
-        let mut first = match wait {
-            Some(w) => self.answers.recv_timeout(w).ok(),
-            None => None,
-        };
-        loop {
-            let a = match first.take() {
-                Some(a) => a,
-                None => match self.answers.try_recv() {
-                    Ok(a) => a,
-                    Err(_) => break,
-                },
-            };
-            self.answer(a)?;
-        }
-        self.send_new();
-        Ok(())
-    }
-
-    fn answer(&mut self, a: Answer) -> Result<(), String> {
-        let Some(flight) = self.in_flight.remove(&a.token) else {
-            return Ok(()); // timed out already
-        };
-        self.vm.set_clock_ns(now_ns());
-        self.answered_since_tick = true;
-        let r = match a.outcome {
-            Outcome::Answered {
-                status,
-                headers,
-                body,
-            } => {
-                if (200..300).contains(&status) {
-                    for id in &flight.ids {
-                        self.books.delivered(*id);
-                    }
-                } else if dead_letter::refused(status) {
-                    self.refused(&flight, status, &body);
-                }
-                let h: Vec<(&str, &str)> = headers
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
-                self.vm.reply(a.token, status, &h, &body)
-            }
-            Outcome::ConnectFailed => self.vm.refuse(a.token),
-            Outcome::Reset => self.vm.reset(a.token),
-        };
-        r.map_err(|e| format!("the filter failed: {e:#}"))
-    }
-
-    /// The collector refused a batch: written aside with `--dead-letter`, else lost. Either
-    /// way its entries no longer hold the saved position back, and reading goes on.
-    fn refused(&mut self, flight: &Flight, status: u32, answer: &[u8]) {
-        let n = flight.ids.len() as u64;
-        let kept = match (&mut self.dead_letter, &flight.body) {
-            (Some(d), Some(body)) => match d.write(&flight.upstream, status, answer, body) {
-                Ok(()) => true,
-                Err(e) => {
-                    eprintln!("usage-agent: cannot write {}: {e}", d.path.display());
-                    false
-                }
-            },
-            _ => false,
-        };
-        if kept {
-            self.counts.batches_dead_lettered += 1;
-        } else {
-            *self.lost_entries.entry("refused").or_default() += n;
-            eprintln!(
-                "usage-agent: lost {n} entries: {} refused their batch with {status} \
-                 (give --dead-letter FILE to keep refused batches)",
-                flight.upstream
-            );
-        }
-        for id in &flight.ids {
-            self.books.delivered(*id);
-        }
-    }
-
-    /// Envoy's 504 for callouts past their timeout.
-    fn expire(&mut self) -> Result<(), String> {
-        let now = Instant::now();
-        let late: Vec<u32> = self
-            .in_flight
-            .iter()
-            .filter(|(_, f)| f.deadline <= now)
-            .map(|(t, _)| *t)
-            .collect();
-        for t in late {
-            self.in_flight.remove(&t);
-            self.vm.set_clock_ns(now_ns());
-            self.vm
-                .time_out(t)
-                .map_err(|e| format!("the filter failed: {e:#}"))?;
-        }
-        self.send_new();
-        Ok(())
-    }
-
-    /// Entries until the next tick is due or nothing more is there.
-    fn read_group(&mut self) -> Result<usize, String> {
-        let mut total = 0;
-        let mut err = None;
-        if let Some(mut f) = self.follower.take() {
-            loop {
-                let held = self.held_at_tick + self.made_since_tick;
-                self.paused = held >= self.pause_at;
-                if self.paused {
-                    f.look();
-                    for n in f.notes.drain(..) {
-                        eprintln!("usage-agent: {n}");
-                    }
-                    break;
-                }
-                let room = ((self.pause_at - held) as usize).min(BATCH);
-                let got = f.poll(room, &mut |item| {
-                    if err.is_some() {
-                        return;
-                    }
-                    let r = match item {
-                        Item::Line { start, bytes, .. } => {
-                            let rand = id_bytes(start.fp, start.offset, bytes);
-                            self.entry(bytes, rand, Some(start))
-                        }
-                        Item::Skipped { kind, .. } => {
-                            self.skipped(kind);
-                            Ok(())
-                        }
-                    };
-                    if let Err(e) = r {
-                        err = Some(e);
-                    }
-                });
-                for n in f.notes.drain(..) {
-                    eprintln!("usage-agent: {n}");
-                }
-                match got {
-                    Ok(n) => total += n,
-                    Err(e) => {
-                        eprintln!("usage-agent: reading the log: {e}");
-                        break;
-                    }
-                }
-                if err.is_some() || got.map_or(true, |n| n < room) || self.group_due() {
-                    break;
-                }
-            }
-            (self.counts.bytes_unread, self.counts.files_pending) = f.backlog();
-            self.counts.bytes_lost = BYTE_LOSSES
-                .iter()
-                .map(|r| (*r, f.lost_bytes.get(r).copied().unwrap_or(0)))
-                .collect();
-            self.follower = Some(f);
-        }
-        if let Some(e) = err {
-            return Err(e);
-        }
-        if let Some(rx) = self.listen.take() {
-            let r = (|| -> Result<(), String> {
-                loop {
-                    match rx.try_recv() {
-                        Ok(listen::Input::Line(line)) => {
-                            self.listen_seq += 1;
-                            let rand = id_bytes(self.salt, self.listen_seq, &line);
-                            self.entry(&line, rand, None)?;
-                        }
-                        Ok(listen::Input::Skipped(kind)) => self.skipped(kind),
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-                    }
-                    total += 1;
-                    if total % BATCH == 0 && self.group_due() {
-                        break;
-                    }
-                }
-                Ok(())
-            })();
-            self.listen = Some(rx);
-            r?;
-        }
-        Ok(total)
-    }
-
-    /// One log entry through the filter.
-    fn entry(
-        &mut self,
-        line: &[u8],
-        rand: [u8; 10],
-        start: Option<Position>,
-    ) -> Result<(), String> {
-        self.counts.lines_read += 1;
-        let e = match caddy_log::parse(line) {
-            Ok(e) => e,
-            Err(kind) => {
-                self.malformed_line(kind, line);
-                return Ok(());
-            }
-        };
-        if !self.group_open {
-            self.group_open = true;
-            self.group_start = Instant::now();
-        }
-        // The entry as it happened: its headers exactly, its body sizes (not the bodies), its
-        // times, and the stream's random bytes from the entry; status 0 is a downstream reset.
-        let response = (e.status != 0)
-            .then(|| Response::new(e.status, e.response_headers, Body::Size(e.size)));
-        let out = self
-            .vm
-            .run_stream(Stream {
-                request_headers: e.headers,
-                request_body: Body::Size(e.bytes_read),
-                response,
-                timing: Timing::Replay {
-                    start_ns: e.start_ns,
-                    end_ns: e.end_ns,
-                },
-                random_bytes: rand.to_vec(),
-                chunk: SIZES_CHUNK,
-            })
-            .map_err(|err| format!("the filter failed: {err:#}"))?;
-        let event = (out.random_scripted == 10).then(|| event_id(e.end_ns, &rand));
-        self.saw_per_stream |= event.is_some();
-        if event.is_some() || !self.saw_per_stream {
-            self.made_since_tick += 1;
-        }
-        self.books.read(start, event);
-        Ok(())
-    }
-
-    fn skipped(&mut self, kind: Malformed) {
-        self.malformed_line(kind, b"");
-    }
-
-    /// Counted, and logged the first time of each kind.
-    fn malformed_line(&mut self, kind: Malformed, line: &[u8]) {
-        let n = self.malformed.entry(kind).or_default();
-        *n += 1;
-        if *n == 1 {
-            let shown: String = String::from_utf8_lossy(&line[..line.len().min(120)]).into();
-            eprintln!(
-                "usage-agent: skipping a malformed line ({}): {shown:?} (each kind is logged once, \
-                 all are counted in usage_agent_lines_malformed_total)",
-                kind.name()
             );
         }
     }

@@ -13,14 +13,13 @@
 //! - A file deleted before it was read to its end is counted lost (`lost_bytes`), with a note.
 
 use crate::caddy_log::Malformed;
-use crate::fingerprint::{self, Fp, FP_LEN};
-use crate::rolled::{self, Rank};
-use crate::state::{Mark, Saved};
+use crate::fingerprint::Fp;
+use crate::rolled::Rank;
+use crate::state::Saved;
 use flate2::read::MultiGzDecoder;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -114,35 +113,6 @@ pub struct Follower {
     pub lost_bytes: BTreeMap<&'static str, u64>,
 }
 
-fn dev_ino(m: &std::fs::Metadata) -> (u64, u64) {
-    (m.dev(), m.ino())
-}
-
-fn fingerprint_of(path: &Path, gz: bool) -> io::Result<Option<Fp>> {
-    let f = File::open(path)?;
-    if gz {
-        fingerprint::of(&mut MultiGzDecoder::new(BufReader::new(f)))
-    } else {
-        fingerprint::of(&mut &f)
-    }
-}
-
-/// The fingerprint of an open plain file, read without moving its position.
-fn fingerprint_at(f: &File) -> Option<Fp> {
-    let mut head = [0u8; FP_LEN];
-    let mut n = 0;
-    while n < FP_LEN {
-        match f.read_at(&mut head[n..], n as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-        if head[..n].contains(&b'\n') {
-            break;
-        }
-    }
-    fingerprint::of_bytes(&head[..n])
-}
-
 impl Follower {
     /// Follows `path`; `saved` from the state file; `exclude`: files in the folder that are
     /// never logs, whatever their names.
@@ -189,215 +159,6 @@ impl Follower {
         f
     }
 
-    fn excluded(&self, p: &Path) -> bool {
-        self.exclude.iter().any(|x| {
-            let tmp = crate::state::tmp_path(x);
-            (x.file_name() == p.file_name() || tmp.file_name() == p.file_name()) && same_dir(x, p)
-        })
-    }
-
-    /// Looks at the folder: FILE's files with their fingerprints, oldest first; files gone
-    /// with bytes not read are counted lost.
-    fn scan(&mut self) {
-        self.last_scan = Some(Instant::now());
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        let mut found: Vec<Seen> = Vec::new();
-        for e in rd.filter_map(|e| e.ok()) {
-            let p = e.path();
-            let Some(m) = rolled::member_path(&self.path, &p) else {
-                continue;
-            };
-            if self.excluded(&p) {
-                continue;
-            }
-            let Ok(md) = std::fs::metadata(&p) else {
-                continue;
-            };
-            if !md.is_file() {
-                continue;
-            }
-            let (dev, ino) = dev_ino(&md);
-            let fp = match &self.cur {
-                // The open file keeps its fingerprint until a read shows it changed.
-                Some(o) if (o.dev, o.ino) == (dev, ino) && !m.gz => Some(o.fp),
-                _ => fingerprint_of(&p, m.gz).ok().flatten(),
-            };
-            let Some(fp) = fp else { continue };
-            found.push(Seen {
-                path: p,
-                gz: m.gz,
-                rank: m.rank,
-                dev,
-                ino,
-                size: md.len(),
-                fp,
-            });
-        }
-        found.sort_by(|a, b| a.rank.cmp(&b.rank));
-        // One per fingerprint: the open one, else a plain one (a gzip may still be written).
-        let cur = self.cur.as_ref().map(|o| (o.dev, o.ino));
-        let mut one: Vec<Seen> = Vec::with_capacity(found.len());
-        for s in found {
-            match one.iter_mut().find(|x| x.fp == s.fp) {
-                Some(x) => {
-                    let better = Some((s.dev, s.ino)) == cur
-                        || (Some((x.dev, x.ino)) != cur && x.gz && !s.gz);
-                    if better {
-                        let rank = std::mem::replace(&mut x.rank, Rank::Live);
-                        *x = Seen { rank, ..s };
-                    }
-                }
-                None => one.push(s),
-            }
-        }
-        if let Some((dev, ino, offset)) = self.saved_inode.take() {
-            self.resolve_first_format(&one, dev, ino, offset);
-        }
-        // Gone since the last look (or since the state was saved) with bytes not read.
-        let open_fp = self.cur.as_ref().map(|o| o.fp);
-        let gone: Vec<Fp> = self
-            .progress
-            .keys()
-            .filter(|fp| Some(**fp) != open_fp && !one.iter().any(|s| s.fp == **fp))
-            .copied()
-            .collect();
-        for fp in gone {
-            if let Some(p) = self.progress.remove(&fp) {
-                let unread = p.size.saturating_sub(p.offset);
-                if !p.done && unread > 0 {
-                    self.lose(
-                        "deleted_unread",
-                        unread,
-                        &p.path,
-                        "deleted (or renamed out of the folder) before it was read to its end",
-                    );
-                }
-            }
-        }
-        for s in &one {
-            let p = self.progress.entry(s.fp).or_default();
-            p.path = s.path.clone();
-            // A gzip's size is its compressed one; the plain size, once known, is kept.
-            if !s.gz || p.size == 0 {
-                p.size = s.size;
-            }
-        }
-        if let Some(o) = self.cur.as_mut() {
-            if let Some(s) = one
-                .iter()
-                .find(|s| (s.dev, s.ino) == (o.dev, o.ino) && !s.gz)
-            {
-                o.size_seen = o.size_seen.max(s.size);
-                o.path = s.path.clone();
-            }
-        }
-        self.files = one;
-    }
-
-    /// The first state format named a file by inode: the position is in the file with that
-    /// inode if it is long enough (an inode can be reused), and files older than it are done.
-    fn resolve_first_format(&mut self, files: &[Seen], dev: u64, ino: u64, offset: u64) {
-        let at = files
-            .iter()
-            .position(|s| !s.gz && (s.dev, s.ino) == (dev, ino) && s.size >= offset);
-        let before = at.unwrap_or(files.len().saturating_sub(1));
-        for (i, s) in files.iter().enumerate() {
-            let p = self.progress.entry(s.fp).or_default();
-            if Some(i) == at {
-                p.offset = offset;
-            } else if i < before && s.rank != Rank::Live && !s.gz {
-                p.offset = s.size;
-                p.done = true;
-            } else if i < before && s.gz {
-                p.done = true;
-            }
-        }
-        if at.is_none() {
-            self.notes.push(format!(
-                "the file of the saved position (inode {ino}) is not there: reading {} from the start",
-                self.path.display()
-            ));
-        }
-    }
-
-    fn lose(&mut self, reason: &'static str, bytes: u64, path: &Path, why: &str) {
-        *self.lost_bytes.entry(reason).or_default() += bytes;
-        self.notes.push(format!(
-            "lost {bytes} bytes of {}: {why} ({reason})",
-            path.display()
-        ));
-    }
-
-    /// Bytes of `s` not read yet (a gzip not finished counts its compressed size).
-    fn unread(&self, s: &Seen) -> u64 {
-        let p = self.progress.get(&s.fp);
-        if s.gz {
-            match p {
-                Some(p) if p.done => 0,
-                _ => s.size,
-            }
-        } else {
-            s.size.saturating_sub(p.map_or(0, |p| p.offset))
-        }
-    }
-
-    /// The open file's size now, in the list of files (a look may be half a second old).
-    fn refresh_open_size(&mut self) {
-        let Some(o) = &self.cur else { return };
-        let Source::Plain(f) = &o.src else { return };
-        let Ok(len) = f.metadata().map(|m| m.len()) else {
-            return;
-        };
-        let (dev, ino) = (o.dev, o.ino);
-        if let Some(s) = self.files.iter_mut().find(|s| (s.dev, s.ino) == (dev, ino)) {
-            s.size = s.size.max(len);
-        }
-    }
-
-    /// Bytes of FILE's files not read yet, and how many files hold some (see `unread`).
-    pub fn backlog(&mut self) -> (u64, u64) {
-        self.refresh_open_size();
-        let unread: Vec<u64> = self.files.iter().map(|s| self.unread(s)).collect();
-        (
-            unread.iter().sum(),
-            unread.iter().filter(|u| **u > 0).count() as u64,
-        )
-    }
-
-    /// A look at the folder if the last is older than `SCAN_EVERY`: while reading is paused,
-    /// the gauges stay true and a file deleted meanwhile is counted.
-    pub fn look(&mut self) {
-        if self.last_scan.is_none_or(|t| t.elapsed() >= SCAN_EVERY) {
-            self.scan();
-        }
-    }
-
-    /// What the state file should say, given the start of the oldest entry still only in
-    /// memory in each file.
-    pub fn marks(&self, oldest_pending: &HashMap<Fp, u64>) -> Vec<Mark> {
-        let mut fps: Vec<Fp> = self.files.iter().map(|s| s.fp).collect();
-        if let Some(o) = &self.cur {
-            if !fps.contains(&o.fp) {
-                fps.push(o.fp);
-            }
-        }
-        fps.iter()
-            .filter_map(|fp| {
-                let p = self.progress.get(fp)?;
-                let pending = oldest_pending.get(fp).copied();
-                Some(Mark {
-                    fp: *fp,
-                    offset: pending.map_or(p.offset, |o| o.min(p.offset)),
-                    done: p.done && pending.is_none(),
-                    path: p.path.clone(),
-                    size: p.size,
-                })
-            })
-            .collect()
-    }
-
     fn here(&self, fp: Fp) -> Position {
         Position {
             fp,
@@ -410,81 +171,6 @@ impl Follower {
         self.pos = 0;
         self.buf_offset = offset;
         self.skipping = false;
-    }
-
-    /// Opens the oldest file with bytes not read, at its offset. False when there is none.
-    fn open_next(&mut self, force: bool) -> io::Result<bool> {
-        let due = self
-            .last_scan
-            .is_none_or(|t| t.elapsed() >= SCAN_IDLE || force);
-        if due {
-            self.scan();
-        }
-        let now = Instant::now();
-        let next = self
-            .files
-            .iter()
-            .find(|s| self.unread(s) > 0 && self.gz_retry.get(&s.fp).is_none_or(|t| *t <= now));
-        let Some(s) = next.cloned() else {
-            return Ok(false);
-        };
-        let offset = self.progress.get(&s.fp).map_or(0, |p| p.offset);
-        match self.open_at(&s, offset) {
-            Ok(Some(o)) => {
-                if offset > 0 || s.rank != Rank::Live {
-                    let more = self.backlog().1.saturating_sub(1);
-                    self.notes.push(format!(
-                        "reading {} from offset {offset} ({more} more file(s) after it)",
-                        s.path.display()
-                    ));
-                }
-                self.cur = Some(o);
-                self.reset_buf(offset);
-                Ok(true)
-            }
-            Ok(None) => Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// `s` opened at `offset` of its content; None for a gzip that cannot be read that far yet.
-    fn open_at(&mut self, s: &Seen, offset: u64) -> io::Result<Option<Open>> {
-        let mut file = File::open(&s.path)?;
-        let src = if s.gz {
-            let mut d = MultiGzDecoder::new(BufReader::new(file));
-            let skipped = io::copy(&mut (&mut d).take(offset), &mut io::sink());
-            match skipped {
-                Ok(n) if n == offset => Source::Gz(Box::new(d)),
-                Ok(_) => {
-                    // Shorter than what was read of it: nothing more in it.
-                    self.progress.entry(s.fp).or_default().done = true;
-                    return Ok(None);
-                }
-                Err(_) => {
-                    self.gz_retry
-                        .insert(s.fp, Instant::now() + Duration::from_secs(1));
-                    return Ok(None);
-                }
-            }
-        } else {
-            // The name may hold another file since the look: it must still be this one.
-            if fingerprint_at(&file) != Some(s.fp) {
-                return Ok(None);
-            }
-            file.seek(SeekFrom::Start(offset))?;
-            Source::Plain(file)
-        };
-        let live = s.rank == Rank::Live;
-        Ok(Some(Open {
-            src,
-            fp: s.fp,
-            path: s.path.clone(),
-            dev: s.dev,
-            ino: s.ino,
-            live,
-            size_seen: if s.gz { 0 } else { s.size },
-        }))
     }
 
     /// Hands out up to `max` items from what is in the files now. Returns how many.
@@ -578,19 +264,6 @@ impl Follower {
         Ok(n)
     }
 
-    /// The open FILE no longer starts with its fingerprint (copy-truncate).
-    fn rewritten(&self) -> bool {
-        match &self.cur {
-            Some(Open {
-                src: Source::Plain(file),
-                live: true,
-                fp,
-                ..
-            }) => fingerprint_at(file) != Some(*fp),
-            _ => false,
-        }
-    }
-
     /// The open file ended. True when reading moves on (to another file, or again in the
     /// same one), false when FILE is read to its end and there is nothing else to read.
     fn at_end(&mut self, f: &mut dyn FnMut(Item), n: &mut usize) -> bool {
@@ -601,7 +274,7 @@ impl Follower {
         let read_to = self.buf_offset + self.buf.len() as u64;
         if live {
             match std::fs::metadata(&self.path) {
-                Ok(m) if dev_ino(&m) == (dev, ino) => {
+                Ok(m) if folder::dev_ino(&m) == (dev, ino) => {
                     let size = m.len();
                     if let Some(o) = self.cur.as_mut() {
                         o.size_seen = o.size_seen.max(size);
@@ -704,20 +377,12 @@ impl Follower {
     }
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| {
-        p.parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .canonicalize()
-            .ok()
-    };
-    canon(a) == canon(b)
-}
-
 fn memchr(b: u8, s: &[u8]) -> Option<usize> {
     s.iter().position(|&c| c == b)
 }
+
+mod folder;
+mod source;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 //! it draws those 10 bytes with one `random_get` in that stream, which the agent answers
 //! from the entry's identity.
 
-use crate::now_ns;
+use crate::clock::now_ns;
 
 pub fn os_random_u64() -> u64 {
     let mut b = [0u8; 8];

@@ -15,6 +15,7 @@ mod books;
 mod caddy_log;
 mod callout;
 mod cli;
+mod clock;
 mod dead_letter;
 mod fingerprint;
 mod follow;
@@ -25,7 +26,7 @@ mod rolled;
 mod state;
 mod tuning;
 
-use agent::Agent;
+use agent::{level_name, Agent};
 use books::Books;
 use callout::Client;
 use follow::Follower;
@@ -36,7 +37,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tuning::{VM_CONFIG_FOLLOW, VM_CONFIG_LISTEN};
 
 fn main() -> ExitCode {
@@ -61,13 +62,6 @@ fn main() -> ExitCode {
     }
 }
 
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// What the agent needs to know of the plugin configuration.
 struct Settings {
     timeout_ms: u64,
@@ -82,17 +76,6 @@ fn settings(config: &str) -> Settings {
         timeout_ms: http["timeout_ms"].as_u64().unwrap_or(5000),
         buffer_size: http["buffer_size"].as_u64().unwrap_or(10_000) as usize,
         batch_size: http["batch_size"].as_u64().unwrap_or(100) as usize,
-    }
-}
-
-pub(crate) fn level_name(l: i32) -> &'static str {
-    match l {
-        0 => "trace",
-        1 => "debug",
-        2 => "info",
-        3 => "warn",
-        4 => "error",
-        _ => "critical",
     }
 }
 

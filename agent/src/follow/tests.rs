@@ -1,6 +1,7 @@
 use super::*;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("usage-agent-{name}-{}", std::process::id()));
