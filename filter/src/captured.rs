@@ -5,7 +5,7 @@
 use crate::config::{Config, Source};
 use crate::event::{self, AttrValue, Event, Tokens};
 use crate::headers::HeaderMap;
-use crate::tokens::Scanner;
+use crate::tokens::{self, Scanner};
 use crate::{property, query};
 use std::borrow::Cow;
 use std::ops::Range;
@@ -202,11 +202,43 @@ impl Captured {
                     v.map(|v| (a.field.as_str(), v))
                 })
                 .collect(),
-            tokens: self.llm.as_ref().and_then(|s| {
-                let (model, usage) = (s.model().map(event::text), s.usage());
-                (model.is_some() || !usage.is_empty()).then_some(Tokens { model, usage })
-            }),
+            tokens: self.tokens(cfg),
         }
+    }
+
+    /// The event's `llm` fields: the normalized counts, the model (from the response, else
+    /// from the path for Bedrock and Gemini), and the cost when `llm.prices` prices it.
+    fn tokens<'a>(&'a self, cfg: &'a Config) -> Option<Tokens<'a>> {
+        let s = self.llm.as_ref()?;
+        let mut usage = s.usage();
+        let model = s.model().map(event::text).or_else(|| {
+            tokens::path::model(usage.provider, self.headers.slice(&self.path)).map(Cow::Owned)
+        });
+        if model.is_none() && usage.is_empty() {
+            return None;
+        }
+        let (mut currency, mut unpriced) = (None, false);
+        if let Some(l) = cfg
+            .llm
+            .as_ref()
+            .filter(|l| !l.prices.is_empty() && usage.has_tokens())
+        {
+            match model.as_deref().and_then(|m| l.prices.find(m)) {
+                Some(p) => {
+                    usage = tokens::price::priced(p, usage);
+                    currency = usage
+                        .get(tokens::COST)
+                        .map(|_| Cow::Borrowed(l.currency.as_str()));
+                }
+                None => unpriced = true,
+            }
+        }
+        Some(Tokens {
+            model,
+            usage,
+            currency,
+            unpriced,
+        })
     }
 }
 

@@ -65,6 +65,9 @@ impl Delivery {
     /// line to write, when the log sink is on.
     pub fn finish(&mut self, e: &Event<'_>, now_ms: u64) -> Option<LogLine> {
         self.counters.captured += 1;
+        if e.tokens.as_ref().is_some_and(|t| t.unpriced) {
+            self.counters.llm_unpriced += 1;
+        }
         let line = self.log.map(|out| LogLine {
             line: encode::log_line(e, &mut self.seconds),
             to_host_log: matches!(out, LogOutput::HostLog | LogOutput::Both),

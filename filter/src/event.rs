@@ -59,7 +59,13 @@ impl<'a> From<Cow<'a, str>> for AttrValue<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tokens<'a> {
     pub model: Option<Cow<'a, str>>,
+    /// Normalized counts, the provider, and the cost when the model is priced.
     pub usage: crate::tokens::Usage,
+    /// `llm.currency`, present exactly when `usage` carries a cost.
+    pub currency: Option<Cow<'a, str>>,
+    /// Token counts were read, `llm.prices` is set, and none of its names matches the model
+    /// (counted, not encoded, so it does not travel in a record).
+    pub unpriced: bool,
 }
 
 impl Event<'_> {

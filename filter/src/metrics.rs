@@ -17,10 +17,11 @@ pub const NAMES: [&str; COUNT] = [
     "usage_filter.batch_retries",
     "usage_filter.buffer_events",
     "usage_filter.callouts_refused",
+    "usage_filter.llm_unpriced",
 ];
 
 /// How many metrics there are.
-pub const COUNT: usize = 9;
+pub const COUNT: usize = 10;
 
 /// Index of the one gauge in `NAMES`; the rest are counters.
 pub const GAUGE: usize = 7;
@@ -42,6 +43,8 @@ pub struct Counters {
     pub batch_retries: u64,
     /// Callouts the host refused to start (an unknown cluster): each also a failed attempt.
     pub callouts_refused: u64,
+    /// Responses with token counts whose model `llm.prices` (when set) does not price.
+    pub llm_unpriced: u64,
 }
 
 impl Counters {
@@ -71,6 +74,7 @@ impl Counters {
             batches_failed: self.batches_failed + o.batches_failed,
             batch_retries: self.batch_retries + o.batch_retries,
             callouts_refused: self.callouts_refused + o.callouts_refused,
+            llm_unpriced: self.llm_unpriced + o.llm_unpriced,
         }
     }
 
@@ -85,6 +89,7 @@ impl Counters {
             self.batch_retries,
             buffered,
             self.callouts_refused,
+            self.llm_unpriced,
         ]
     }
 }

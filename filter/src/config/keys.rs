@@ -288,6 +288,16 @@ pub const LLM_PATHS: Other = Other {
     rule: "non-empty array of path prefixes, each starting with '/' (leave it out for every path)",
 };
 
+pub const LLM_PRICES: Other = Other {
+    path: "llm.prices",
+    shown: "{}",
+    rule: "object: model name (a trailing '*' matches by prefix) -> {\"input\", \"output\" required; \"cached_input\", \"cache_write_input\" optional}, each a price per million tokens >= 0 with at most 9 decimals",
+};
+pub const LLM_CURRENCY: Text = Text {
+    path: "llm.currency",
+    default: "USD",
+};
+
 /// The table. Within a section, this order is the order an "unknown key" refusal lists the
 /// known keys in.
 pub const ALL: &[&dyn Key] = &[
@@ -326,6 +336,8 @@ pub const ALL: &[&dyn Key] = &[
     &LLM_ENABLED,
     &LLM_MAX_SCAN_BYTES,
     &LLM_PATHS,
+    &LLM_PRICES,
+    &LLM_CURRENCY,
     &SUBSCRIPTION_KEY_PROPERTY,
     &SUBSCRIPTION_KEY_PROPERTY_AS,
     &PATH_TEMPLATES,

@@ -9,6 +9,7 @@ mod env;
 mod http;
 mod json;
 pub mod keys;
+mod llm;
 mod protobuf;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ pub use types::*;
 
 use json::{kind, Obj};
 use keys::Key;
+use llm::llm;
 use serde_json::{Map, Value};
 use types::err;
 
@@ -126,31 +128,6 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         dispatcher,
         llm,
     })
-}
-
-/// The `llm` section: validated whether or not it is enabled; `None` when it is not.
-fn llm(value: Value) -> Result<Option<Llm>, ConfigError> {
-    let mut l = Obj::section(&keys::LLM, value)?;
-    let enabled = l.flag(&keys::LLM_ENABLED)?;
-    let max_scan_bytes = l.int(&keys::LLM_MAX_SCAN_BYTES)?;
-    let paths = match l.take(keys::LLM_PATHS.name()) {
-        None => Vec::new(),
-        Some(v) => {
-            let paths = prefixes(keys::LLM_PATHS.path, Some(v))?;
-            if paths.is_empty() {
-                return err(
-                    keys::LLM_PATHS.path,
-                    "must name at least one path prefix (leave it out to inspect every path)",
-                );
-            }
-            paths
-        }
-    };
-    l.finish()?;
-    Ok(enabled.then_some(Llm {
-        max_scan_bytes,
-        paths,
-    }))
 }
 
 /// Refuses what `Config::role` could only guess at. The service is checked first: its
@@ -295,7 +272,7 @@ fn exclude_paths(value: Option<Value>) -> Result<Vec<String>, ConfigError> {
 }
 
 /// An array of path prefixes, each starting with '/'.
-fn prefixes(key: &str, value: Option<Value>) -> Result<Vec<String>, ConfigError> {
+pub(super) fn prefixes(key: &str, value: Option<Value>) -> Result<Vec<String>, ConfigError> {
     let items = match value {
         None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,

@@ -114,6 +114,9 @@ pub struct DispatcherConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Llm {
     pub max_scan_bytes: u64,
+    /// `llm.prices`: empty, nothing is priced and nothing counted as unpriced.
+    pub prices: crate::tokens::price::Prices,
+    pub currency: String,
     /// Path prefixes to inspect; empty: every path.
     pub paths: Vec<String>,
 }
@@ -226,6 +229,11 @@ pub const LLM_FIELDS: &[&str] = &[
     "output_tokens",
     "total_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
+    "provider",
+    "cost",
+    "currency",
     "tokens_truncated",
     "tokens_encoded",
 ];

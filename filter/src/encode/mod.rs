@@ -121,11 +121,21 @@ fn write_tokens(out: &mut Vec<u8>, t: &Tokens<'_>) {
         field(out, "model");
         write_str(out, m);
     }
+    if let Some(p) = t.usage.provider.name() {
+        field(out, "provider");
+        write_str(out, p);
+    }
     for (i, name) in tokens::FIELDS.iter().enumerate() {
         if let Some(n) = t.usage.get(i) {
             field(out, name);
             write_u64(out, n);
         }
+    }
+    if let (Some(nanos), Some(c)) = (t.usage.get(tokens::COST), &t.currency) {
+        field(out, "cost");
+        tokens::price::write_nanos(out, nanos);
+        field(out, "currency");
+        write_str(out, c);
     }
     for (on, name) in [
         (t.usage.truncated(), tokens::TRUNCATED_FIELD),
@@ -168,7 +178,7 @@ fn strings_len(e: &Event<'_>) -> usize {
             .sum::<usize>()
         + e.tokens
             .as_ref()
-            .map_or(0, |t| t.model.as_ref().map_or(0, |m| m.len()) + 160)
+            .map_or(0, |t| t.model.as_ref().map_or(0, |m| m.len()) + 280)
 }
 
 /// The log sink's line, shaped like Veil's slog line: its own members first (`time` is the

@@ -65,13 +65,16 @@ fn body(format: Format, keys: &[&str]) -> Vec<u8> {
 fn llm_event() -> Event<'static> {
     // input, output, cached; truncated
     let usage = tokens::Usage {
-        numbers: [25, 15, 0, 7],
-        flags: 0b1_1011,
+        numbers: [25, 15, 0, 7, 0, 0, 0],
+        flags: 0b1_0000_1011,
+        provider: tokens::Provider::Anthropic,
     };
     Event {
         tokens: Some(Tokens {
             model: Some("claude-3-5-sonnet-20241022".into()),
             usage,
+            currency: None,
+            unpriced: false,
         }),
         ..event("k")
     }

@@ -2,7 +2,7 @@
 //! worker enqueues, read back without trusting them.
 
 use super::{Record, FIXED};
-use crate::tokens::Usage;
+use crate::tokens::{Provider, Usage};
 
 /// Records packed for a shared-queue hand-over: the record count as a little-endian u32,
 /// then per record its fixed part and its text. The count lets the receiver know how many
@@ -33,7 +33,8 @@ pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
             None => out.push(0),
             Some(u) => {
                 out.push(1);
-                out.push(u.flags);
+                out.extend_from_slice(&u.flags.to_le_bytes());
+                out.push(u.provider as u8);
                 for n in u.numbers {
                     out.extend_from_slice(&n.to_le_bytes());
                 }
@@ -47,8 +48,8 @@ pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
 
 /// id, four u64, status, the fixed strings' ends, present, usage tag, text length.
 const HEAD: usize = 16 + 32 + 4 + 4 * FIXED + 1 + 1 + 4;
-/// A usage after its tag: flags and four u64.
-const USAGE: usize = 1 + 32;
+/// A usage after its tag: flags (u16), provider and seven u64.
+const USAGE: usize = 2 + 1 + 56;
 
 /// What a hand-over message held: the records that decoded, and how many it announced but
 /// could not deliver (truncated or inconsistent; a damaged record ends the message).
@@ -89,12 +90,17 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
     let usage = match r.take::<1>()?[0] {
         0 => None,
         _ => {
-            let flags = r.take::<1>()?[0];
-            let mut numbers = [0u64; 4];
+            let flags = u16::from_le_bytes(r.take::<2>()?);
+            let provider = Provider::from_u8(r.take::<1>()?[0]);
+            let mut numbers = [0u64; 7];
             for n in &mut numbers {
                 *n = r.u64()?;
             }
-            Some(Box::new(Usage { numbers, flags }))
+            Some(Box::new(Usage {
+                numbers,
+                flags,
+                provider,
+            }))
         }
     };
     let len = r.u32()? as usize;
@@ -160,6 +166,8 @@ mod tests {
             tokens: Some(Tokens {
                 model: None,
                 usage: e.tokens.as_ref().unwrap().usage,
+                currency: None,
+                unpriced: false,
             }),
             ..sample("b")
         };

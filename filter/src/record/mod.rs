@@ -18,7 +18,8 @@ const REQUEST_ID: usize = 3;
 const AUTHORITY: usize = 4;
 const MODEL: usize = 5;
 const ROUTE: usize = 6;
-const FIXED: usize = 7;
+const CURRENCY: usize = 7;
+const FIXED: usize = 8;
 
 /// The high bit of an attribute's value length: the value is a JSON literal (a number or
 /// boolean read from a property), not text.
@@ -53,6 +54,7 @@ impl Record {
             e.authority.as_deref(),
             e.tokens.as_ref().and_then(|t| t.model.as_deref()),
             e.api_route.as_deref(),
+            e.tokens.as_ref().and_then(|t| t.currency.as_deref()),
         ];
         let attrs: usize = e
             .attributes
@@ -159,6 +161,8 @@ impl Record {
             tokens: self.usage.as_ref().map(|u| Tokens {
                 model: self.fixed(MODEL).map(Cow::Borrowed),
                 usage: **u,
+                currency: self.fixed(CURRENCY).map(Cow::Borrowed),
+                unpriced: false,
             }),
         }
     }
@@ -249,13 +253,16 @@ pub(crate) mod tests {
 
     pub(crate) fn llm_sample() -> Event<'static> {
         let usage = crate::tokens::Usage {
-            numbers: [1117, 46, 1163, 1024],
-            flags: 0b10_1111,
+            numbers: [1117, 46, 1163, 1024, 0, 12, 3_250_000],
+            flags: 0b10_0100_1111,
+            provider: crate::tokens::Provider::OpenAi,
         };
         Event {
             tokens: Some(Tokens {
                 model: Some("gpt-4o-2024-08-06".into()),
                 usage,
+                currency: Some("USD".into()),
+                unpriced: false,
             }),
             ..sample("sk_1")
         }
@@ -266,7 +273,7 @@ pub(crate) mod tests {
         let r = Record::from_event(&llm_sample());
         let heap = r.text.len() + std::mem::size_of::<crate::tokens::Usage>();
         assert!(
-            std::mem::size_of::<Record>() + heap < 260,
+            std::mem::size_of::<Record>() + heap < 300,
             "{}",
             std::mem::size_of::<Record>() + heap
         );

@@ -253,7 +253,7 @@ fn llm_reads_each_chunk_of_an_inspected_response_once_and_nothing_elsewhere() {
     assert_eq!(n, 5 + 2);
     let line = host.logs.borrow().last().unwrap().1.clone();
     assert!(
-        line.ends_with(r#","model":"m","input_tokens":3,"output_tokens":4}"#),
+        line.ends_with(r#","model":"m","provider":"openai","input_tokens":3,"output_tokens":4,"total_tokens":7}"#),
         "{line}"
     );
     // not inspected: a path outside llm.paths, or a body that is not JSON or SSE

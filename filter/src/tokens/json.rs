@@ -1,7 +1,10 @@
 //! The JSON layer of the token scanner: a key-path tracker with fixed state that follows
 //! only the objects whose paths can hold usage.
 
-use super::{Usage, CACHED, DEPTH, INPUT, KEY_MAX, MODEL_MAX, OUTPUT, TOTAL};
+use super::{
+    Provider, Usage, CACHED, CACHE_WRITE, DEPTH, INPUT, KEY_MAX, MODEL_MAX, OUTPUT, REASONING,
+    TOTAL,
+};
 use crate::swar::find_any;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,19 +28,54 @@ enum Slot {
 }
 
 fn slot(node: Node, key: &[u8]) -> Slot {
+    let n = |i: usize| Slot::Number(i as u8);
     match (node, key) {
-        (Node::Top | Node::Wrapped, b"model") => Slot::Model,
-        (Node::Top | Node::Wrapped, b"usage") => Slot::Child(Node::Usage),
-        (Node::Top, b"message" | b"response") => Slot::Child(Node::Wrapped),
-        (Node::Usage, b"prompt_tokens" | b"input_tokens") => Slot::Number(INPUT as u8),
-        (Node::Usage, b"completion_tokens" | b"output_tokens") => Slot::Number(OUTPUT as u8),
-        (Node::Usage, b"total_tokens") => Slot::Number(TOTAL as u8),
-        (Node::Usage, b"cache_read_input_tokens") => Slot::Number(CACHED as u8),
-        (Node::Usage, b"prompt_tokens_details" | b"input_tokens_details") => {
-            Slot::Child(Node::Details)
+        (Node::Top | Node::Wrapped, b"model") | (Node::Top, b"modelVersion") => Slot::Model,
+        (Node::Top | Node::Wrapped, b"usage") | (Node::Top, b"usageMetadata") => {
+            Slot::Child(Node::Usage)
         }
-        (Node::Details, b"cached_tokens") => Slot::Number(CACHED as u8),
+        (Node::Top, b"message" | b"response") => Slot::Child(Node::Wrapped),
+        // OpenAI, Anthropic; Bedrock; Gemini
+        (Node::Usage, b"prompt_tokens" | b"input_tokens") => n(INPUT),
+        (Node::Usage, b"inputTokens" | b"promptTokenCount") => n(INPUT),
+        (Node::Usage, b"completion_tokens" | b"output_tokens") => n(OUTPUT),
+        (Node::Usage, b"outputTokens" | b"candidatesTokenCount") => n(OUTPUT),
+        (Node::Usage, b"total_tokens" | b"totalTokens" | b"totalTokenCount") => n(TOTAL),
+        (Node::Usage, b"cache_read_input_tokens" | b"cacheReadInputTokens") => n(CACHED),
+        (Node::Usage, b"cachedContentTokenCount") => n(CACHED),
+        (Node::Usage, b"cache_creation_input_tokens" | b"cacheWriteInputTokens") => n(CACHE_WRITE),
+        (Node::Usage, b"thoughtsTokenCount") => n(REASONING),
+        (
+            Node::Usage,
+            b"prompt_tokens_details"
+            | b"input_tokens_details"
+            | b"completion_tokens_details"
+            | b"output_tokens_details",
+        ) => Slot::Child(Node::Details),
+        (Node::Details, b"cached_tokens") => n(CACHED),
+        (Node::Details, b"reasoning_tokens") => n(REASONING),
         _ => Slot::Nothing,
+    }
+}
+
+/// The provider a key betrays, wherever the scanner follows it: only OpenAI sends `object`
+/// and `*_tokens` named `prompt`/`completion` or with `_details`; only Anthropic sends
+/// `stop_reason`, a `message` wrapper or its cache counters; the camel-case names are
+/// Gemini's (`usageMetadata`) and Bedrock's.
+fn provider(node: Node, key: &[u8]) -> Provider {
+    match (node, key) {
+        (Node::Top | Node::Wrapped, b"object") | (Node::Top, b"response") => Provider::OpenAi,
+        (Node::Usage, b"prompt_tokens" | b"completion_tokens") => Provider::OpenAi,
+        (Node::Usage, k) if k.ends_with(b"_tokens_details") => Provider::OpenAi,
+        (Node::Top | Node::Wrapped, b"stop_reason") | (Node::Top, b"message") => {
+            Provider::Anthropic
+        }
+        (Node::Usage, b"cache_read_input_tokens" | b"cache_creation_input_tokens") => {
+            Provider::Anthropic
+        }
+        (Node::Top, b"usageMetadata" | b"modelVersion") => Provider::Gemini,
+        (Node::Usage, b"inputTokens" | b"outputTokens") => Provider::Bedrock,
+        _ => Provider::Unknown,
     }
 }
 
@@ -249,7 +287,13 @@ impl Json {
                 _ if ws => {}
                 b':' => {
                     self.slot = match self.key.get(..self.key_len as usize) {
-                        Some(k) => slot(self.node(), k),
+                        Some(k) => {
+                            let p = provider(self.node(), k);
+                            if p != Provider::Unknown {
+                                self.usage.provider = p;
+                            }
+                            slot(self.node(), k)
+                        }
                         None => Slot::Nothing,
                     };
                     self.lex = Lex::Value;

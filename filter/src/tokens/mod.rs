@@ -26,8 +26,8 @@ use json::{Json, Lex};
 
 /// Longest model name kept; a longer one is left out rather than cut.
 pub const MODEL_MAX: usize = 96;
-/// Longest key compared; the longest known one, `cache_read_input_tokens`, has 23 bytes.
-const KEY_MAX: usize = 24;
+/// Longest key compared; the longest known one, `cache_creation_input_tokens`, has 27 bytes.
+const KEY_MAX: usize = 28;
 /// Objects followed at once: top, `message`/`response`, `usage`, `*_details`.
 const DEPTH: usize = 4;
 
@@ -36,34 +36,76 @@ pub const INPUT: usize = 0;
 pub const OUTPUT: usize = 1;
 pub const TOTAL: usize = 2;
 pub const CACHED: usize = 3;
-pub const FIELDS: [&str; 4] = [
+pub const CACHE_WRITE: usize = 4;
+pub const REASONING: usize = 5;
+pub const FIELDS: [&str; 6] = [
     "input_tokens",
     "output_tokens",
     "total_tokens",
     "cached_input_tokens",
+    "cache_write_input_tokens",
+    "reasoning_tokens",
 ];
+/// Not a token count: the cost in nano-units of `llm.currency`, set by pricing.
+pub const COST: usize = 6;
 /// Event field: bytes past `llm.max_scan_bytes` were not read, and the numbers may be
 /// incomplete.
 pub const TRUNCATED_FIELD: &str = "tokens_truncated";
 /// Event field: the response had a `content-encoding` (gzip, br, …) and was not read.
 pub const ENCODED_FIELD: &str = "tokens_encoded";
 
-const TRUNCATED: u8 = 1 << 4;
-const ENCODED: u8 = 1 << 5;
+const TRUNCATED: u16 = 1 << 8;
+const ENCODED: u16 = 1 << 9;
 
-/// What a response said about its tokens: four numbers, each present or not, and two flags.
+/// Which API's shape the numbers were read from: it decides what they mean.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Provider {
+    #[default]
+    Unknown = 0,
+    OpenAi = 1,
+    Anthropic = 2,
+    Gemini = 3,
+    Bedrock = 4,
+}
+
+impl Provider {
+    pub fn name(self) -> Option<&'static str> {
+        match self {
+            Provider::Unknown => None,
+            Provider::OpenAi => Some("openai"),
+            Provider::Anthropic => Some("anthropic"),
+            Provider::Gemini => Some("gemini"),
+            Provider::Bedrock => Some("bedrock"),
+        }
+    }
+    pub fn from_u8(b: u8) -> Provider {
+        match b {
+            1 => Provider::OpenAi,
+            2 => Provider::Anthropic,
+            3 => Provider::Gemini,
+            4 => Provider::Bedrock,
+            _ => Provider::Unknown,
+        }
+    }
+}
+
+/// What a response said about its tokens: six counts and a cost, each present or not, two
+/// flags and the provider. The scanner holds the provider's own numbers; `normalized` gives
+/// the event's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
-    pub numbers: [u64; 4],
-    /// Bit `i` (0..4): `numbers[i]` is present; then `TRUNCATED`, `ENCODED`.
-    pub flags: u8,
+    pub numbers: [u64; 7],
+    /// Bit `i` (0..7): `numbers[i]` is present; then `TRUNCATED`, `ENCODED`.
+    pub flags: u16,
+    pub provider: Provider,
 }
 
 impl Usage {
     pub fn get(&self, i: usize) -> Option<u64> {
         (self.flags & (1 << i) != 0).then(|| self.numbers[i])
     }
-    fn set(&mut self, i: usize, n: u64) {
+    pub fn set(&mut self, i: usize, n: u64) {
         self.numbers[i] = n;
         self.flags |= 1 << i;
     }
@@ -75,6 +117,40 @@ impl Usage {
     }
     pub fn is_empty(&self) -> bool {
         self.flags == 0
+    }
+    /// Any token count at all (what a price applies to).
+    pub fn has_tokens(&self) -> bool {
+        self.flags & ((1 << FIELDS.len()) - 1) != 0
+    }
+
+    /// The provider's numbers given one meaning: `input_tokens` counts cached and
+    /// cache-write tokens, `output_tokens` counts reasoning, `total_tokens` is their sum.
+    /// Anthropic and Bedrock report input without the cache parts, Gemini output without
+    /// the thoughts; OpenAI's numbers already mean this.
+    pub fn normalized(self) -> Usage {
+        let mut u = self;
+        let part = |i| self.get(i).unwrap_or(0);
+        match self.provider {
+            Provider::Anthropic | Provider::Bedrock => {
+                if let Some(n) = self.get(INPUT) {
+                    u.set(
+                        INPUT,
+                        n.saturating_add(part(CACHED))
+                            .saturating_add(part(CACHE_WRITE)),
+                    );
+                }
+            }
+            Provider::Gemini => {
+                if self.get(OUTPUT).is_some() || self.get(REASONING).is_some() {
+                    u.set(OUTPUT, part(OUTPUT).saturating_add(part(REASONING)));
+                }
+            }
+            Provider::OpenAi | Provider::Unknown => {}
+        }
+        if let (Some(i), Some(o)) = (u.get(INPUT), u.get(OUTPUT)) {
+            u.set(TOTAL, i.saturating_add(o));
+        }
+        u
     }
 }
 
@@ -267,8 +343,14 @@ impl Scanner {
         }
     }
 
-    pub fn usage(&self) -> Usage {
+    /// What was read, in the provider's own meaning.
+    pub fn raw_usage(&self) -> Usage {
         self.json.usage
+    }
+
+    /// What was read, in the event's meaning (`Usage::normalized`).
+    pub fn usage(&self) -> Usage {
+        self.json.usage.normalized()
     }
 
     pub fn model(&self) -> Option<&[u8]> {
@@ -280,5 +362,7 @@ impl Scanner {
 }
 
 mod json;
+pub mod path;
+pub mod price;
 #[cfg(test)]
 mod tests;

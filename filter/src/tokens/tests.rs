@@ -4,16 +4,16 @@
 use super::*;
 
 /// What a whole scan found: the usage and the model.
-type Found = (Usage, Option<String>);
+pub(super) type Found = (Usage, Option<String>);
 
-fn found(s: &Scanner) -> Found {
+pub(super) fn found(s: &Scanner) -> Found {
     (
         s.usage(),
         s.model().map(|m| String::from_utf8_lossy(m).into_owned()),
     )
 }
 
-fn scanner(framing: Framing) -> Scanner {
+pub(super) fn scanner(framing: Framing) -> Scanner {
     let mut s = Scanner::new(u64::MAX);
     let ct: &[u8] = match framing {
         Framing::Json => b"application/json",
@@ -23,14 +23,14 @@ fn scanner(framing: Framing) -> Scanner {
     s
 }
 
-fn scan(framing: Framing, body: &[u8]) -> Found {
+pub(super) fn scan(framing: Framing, body: &[u8]) -> Found {
     let mut s = scanner(framing);
     s.feed(body);
     found(&s)
 }
 
 /// The same numbers whichever byte the body is split at, and fed a byte at a time.
-fn scan_every_split(framing: Framing, body: &[u8]) -> Found {
+pub(super) fn scan_every_split(framing: Framing, body: &[u8]) -> Found {
     let whole = scan(framing, body);
     for k in 0..=body.len() {
         let mut s = scanner(framing);
@@ -46,7 +46,8 @@ fn scan_every_split(framing: Framing, body: &[u8]) -> Found {
     whole
 }
 
-fn usage(
+/// The normalized usage a test expects: input, output, total, cached as given.
+pub(super) fn usage(
     input: Option<u64>,
     output: Option<u64>,
     total: Option<u64>,
@@ -57,6 +58,15 @@ fn usage(
         if let Some(v) = v {
             u.set(i, v);
         }
+    }
+    u
+}
+
+/// `u` said by `p`, with more fields (`(CACHE_WRITE, 5)`, …).
+pub(super) fn by(p: Provider, mut u: Usage, more: &[(usize, u64)]) -> Usage {
+    u.provider = p;
+    for &(i, n) in more {
+        u.set(i, n);
     }
     u
 }
@@ -144,43 +154,94 @@ data: {\"type\": \"message_stop\"}\n\n";
 #[test]
 fn openai_chat_completion_json() {
     let (u, model) = scan_every_split(Framing::Json, OPENAI_CHAT_JSON.as_bytes());
-    assert_eq!(u, usage(Some(1117), Some(46), Some(1163), Some(1024)));
+    assert_eq!(
+        u,
+        by(
+            Provider::OpenAi,
+            usage(Some(1117), Some(46), Some(1163), Some(1024)),
+            &[(REASONING, 0)]
+        )
+    );
     assert_eq!(model.as_deref(), Some("gpt-4o-2024-08-06"));
 }
 
 #[test]
 fn openai_chat_completion_stream_final_chunk_usage() {
     let (u, model) = scan_every_split(Framing::Sse, OPENAI_CHAT_SSE.as_bytes());
-    assert_eq!(u, usage(Some(19), Some(10), Some(29), Some(3)));
+    assert_eq!(
+        u,
+        by(
+            Provider::OpenAi,
+            usage(Some(19), Some(10), Some(29), Some(3)),
+            &[(REASONING, 0)]
+        )
+    );
     assert_eq!(model.as_deref(), Some("gpt-4o-mini"));
 }
 
 #[test]
 fn openai_responses_json() {
     let (u, model) = scan_every_split(Framing::Json, OPENAI_RESPONSES_JSON.as_bytes());
-    assert_eq!(u, usage(Some(328), Some(52), Some(380), Some(128)));
+    assert_eq!(
+        u,
+        by(
+            Provider::OpenAi,
+            usage(Some(328), Some(52), Some(380), Some(128)),
+            &[(REASONING, 0)]
+        )
+    );
     assert_eq!(model.as_deref(), Some("gpt-4o-2024-08-06"));
 }
 
 #[test]
 fn openai_responses_stream_completed_event() {
     let (u, model) = scan_every_split(Framing::Sse, OPENAI_RESPONSES_SSE.as_bytes());
-    assert_eq!(u, usage(Some(37), Some(11), Some(48), Some(5)));
+    assert_eq!(
+        u,
+        by(
+            Provider::OpenAi,
+            usage(Some(37), Some(11), Some(48), Some(5)),
+            &[(REASONING, 0)]
+        )
+    );
     assert_eq!(model.as_deref(), Some("gpt-4.1-2025-04-14"));
 }
 
 #[test]
 fn anthropic_messages_json() {
     let (u, model) = scan_every_split(Framing::Json, ANTHROPIC_JSON.as_bytes());
-    assert_eq!(u, usage(Some(2095), Some(503), None, Some(1800)));
+    // Anthropic's input_tokens (2095) leaves out the cache: 2095 + 1800 read + 0 written
+    assert_eq!(
+        u,
+        by(
+            Provider::Anthropic,
+            usage(Some(3895), Some(503), Some(4398), Some(1800)),
+            &[(CACHE_WRITE, 0)]
+        )
+    );
+    assert_eq!(scanner_raw(ANTHROPIC_JSON).get(INPUT), Some(2095));
     assert_eq!(model.as_deref(), Some("claude-sonnet-4-20250514"));
 }
 
 #[test]
 fn anthropic_messages_stream_start_and_last_delta() {
     let (u, model) = scan_every_split(Framing::Sse, ANTHROPIC_SSE.as_bytes());
-    assert_eq!(u, usage(Some(25), Some(15), None, Some(7)));
+    // 25 uncached + 7 read from the cache; output from the last message_delta
+    assert_eq!(
+        u,
+        by(
+            Provider::Anthropic,
+            usage(Some(32), Some(15), Some(47), Some(7)),
+            &[]
+        )
+    );
     assert_eq!(model.as_deref(), Some("claude-3-5-sonnet-20241022"));
+}
+
+fn scanner_raw(json: &str) -> Usage {
+    let mut s = scanner(Framing::Json);
+    s.feed(json.as_bytes());
+    s.raw_usage()
 }
 
 #[test]
@@ -217,11 +278,11 @@ fn invalid_json_keeps_what_was_complete_and_invents_nothing() {
     for (body, want) in [
         (
             r#"{"usage":{"prompt_tokens":12,"completion_tokens":"#,
-            usage(Some(12), None, None, None),
+            by(Provider::OpenAi, usage(Some(12), None, None, None), &[]),
         ),
         (
             r#"{"usage":{"prompt_tokens":12 "completion_tokens":5}}"#,
-            usage(Some(12), None, None, None),
+            by(Provider::OpenAi, usage(Some(12), None, None, None), &[]),
         ),
         (
             r#"not json at all {"usage":{"prompt_tokens":1}}"#,
@@ -229,15 +290,15 @@ fn invalid_json_keeps_what_was_complete_and_invents_nothing() {
         ),
         (
             r#"{"usage":{"prompt_tokens":-3,"completion_tokens":2.5,"total_tokens":1e3}}"#,
-            Usage::default(),
+            by(Provider::OpenAi, Usage::default(), &[]),
         ),
         (
             r#"{"usage":{"prompt_tokens":99999999999999999999999}}"#,
-            Usage::default(),
+            by(Provider::OpenAi, Usage::default(), &[]),
         ),
         (
             r#"{"usage":{"prompt_tokens":"12","completion_tokens":null,"total_tokens":true}}"#,
-            Usage::default(),
+            by(Provider::OpenAi, Usage::default(), &[]),
         ),
         (
             r#"{"usage":[{"prompt_tokens":1}],"data":{"usage":{"prompt_tokens":2}}}"#,
@@ -280,9 +341,16 @@ fn a_five_megabyte_single_line_is_scanned_in_fixed_state() {
     for chunk in body.as_bytes().chunks(16 * 1024) {
         s.feed(chunk);
     }
-    assert_eq!(s.usage(), usage(Some(7), Some(8), None, None));
+    assert_eq!(
+        s.usage(),
+        by(
+            Provider::OpenAi,
+            usage(Some(7), Some(8), Some(15), None),
+            &[]
+        )
+    );
     assert!(
-        std::mem::size_of::<Scanner>() < 320,
+        std::mem::size_of::<Scanner>() < 352,
         "{}",
         std::mem::size_of::<Scanner>()
     );
@@ -305,7 +373,11 @@ fn the_budget_stops_the_scan_and_flags_it() {
     assert_eq!(read, cut);
     let u = s.usage();
     assert!(u.truncated());
-    assert_eq!(u.get(INPUT), Some(25), "what came before the cut stays");
+    assert_eq!(
+        u.get(INPUT),
+        Some(32),
+        "what came before the cut stays (25 + 7 cached)"
+    );
     assert_eq!(
         u.get(OUTPUT),
         Some(1),
