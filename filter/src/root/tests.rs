@@ -421,3 +421,32 @@ fn the_vm_says_its_version_and_build_once_at_start_and_never_per_request() {
         .count();
     assert_eq!(versions, 1, "{:?}", host.logs.borrow());
 }
+
+#[test]
+fn llm_prices_give_cost_and_currency_and_count_the_unpriced() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let cfg = r#"{"enabled":true,"llm":{"enabled":true,"currency":"EUR","prices":{
+        "us.anthropic.claude*":{"input":3,"cached_input":0.3,"cache_write_input":"3.75","output":15}}}}"#;
+    assert!(configure(&mut root, &host, cfg));
+    let body: &[u8] = br#"{"usage":{"inputTokens":700,"outputTokens":50,"totalTokens":750,"cacheReadInputTokens":200,"cacheWriteInputTokens":100}}"#;
+    let path = "/model/us.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse";
+    llm_request(&root, &host, path, "application/json", &[body]);
+    let line = host.logs.borrow().last().unwrap().1.clone();
+    assert!(
+        line.ends_with(r#","model":"us.anthropic.claude-3-7-sonnet-20250219-v1:0","provider":"bedrock","input_tokens":1000,"output_tokens":50,"total_tokens":1050,"cached_input_tokens":200,"cache_write_input_tokens":100,"cost":0.003285,"currency":"EUR"}"#),
+        "{line}"
+    );
+    let other: &[u8] = br#"{"model":"gpt-4o","usage":{"prompt_tokens":1,"completion_tokens":1}}"#;
+    llm_request(
+        &root,
+        &host,
+        "/v1/chat/completions",
+        "application/json",
+        &[other],
+    );
+    let line = host.logs.borrow().last().unwrap().1.clone();
+    assert!(!line.contains("cost"), "{line}");
+    root.on_tick(&host);
+    assert_eq!(host.metric("usage_filter.llm_unpriced"), 1);
+}

@@ -9,13 +9,19 @@
 //! and the model it meets on the paths below; the last value wins, so a stream's final
 //! `usage` (OpenAI) or last `message_delta` (Anthropic) is what remains.
 //!
-//! | path (also under `message.` / `response.`)                       | field |
+//! | path (`usage.*` also under `message.` / `response.`; `usageMetadata` is Gemini's) | raw slot |
 //! |---|---|
-//! | `model`                                                            | `model` |
-//! | `usage.prompt_tokens`, `usage.input_tokens`                        | `input_tokens` |
-//! | `usage.completion_tokens`, `usage.output_tokens`                   | `output_tokens` |
-//! | `usage.total_tokens`                                               | `total_tokens` |
-//! | `usage.{prompt,input}_tokens_details.cached_tokens`, `usage.cache_read_input_tokens` | `cached_input_tokens` |
+//! | `model`, `modelVersion`                                            | `model` |
+//! | `usage.{prompt,input}_tokens`, `inputTokens`, `promptTokenCount`   | `INPUT` |
+//! | `usage.{completion,output}_tokens`, `outputTokens`, `candidatesTokenCount` | `OUTPUT` |
+//! | `usage.total_tokens`, `totalTokens`, `totalTokenCount`             | `TOTAL` |
+//! | `*_tokens_details.cached_tokens`, `cache_read_input_tokens`, `cacheReadInputTokens`, `cachedContentTokenCount` | `CACHED` |
+//! | `cache_creation_input_tokens`, `cacheWriteInputTokens`             | `CACHE_WRITE` |
+//! | `*_tokens_details.reasoning_tokens`, `thoughtsTokenCount`          | `REASONING` |
+//!
+//! The raw slots keep each provider's meaning; `Usage::normalized` gives them one (input
+//! with the cache parts, output with the reasoning). The provider is told by keys only one
+//! of them sends (see `json::provider`), so the state stays fixed.
 //!
 //! What it does not understand (invalid JSON, `[DONE]`, a fraction, a negative number, an
 //! escaped key or model) is ignored: an invalid payload stops the JSON layer until the next
@@ -361,6 +367,8 @@ impl Scanner {
     }
 }
 
+#[cfg(test)]
+mod corpus;
 mod json;
 pub mod path;
 pub mod price;

@@ -47,9 +47,45 @@ fn the_llm_section_is_off_by_default_and_validated_like_every_key() {
         (
             r#"{"llm":{"enable":true}}"#,
             "llm.enable",
-            "known keys: enabled, max_scan_bytes, paths",
+            "known keys: enabled, max_scan_bytes, paths, prices, currency",
         ),
         (r#"{"llm":true}"#, "llm", "object"),
+        (
+            r#"{"llm":{"prices":{"gpt-4o":{"input":-1,"output":10}}}}"#,
+            "llm.prices[\"gpt-4o\"].input",
+            "at most 9 decimals, got -1",
+        ),
+        (
+            r#"{"llm":{"prices":{"gpt-4o":{"input":1,"output":0.0000000001}}}}"#,
+            "llm.prices[\"gpt-4o\"].output",
+            "at most 9 decimals",
+        ),
+        (
+            r#"{"llm":{"prices":{"gpt-4o":{"input":1}}}}"#,
+            "llm.prices[\"gpt-4o\"].output",
+            "is required",
+        ),
+        (
+            r#"{"llm":{"prices":{"gpt-4o":{"input":1,"output":2,"cache_read":1}}}}"#,
+            "llm.prices[\"gpt-4o\"].cache_read",
+            "unknown price",
+        ),
+        (
+            r#"{"llm":{"prices":{"gpt*4o":{"input":1,"output":2}}}}"#,
+            "llm.prices[\"gpt*4o\"]",
+            "'*' may only end it",
+        ),
+        (
+            r#"{"llm":{"prices":{"gpt-4o":{"input":true,"output":2}}}}"#,
+            "llm.prices[\"gpt-4o\"].input",
+            "must be a number",
+        ),
+        (r#"{"llm":{"prices":[]}}"#, "llm.prices", "object"),
+        (
+            r#"{"llm":{"currency":" "}}"#,
+            "llm.currency",
+            "not be empty",
+        ),
         (
             r#"{"llm":{"enabled":true},"attributes":{"model":{"header":"x-model"}}}"#,
             "attributes.model",
@@ -60,6 +96,16 @@ fn the_llm_section_is_off_by_default_and_validated_like_every_key() {
         assert_eq!(e.key, key, "{json}: {e}");
         assert!(e.rule.contains(rule), "{json}: {e}");
     }
+    // prices as numbers or as the strings Envoy's YAML loader makes of them, exactly
+    let c = parse_str(r#"{"llm":{"enabled":true,"prices":{"m*":{"input":"0.3","output":1e-9}}}}"#)
+        .unwrap();
+    let l = c.llm.unwrap();
+    let p = l.prices.find("m1").unwrap();
+    assert_eq!(
+        (p.input, p.cached_input, p.output),
+        (300_000_000, 300_000_000, 1)
+    );
+    assert_eq!(l.currency, "USD");
     // without llm, "model" is an ordinary attribute name
     assert!(parse_str(r#"{"attributes":{"model":{"header":"x-model"}}}"#).is_ok());
 }
