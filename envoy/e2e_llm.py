@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
@@ -42,13 +43,26 @@ DELTAS = ["Hel", "lo", ", ", "wor", "ld", "!"]
 OPENAI_USAGE = {"prompt_tokens": 37, "completion_tokens": 6, "total_tokens": 43,
                 "prompt_tokens_details": {"cached_tokens": 12, "audio_tokens": 0},
                 "completion_tokens_details": {"reasoning_tokens": 0}}
-OPENAI_WANT = {"model": "gpt-4o-mini-2024-07-18", "input_tokens": 37, "output_tokens": 6, "total_tokens": 43,
-               "cached_input_tokens": 12}
-ANTHROPIC_WANT = {"model": "claude-3-5-sonnet-20241022", "input_tokens": 25, "output_tokens": 15,
-                  "cached_input_tokens": 7}
+OPENAI_WANT = {"model": "gpt-4o-mini-2024-07-18", "provider": "openai", "input_tokens": 37, "output_tokens": 6,
+               "total_tokens": 43, "cached_input_tokens": 12, "reasoning_tokens": 0}
+# Anthropic sends 25 uncached, 7 read from and 100 written to the cache: input_tokens counts all three
+ANTHROPIC_WANT = {"model": "claude-3-5-sonnet-20241022", "provider": "anthropic", "input_tokens": 132,
+                  "output_tokens": 15, "total_tokens": 147, "cached_input_tokens": 7, "cache_write_input_tokens": 100}
+GEMINI_MODEL = "gemini-2.5-flash"
+GEMINI_WANT = {"model": GEMINI_MODEL, "provider": "gemini", "input_tokens": 8, "output_tokens": 27,
+               "total_tokens": 35, "reasoning_tokens": 20}
+BEDROCK_PATH = "/model/us.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse"
+BEDROCK_WANT = {"model": "us.anthropic.claude-3-7-sonnet-20250219-v1:0", "provider": "bedrock",
+                "input_tokens": 1512, "output_tokens": 9, "total_tokens": 1521, "cached_input_tokens": 1000,
+                "cache_write_input_tokens": 500}
+# per million tokens; strings as well as numbers, as Envoy's YAML loader would pass them
+PRICES = {"gpt-4o-mini*": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
+          "claude-3-5-sonnet*": {"input": 3, "cached_input": "0.3", "cache_write_input": 3.75, "output": 15},
+          "gemini-2.5-flash": {"input": 0.3, "output": 2.5},
+          "us.anthropic.claude-3-7*": {"input": 3, "cached_input": 0.3, "cache_write_input": 3.75, "output": 15}}
 ROUND_TRIP = {}  # tag -> (median, p90) ms of a 32 KB SSE answer
-LLM_FIELDS = ["model", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
-              "tokens_truncated", "tokens_encoded"]
+LLM_FIELDS = ["model", "provider", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
+              "cache_write_input_tokens", "reasoning_tokens", "tokens_truncated", "tokens_encoded"]
 
 
 def sse(event, data):
@@ -82,7 +96,7 @@ def anthropic_stream():
     yield sse("message_start", {"type": "message_start", "message": {
         "id": "msg_e2e", "type": "message", "role": "assistant", "content": [], "model": ANTHROPIC_WANT["model"],
         "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": 25, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 7,
+        "usage": {"input_tokens": 25, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 7,
                   "output_tokens": 1}}})
     yield sse("content_block_start", {"type": "content_block_start", "index": 0,
                                       "content_block": {"type": "text", "text": ""}})
@@ -99,8 +113,40 @@ def anthropic_stream():
 def anthropic_json():
     return {"id": "msg_e2e", "type": "message", "role": "assistant", "model": ANTHROPIC_WANT["model"],
             "content": [{"type": "text", "text": "".join(DELTAS)}], "stop_reason": "end_turn", "stop_sequence": None,
-            "usage": {"input_tokens": 25, "output_tokens": 15, "cache_creation_input_tokens": 0,
+            "usage": {"input_tokens": 25, "output_tokens": 15, "cache_creation_input_tokens": 100,
                       "cache_read_input_tokens": 7}}
+
+
+def gemini_stream():
+    """streamGenerateContent?alt=sse as Gemini sends it: CRLF, usageMetadata in every chunk, no [DONE]."""
+    for i, (text, usage) in enumerate([
+            ("Hel", {"promptTokenCount": 8, "totalTokenCount": 8}),
+            ("lo", {"promptTokenCount": 8, "candidatesTokenCount": 3, "totalTokenCount": 31,
+                    "thoughtsTokenCount": 20}),
+            ("!", {"promptTokenCount": 8, "candidatesTokenCount": 7, "totalTokenCount": 35,
+                   "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}], "thoughtsTokenCount": 20})]):
+        cand = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        if i == 2:
+            cand["finishReason"] = "STOP"
+        chunk = {"candidates": [cand], "usageMetadata": usage, "modelVersion": GEMINI_MODEL, "responseId": "r1"}
+        yield ("data: " + json.dumps(chunk) + "\r\n\r\n").encode()
+
+
+def bedrock_json():
+    return {"output": {"message": {"role": "assistant", "content": [{"text": "".join(DELTAS)}]}},
+            "stopReason": "end_turn",
+            "usage": {"inputTokens": 12, "outputTokens": 9, "totalTokens": 1521, "cacheReadInputTokens": 1000,
+                      "cacheWriteInputTokens": 500},
+            "metrics": {"latencyMs": 618}}
+
+
+def awkward(data, sizes=(1, 7, 2, 13, 3)):
+    """`data` cut at awkward places: inside keys, numbers and the CRLF."""
+    i, n = 0, 0
+    while i < len(data):
+        step = sizes[n % len(sizes)]
+        yield data[i:i + step]
+        i, n = i + step, n + 1
 
 
 FAST_SSE = b"".join(list(openai_stream())[1:2] * 130) + b"".join(list(openai_stream())[-2:])
@@ -119,6 +165,19 @@ class FakeLLM(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
         openai_api = self.path.startswith("/v1/chat/completions")
         key = self.headers.get("x-subscription-key", "")
+        if ":streamGenerateContent" in self.path or self.path.endswith("/converse"):
+            gemini = ":streamGenerateContent" in self.path
+            data = b"".join(gemini_stream()) if gemini else json.dumps(bedrock_json()).encode()
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream" if gemini else "application/json")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for part in awkward(data):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+            return
         if body.get("stream"):
             self.send_response(200)
             self.send_header("content-type", "text/event-stream; charset=utf-8")
@@ -172,7 +231,8 @@ def filter_value(enabled, llm):
     return {"enabled": enabled, "sinks": ["http"],
             "http": {"cluster": "collector", "format": "ndjson", "flush_interval_ms": 100,
                      "headers": {"authorization": "${COLLECTOR_TOKEN}"}},
-            "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/messages"]}}
+            "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/messages", "/v1beta/models/", "/model/"],
+                    "prices": PRICES, "currency": "USD"}}
 
 
 def stream_openai(st, key):
@@ -278,6 +338,12 @@ class Run:
                                    messages=[{"role": "user", "content": "hi"}])
             assert m.usage.output_tokens == 15
             self.sent[f"{tag}-anthropic-json"] += 1
+            for name, path in (("gemini", f"/v1beta/models/{GEMINI_MODEL}:streamGenerateContent?alt=sse"),
+                               ("bedrock", BEDROCK_PATH)):
+                status, body = st.request("POST", path, key=f"{tag}-{name}", body=b"{}",
+                                          headers={"content-type": "application/json"})
+                assert status == 200 and b"Hel" in body, (name, status, body[:80])
+                self.sent[f"{tag}-{name}"] += 1
             status, body = st.request("POST", "/v1/chat/completions", key=f"{tag}-gzip", body=b"{}",
                                       headers={"x-fake-gzip": "1", "content-type": "application/json"})
             assert status == 200 and body[:2] == b"\x1f\x8b", (status, body[:20])
@@ -297,12 +363,38 @@ def result(tag):
     return RESULTS[tag]
 
 
+def reference_cost(want):
+    """The cost as Decimal arithmetic says, from the same prices: what the filter's integers must equal."""
+    model = want["model"]
+    name = model if model in PRICES else max((p for p in PRICES if p.endswith("*") and model.startswith(p[:-1])),
+                                             key=len)
+    p = {k: Decimal(str(v)) for k, v in PRICES[name].items()}
+    cached, write = want.get("cached_input_tokens", 0), want.get("cache_write_input_tokens", 0)
+    cost = ((want["input_tokens"] - cached - write) * p["input"] + cached * p.get("cached_input", p["input"])
+            + write * p.get("cache_write_input", p["input"]) + want["output_tokens"] * p["output"]) / Decimal(10**6)
+    return cost.quantize(Decimal("1e-9"), rounding=ROUND_HALF_UP)
+
+
 def test_exact_tokens_with_llm_on():
     r = result("on")
     for api, want in (("openai", OPENAI_WANT), ("anthropic", ANTHROPIC_WANT)):
         for k in [f"on-{api}-{i}" for i in range(3)] + [f"on-{api}-json"]:
             assert tokens(r.by_key[k]) == want, (k, tokens(r.by_key[k]))
+    for name, want in (("gemini", GEMINI_WANT), ("bedrock", BEDROCK_WANT)):
+        assert tokens(r.by_key[f"on-{name}"]) == want, (name, tokens(r.by_key[f"on-{name}"]))
     assert tokens(r.by_key["on-gzip"]) == {"tokens_encoded": True}, r.by_key["on-gzip"]
+
+
+def test_cost_equals_the_decimal_reference():
+    r = result("on")
+    for key, want in (("on-openai-json", OPENAI_WANT), ("on-anthropic-0", ANTHROPIC_WANT),
+                      ("on-gemini", GEMINI_WANT), ("on-bedrock", BEDROCK_WANT)):
+        e = r.by_key[key]
+        # json.loads made the number a float; its shortest repr is the filter's text (at most 9
+        # decimals), so the Decimal of it is exact
+        got = Decimal(repr(e["cost"]))
+        assert got == reference_cost(want) and e["currency"] == "USD", (key, got, reference_cost(want))
+    assert r.metrics.get("llm_unpriced", 0) == 0, r.metrics
 
 
 def test_no_token_fields_with_llm_off():
@@ -353,7 +445,7 @@ def round_trips():
               flush=True)
 
 
-TESTS = [test_exact_tokens_with_llm_on, test_no_token_fields_with_llm_off, test_no_events_with_the_filter_off,
+TESTS = [test_exact_tokens_with_llm_on, test_cost_equals_the_decimal_reference, test_no_token_fields_with_llm_off, test_no_events_with_the_filter_off,
          test_exactly_one_event_per_request, test_streams_are_not_delayed]
 
 if __name__ == "__main__":

@@ -349,7 +349,8 @@ impl Scanner {
         }
     }
 
-    /// What was read, in the provider's own meaning.
+    /// What was read, in the provider's own meaning (the tests compare it).
+    #[cfg(test)]
     pub fn raw_usage(&self) -> Usage {
         self.json.usage
     }
