@@ -24,6 +24,13 @@ data: {\"type\": \"message_stop\"}\n\n";
 
 const RESPONSES_JSON: &str = r#"{"id":"resp_67ccd3a9","object":"response","status":"completed","model":"gpt-4o-2024-08-06","output":[{"type":"message","content":[{"type":"output_text","text":"{\"usage\":{\"input_tokens\":1}}"}]}],"temperature":1.0,"usage":{"input_tokens":328,"input_tokens_details":{"cached_tokens":128},"output_tokens":52,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":380}}"#;
 
+/// Gemini `streamGenerateContent?alt=sse`: CRLF, `usageMetadata` in every chunk, no `[DONE]`.
+const GEMINI_SSE: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"The\"}],\"role\": \"model\"},\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"totalTokenCount\": 8},\"modelVersion\": \"gemini-2.0-flash\"}\r\n\r\n\
+data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" sky\"}],\"role\": \"model\"},\"finishReason\": \"STOP\",\"index\": 0}],\"usageMetadata\": {\"promptTokenCount\": 8,\"candidatesTokenCount\": 7,\"totalTokenCount\": 35,\"thoughtsTokenCount\": 20},\"modelVersion\": \"gemini-2.0-flash\"}\r\n\r\n";
+
+/// Bedrock `Converse` with prompt caching (its model is in the path, not inspected here).
+const BEDROCK_JSON: &str = r#"{"output":{"message":{"role":"assistant","content":[{"text":"Hi"}]}},"stopReason":"end_turn","usage":{"inputTokens":12,"outputTokens":9,"totalTokens":1521,"cacheReadInputTokens":1000,"cacheWriteInputTokens":500},"metrics":{"latencyMs":618}}"#;
+
 fn llm_vm(llm: Value) -> Vm {
     let mut l = json!({"enabled": true});
     merge(&mut l, llm);
@@ -48,10 +55,15 @@ fn respond(vm: &mut Vm, path: &str, ct: &str, body: &str, chunk: u64) -> Value {
 fn tokens(e: &Value) -> BTreeMap<String, Value> {
     let names = [
         "model",
+        "provider",
         "input_tokens",
         "output_tokens",
         "total_tokens",
         "cached_input_tokens",
+        "cache_write_input_tokens",
+        "reasoning_tokens",
+        "cost",
+        "currency",
         "tokens_truncated",
         "tokens_encoded",
     ];
@@ -72,28 +84,50 @@ fn every_chunking_gives_the_same_tokens() {
             "text/event-stream",
             OPENAI_SSE,
             want(
-                json!({"model": "gpt-4o-mini", "input_tokens": 19, "output_tokens": 10,
-                        "total_tokens": 29, "cached_input_tokens": 3}),
+                json!({"model": "gpt-4o-mini", "provider": "openai", "input_tokens": 19,
+                        "output_tokens": 10, "total_tokens": 29, "cached_input_tokens": 3}),
             ),
         ),
         (
             "text/event-stream; charset=utf-8",
             ANTHROPIC_SSE,
             want(
-                json!({"model": "claude-3-5-sonnet-20241022", "input_tokens": 25,
-                        "output_tokens": 15, "cached_input_tokens": 7}),
+                // Anthropic's 25 leave out the 7 read from the cache: input_tokens counts both
+                json!({"model": "claude-3-5-sonnet-20241022", "provider": "anthropic",
+                        "input_tokens": 32, "output_tokens": 15, "total_tokens": 47,
+                        "cached_input_tokens": 7}),
             ),
         ),
         (
             "application/json",
             RESPONSES_JSON,
             want(
-                json!({"model": "gpt-4o-2024-08-06", "input_tokens": 328, "output_tokens": 52,
-                        "total_tokens": 380, "cached_input_tokens": 128}),
+                json!({"model": "gpt-4o-2024-08-06", "provider": "openai", "input_tokens": 328,
+                        "output_tokens": 52, "total_tokens": 380, "cached_input_tokens": 128,
+                        "reasoning_tokens": 0}),
+            ),
+        ),
+        (
+            "text/event-stream",
+            GEMINI_SSE,
+            want(
+                json!({"model": "gemini-2.0-flash", "provider": "gemini", "input_tokens": 8,
+                        "output_tokens": 27, "total_tokens": 35, "reasoning_tokens": 20,
+                        "cost": 0.0000116, "currency": "USD"}),
+            ),
+        ),
+        (
+            "application/json",
+            BEDROCK_JSON,
+            want(
+                json!({"provider": "bedrock", "input_tokens": 1512, "output_tokens": 9,
+                        "total_tokens": 1521, "cached_input_tokens": 1000,
+                        "cache_write_input_tokens": 500}),
             ),
         ),
     ] {
-        let mut vm = llm_vm(json!({}));
+        // only Gemini is priced (by prefix): 8 × 0.1 + 27 × 0.4 = 11.6 per million
+        let mut vm = llm_vm(json!({"prices": {"gemini-2.0*": {"input": 0.1, "output": 0.4}}}));
         for chunk in 1..=body.len() as u64 {
             let e = respond(&mut vm, "/v1/chat/completions", ct, body, chunk);
             assert_eq!(tokens(&e), expected, "{ct}, chunks of {chunk}");
@@ -168,7 +202,7 @@ fn host_calls_per_inspected_request() {
     let e = vm.events().pop().unwrap();
     assert_eq!(
         tokens(&e),
-        want(json!({"model": "m", "input_tokens": 1, "output_tokens": 2}))
+        want(json!({"model": "m", "input_tokens": 1, "output_tokens": 2, "total_tokens": 3}))
     );
 }
 
@@ -215,7 +249,7 @@ fn tokens_reach_the_collector_in_each_format_and_through_the_shared_queue() {
         let body = String::from_utf8(vm.callouts().last().unwrap().plain_body()).unwrap();
         for field in [
             r#""model":"claude-3-5-sonnet-20241022""#,
-            r#""input_tokens":25"#,
+            r#""input_tokens":32"#,
             r#""output_tokens":15"#,
             r#""cached_input_tokens":7"#,
         ] {
@@ -254,8 +288,8 @@ fn tokens_reach_the_collector_in_each_format_and_through_the_shared_queue() {
     assert_eq!(
         tokens(&events[0]),
         want(
-            json!({"model": "gpt-4o-mini", "input_tokens": 19, "output_tokens": 10,
-                    "total_tokens": 29, "cached_input_tokens": 3})
+            json!({"model": "gpt-4o-mini", "provider": "openai", "input_tokens": 19,
+                    "output_tokens": 10, "total_tokens": 29, "cached_input_tokens": 3})
         )
     );
     assert!(tokens(&events[1]).is_empty(), "{}", events[1]);
