@@ -484,7 +484,7 @@ def main():
     p.add_argument("--memory-delay-ms", type=int, default=50)
     p.add_argument("--memory-outages", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=1000)
-    p.add_argument("--buffer-size", type=int, default=100_000)
+    p.add_argument("--buffer-size", type=int, default=20_000, help="as caddy/usage-agent.json")
     p.add_argument("--agent-cpu", type=int, default=0, help="core the agent is pinned to (-1: none)")
     p.add_argument("--collector-cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else -1)
     a = p.parse_args()
