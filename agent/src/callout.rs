@@ -4,10 +4,12 @@
 //! a connection failure as Envoy's own 503; a reset after the request was sent as a
 //! response with no headers. Timeouts are the main loop's: it answers 504 at the deadline.
 
+use crate::kafka::{self, Sink};
 use proxy_wasm_host::Callout;
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Most of a collector's answer body read (the filter logs 256 bytes of it).
@@ -32,9 +34,15 @@ pub struct Answer {
     pub outcome: Outcome,
 }
 
+/// Where a cluster's callouts go: an HTTP collector, or a Kafka topic (`kafka.rs`).
+enum Dest {
+    Http(String),
+    Kafka(Arc<Sink>),
+}
+
 pub struct Client {
     agent: ureq::Agent,
-    clusters: HashMap<String, String>,
+    clusters: HashMap<String, Dest>,
     tx: Sender<Answer>,
 }
 
@@ -46,14 +54,29 @@ impl Client {
             .build();
         Client {
             agent,
-            clusters: clusters.iter().cloned().collect(),
+            clusters: clusters
+                .iter()
+                .map(|(name, addr)| {
+                    let d = match kafka::parse_url(addr) {
+                        // cli.rs refused a bad URL already.
+                        Some(t) => Dest::Kafka(Arc::new(Sink::new(name, t.expect("checked")))),
+                        None => Dest::Http(addr.clone()),
+                    };
+                    (name.clone(), d)
+                })
+                .collect(),
             tx,
         }
     }
 
     /// Starts the callout; its answer arrives on the channel.
     pub fn send(&self, c: Callout) {
-        let Some(addr) = self.clusters.get(&c.upstream).cloned() else {
+        let addr = match self.clusters.get(&c.upstream) {
+            Some(Dest::Http(addr)) => Some(addr.clone()),
+            Some(Dest::Kafka(sink)) => return sink.send(&c, &self.tx),
+            None => None,
+        };
+        let Some(addr) = addr else {
             // The host refuses a callout to an unknown cluster, so this does not happen.
             let _ = self.tx.send(Answer {
                 token: c.token,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 pub const USAGE: &str = "\
 usage: usage-agent [--wasm PATH] [--config FILE] (--follow FILE [--state FILE] | --listen ADDR)
-                   [--cluster NAME=HOST:PORT]... [--metrics ADDR] [--env NAME[=VALUE]]...
+                   [--cluster NAME=HOST:PORT|NAME=kafka://HOST:PORT[,…]/TOPIC[?compression=C]]... [--metrics ADDR] [--env NAME[=VALUE]]...
                    [--dead-letter FILE]";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +133,13 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
                 let Some((name, addr)) = value.split_once('=') else {
                     return Err(format!("--cluster {value}: expected NAME=HOST:PORT"));
                 };
-                if name.is_empty() || !host_port(addr) {
-                    return Err(format!("--cluster {value}: expected NAME=HOST:PORT"));
+                match crate::kafka::parse_url(addr) {
+                    Some(Err(e)) => return Err(format!("--cluster {value}: {e}")),
+                    Some(Ok(_)) if !name.is_empty() => {}
+                    _ if name.is_empty() || !host_port(addr) => {
+                        return Err(format!("--cluster {value}: expected NAME=HOST:PORT"));
+                    }
+                    _ => {}
                 }
                 if o.clusters.iter().any(|(n, _)| n == name) {
                     return Err(format!("--cluster {name}: given twice"));
@@ -190,6 +195,7 @@ mod tests {
         let o = run(
             "--wasm f.wasm --config c.json --follow /var/log/a.log --state s.json \
                      --cluster collector=127.0.0.1:18080 --cluster=other=localhost:1 \
+                     --cluster k=kafka://a:9092,b:9092/usage?compression=zstd \
                      --metrics 127.0.0.1:9100 --env TOKEN --env ENABLE_EVENT_STREAMING=true \
                      --dead-letter refused.jsonl",
         )
@@ -201,7 +207,11 @@ mod tests {
             o.clusters,
             vec![
                 ("collector".into(), "127.0.0.1:18080".into()),
-                ("other".into(), "localhost:1".into())
+                ("other".into(), "localhost:1".into()),
+                (
+                    "k".into(),
+                    "kafka://a:9092,b:9092/usage?compression=zstd".into()
+                )
             ]
         );
         assert_eq!(o.metrics.as_deref(), Some("127.0.0.1:9100"));
@@ -230,6 +240,11 @@ mod tests {
             ("--follow a --cluster collector", "--cluster"),
             ("--follow a --cluster =1.2.3.4:5", "--cluster"),
             ("--follow a --cluster c=host:notaport", "--cluster"),
+            (
+                "--follow a --cluster k=kafka://h:1/t?compression=x",
+                "--cluster",
+            ),
+            ("--follow a --cluster =kafka://h:1/t", "--cluster"),
             ("--follow a --listen nowhere", "--listen"),
             ("--follow a --metrics", "--metrics"),
             ("--follow a --env MISSING", "--env"),

@@ -20,6 +20,7 @@ mod dead_letter;
 mod fingerprint;
 mod follow;
 mod ids;
+mod kafka;
 mod listen;
 mod metrics;
 mod rolled;
