@@ -67,6 +67,11 @@ fn stream(id: u32, f: impl FnOnce(&mut Stream)) {
     })
 }
 
+/// A stream callback whose answer the host acts on; a missing or busy stream continues.
+fn stream_action(id: u32, f: impl FnOnce(&mut Stream) -> u32) -> u32 {
+    with(None, |c| c.streams.get_mut(&id).map(f)).unwrap_or(CONTINUE)
+}
+
 extern "C" {
     #[cfg(target_os = "wasi")]
     fn __wasm_call_ctors();
@@ -152,15 +157,13 @@ pub extern "C" fn proxy_on_http_call_response(
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_headers(id: u32, _num: usize, _end: bool) -> u32 {
-    stream(id, |s| s.on_request_headers(&WasmHost));
-    CONTINUE
+pub extern "C" fn proxy_on_request_headers(id: u32, _num: usize, end: bool) -> u32 {
+    stream_action(id, |s| s.on_request_headers(&WasmHost, end))
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_request_body(id: u32, size: usize, _end: bool) -> u32 {
-    stream(id, |s| s.on_request_body(size));
-    CONTINUE
+pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end: bool) -> u32 {
+    stream_action(id, |s| s.on_request_body(&WasmHost, size, end))
 }
 
 #[no_mangle]
@@ -170,8 +173,8 @@ pub extern "C" fn proxy_on_response_headers(id: u32, _num: usize, _end: bool) ->
 }
 
 #[no_mangle]
-pub extern "C" fn proxy_on_response_body(id: u32, size: usize, _end: bool) -> u32 {
-    stream(id, |s| s.on_response_body(&WasmHost, size));
+pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end: bool) -> u32 {
+    stream(id, |s| s.on_response_body(&WasmHost, size, end));
     CONTINUE
 }
 

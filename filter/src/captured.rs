@@ -42,6 +42,8 @@ pub struct Captured {
     /// The response's token scan, when `llm` inspects this path and an output carries the
     /// fields; dropped at the response headers unless the body is JSON or SSE.
     pub llm: Option<Box<Scanner>>,
+    /// `llm.filter_state` was written (or had nothing to write): it is written once.
+    pub state_published: bool,
 }
 
 impl Captured {
@@ -204,6 +206,38 @@ impl Captured {
                 .collect(),
             tokens: self.tokens(cfg),
         }
+    }
+
+    /// `llm.filter_state`: the values to publish as filter state, once (the property path is
+    /// one element, `usage.input_tokens`: Envoy stores it as `wasm.usage.input_tokens`).
+    /// Empty when not configured, already published, or nothing was read.
+    pub fn usage_state(&mut self, cfg: &Config) -> Vec<(&'static [u8], Vec<u8>)> {
+        if self.state_published || !cfg.llm.as_ref().is_some_and(|l| l.filter_state) {
+            return Vec::new();
+        }
+        self.state_published = true;
+        let Some(t) = self.tokens(cfg) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        if let Some(m) = &t.model {
+            out.push((&b"usage.model"[..], m.as_bytes().to_vec()));
+        }
+        for (i, path) in [
+            (tokens::INPUT, &b"usage.input_tokens"[..]),
+            (tokens::OUTPUT, b"usage.output_tokens"),
+            (tokens::TOTAL, b"usage.total_tokens"),
+        ] {
+            if let Some(n) = t.usage.get(i) {
+                out.push((path, n.to_string().into_bytes()));
+            }
+        }
+        if let Some(nanos) = t.usage.get(tokens::COST) {
+            let mut v = Vec::new();
+            tokens::price::write_nanos(&mut v, nanos);
+            out.push((&b"usage.cost"[..], v));
+        }
+        out
     }
 
     /// The event's `llm` fields: the normalized counts, the model (from the response, else

@@ -166,6 +166,11 @@ impl Delivery {
             + self.handoff.as_ref().map_or(0, |h| h.held())
     }
 
+    /// A request `llm.force_stream_usage` had to pass unchanged.
+    pub fn count_unmodified(&mut self) {
+        self.counters.llm_requests_unmodified += 1;
+    }
+
     pub fn counters(&self) -> Counters {
         self.counters
     }

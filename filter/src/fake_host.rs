@@ -138,6 +138,24 @@ impl Host for FakeHost {
         Some(v.get(start..end).unwrap_or_default().to_vec())
     }
 
+    fn set_buffer(&self, kind: BufferKind, start: usize, size: usize, value: &[u8]) -> bool {
+        self.call();
+        let mut b = self.buffers.borrow_mut();
+        let Some(buf) = b.get_mut(&(kind as u32)) else {
+            return false;
+        };
+        let start = start.min(buf.len());
+        let end = start.saturating_add(size).min(buf.len());
+        buf.splice(start..end, value.iter().copied());
+        true
+    }
+
+    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool {
+        self.call();
+        self.set_header(map, name, value);
+        true
+    }
+
     fn define_metric(&self, _gauge: bool, name: &str) -> Option<u32> {
         self.call();
         let mut m = self.metrics.borrow_mut();

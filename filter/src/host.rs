@@ -20,6 +20,7 @@ pub enum Map {
 /// proxy-wasm buffer types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BufferKind {
+    RequestBody = 0,
     ResponseBody = 1,
     VmConfiguration = 6,
     PluginConfiguration = 7,
@@ -46,6 +47,10 @@ pub trait Host {
     /// Envoy keeps it as filter state `wasm.<path>` for the access logger.
     fn set_property(&self, path: &[u8], value: &[u8]) -> bool;
     fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>>;
+    /// Replaces `size` bytes of a body from `start` with `value` (`llm.force_stream_usage`).
+    fn set_buffer(&self, kind: BufferKind, start: usize, size: usize, value: &[u8]) -> bool;
+    /// Sets one header, replacing any of that name.
+    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool;
     /// `gauge` false defines a counter.
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, by: i64);

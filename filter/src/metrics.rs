@@ -18,10 +18,11 @@ pub const NAMES: [&str; COUNT] = [
     "usage_filter.buffer_events",
     "usage_filter.callouts_refused",
     "usage_filter.llm_unpriced",
+    "usage_filter.llm_requests_unmodified",
 ];
 
 /// How many metrics there are.
-pub const COUNT: usize = 10;
+pub const COUNT: usize = 11;
 
 /// Index of the one gauge in `NAMES`; the rest are counters.
 pub const GAUGE: usize = 7;
@@ -45,6 +46,8 @@ pub struct Counters {
     pub callouts_refused: u64,
     /// Responses with token counts whose model `llm.prices` (when set) does not price.
     pub llm_unpriced: u64,
+    /// `llm.force_stream_usage` requests it could not change (too large, not JSON).
+    pub llm_requests_unmodified: u64,
 }
 
 impl Counters {
@@ -75,6 +78,7 @@ impl Counters {
             batch_retries: self.batch_retries + o.batch_retries,
             callouts_refused: self.callouts_refused + o.callouts_refused,
             llm_unpriced: self.llm_unpriced + o.llm_unpriced,
+            llm_requests_unmodified: self.llm_requests_unmodified + o.llm_requests_unmodified,
         }
     }
 
@@ -90,6 +94,7 @@ impl Counters {
             buffered,
             self.callouts_refused,
             self.llm_unpriced,
+            self.llm_requests_unmodified,
         ]
     }
 }

@@ -22,12 +22,29 @@ use crate::config::Source;
 use crate::headers::HeaderMap;
 use crate::host::{BufferKind, Host, Level, Map};
 use crate::shared::Shared;
+use crate::tokens::request::{self, Rewrite};
 use std::rc::Rc;
 
 pub struct Stream {
     shared: Option<Rc<Shared>>,
     captured: Option<Captured>,
+    /// `llm.force_stream_usage` holds this request's headers and buffers its body.
+    hold: Option<Hold>,
 }
+
+/// A request held for the `include_usage` rewrite.
+struct Hold {
+    /// Whether the request had a `content-length` to fix (a chunked one gets none).
+    content_length: bool,
+    max_bytes: u64,
+}
+
+/// proxy-wasm's answers to a request callback.
+pub const CONTINUE: u32 = 0;
+/// From `on_request_headers`: keep the headers (so `content-length` can still change).
+pub const STOP_ITERATION: u32 = 1;
+/// From `on_request_body`: Envoy keeps the chunk and the next call sees the whole buffer.
+pub const STOP_AND_BUFFER: u32 = 1;
 
 impl Stream {
     /// `shared` is None when streaming is off: the stream then does nothing.
@@ -35,26 +52,96 @@ impl Stream {
         Stream {
             shared,
             captured: None,
+            hold: None,
         }
     }
 
-    pub fn on_request_headers(&mut self, host: &dyn Host) {
-        let Some(sh) = &self.shared else { return };
+    /// `end`: the request has no body. Held (`STOP_ITERATION`) only for an
+    /// `llm.force_stream_usage` candidate with a body; everything else continues at once.
+    pub fn on_request_headers(&mut self, host: &dyn Host, end: bool) -> u32 {
+        let Some(sh) = &self.shared else {
+            return CONTINUE;
+        };
         let Some(map) = host.header_map(Map::RequestHeaders) else {
-            return;
+            return CONTINUE;
         };
         let headers = HeaderMap::new(map);
         self.captured = Captured::begin(&sh.config, headers, 0, sh.extras);
-        if let Some(c) = &mut self.captured {
-            c.start_ns = host.now_ns();
+        let Some(c) = &mut self.captured else {
+            return CONTINUE;
+        };
+        c.start_ns = host.now_ns();
+        match &sh.config.llm {
+            Some(l) if l.force_stream_usage && !end && c.llm.is_some() => {
+                let h = &c.headers;
+                let [method, ct, ce, cl] = h.find_each([
+                    ":method",
+                    "content-type",
+                    "content-encoding",
+                    "content-length",
+                ]);
+                let slice = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| h.slice(&r));
+                if request::candidate(
+                    slice(&method).unwrap_or_default(),
+                    h.slice(&c.path),
+                    slice(&ct),
+                    slice(&ce),
+                ) {
+                    self.hold = Some(Hold {
+                        content_length: cl.is_some(),
+                        max_bytes: l.max_request_bytes,
+                    });
+                    return STOP_ITERATION;
+                }
+                CONTINUE
+            }
+            _ => CONTINUE,
         }
     }
 
-    /// Without buffering, each call carries one chunk: its size is what arrived.
-    pub fn on_request_body(&mut self, body_size: usize) {
-        if let Some(c) = &mut self.captured {
+    /// Without buffering, each call carries one chunk: its size is what arrived. A held
+    /// request is buffered until its end (Envoy then passes the whole buffer's size), read
+    /// once, rewritten when it needs `include_usage`, and let go; one that outgrows
+    /// `llm.max_request_bytes` is let go unchanged at once.
+    pub fn on_request_body(&mut self, host: &dyn Host, body_size: usize, end: bool) -> u32 {
+        let Some(c) = &mut self.captured else {
+            return CONTINUE;
+        };
+        let Some(hold) = &self.hold else {
             c.request_bytes += body_size as u64;
+            return CONTINUE;
+        };
+        c.request_bytes = body_size as u64;
+        let too_large = body_size as u64 > hold.max_bytes;
+        if !end && !too_large {
+            return STOP_AND_BUFFER;
         }
+        let content_length = hold.content_length;
+        self.hold = None;
+        let rewrite = match too_large {
+            true => Rewrite::Unparsable,
+            false => host
+                .buffer(BufferKind::RequestBody, 0, body_size)
+                .map_or(Rewrite::Unparsable, |b| request::add_include_usage(&b)),
+        };
+        match rewrite {
+            Rewrite::Rewritten(new) => {
+                if host.set_buffer(BufferKind::RequestBody, 0, body_size, &new) && content_length {
+                    host.replace_header(
+                        Map::RequestHeaders,
+                        "content-length",
+                        new.len().to_string().as_bytes(),
+                    );
+                }
+            }
+            Rewrite::Unparsable => {
+                if let Some(sh) = &self.shared {
+                    sh.delivery.borrow_mut().count_unmodified();
+                }
+            }
+            Rewrite::Unchanged => {}
+        }
+        CONTINUE
     }
 
     /// One host call either way: `:status` alone, or, when the response may be read for
@@ -73,7 +160,7 @@ impl Stream {
     /// A response being read for tokens costs one host call per chunk, up to
     /// `llm.max_scan_bytes` (and no more once a JSON body has closed); the chunk passes on at
     /// once either way.
-    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize) {
+    pub fn on_response_body(&mut self, host: &dyn Host, body_size: usize, end: bool) {
         if let Some(c) = &mut self.captured {
             c.response_bytes += body_size as u64;
             if let Some(s) = &mut c.llm {
@@ -81,6 +168,14 @@ impl Stream {
                 if want > 0 {
                     let bytes = host.buffer(BufferKind::ResponseBody, 0, want);
                     s.fed(body_size, bytes.as_deref().unwrap_or_default());
+                }
+            }
+            // Published at the body's end rather than in `on_log`: Envoy runs the other
+            // filters' stream-complete work (a rate limit's `apply_on_stream_done`) before
+            // the wasm `on_log`, and they should see the usage too.
+            if end {
+                if let Some(sh) = &self.shared {
+                    publish(host, c.usage_state(&sh.config));
                 }
             }
         }
@@ -108,6 +203,8 @@ impl Stream {
                 }
             }
         }
+        // a response that ended without a last body chunk (no body, a reset) publishes now
+        publish(host, c.usage_state(cfg));
         let now_ns = host.now_ns();
         let random = sh.rng.borrow_mut().event_id_bytes();
         let event = c.event(&sh.config, now_ns, &random);
@@ -120,5 +217,12 @@ impl Stream {
                 host.set_property(b"usage_event", &l.line);
             }
         }
+    }
+}
+
+/// `llm.filter_state`: one `proxy_set_property` per value (nothing when not configured).
+fn publish(host: &dyn Host, values: Vec<(&'static [u8], Vec<u8>)>) {
+    for (path, value) in values {
+        host.set_property(path, &value);
     }
 }

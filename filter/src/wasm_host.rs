@@ -41,6 +41,20 @@ extern "C" {
         ret: *mut *mut u8,
         ret_size: *mut usize,
     ) -> u32;
+    fn proxy_set_buffer_bytes(
+        kind: u32,
+        start: usize,
+        size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map: u32,
+        key: *const u8,
+        key_size: usize,
+        value: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_set_tick_period_milliseconds(ms: u32) -> u32;
@@ -136,6 +150,27 @@ impl Host for WasmHost {
         // SAFETY: as above.
         let st = unsafe { proxy_get_buffer_bytes(kind as u32, start, max, &mut ptr, &mut size) };
         owned(st, ptr, size)
+    }
+
+    fn set_buffer(&self, kind: BufferKind, start: usize, size: usize, value: &[u8]) -> bool {
+        // SAFETY: pointer and length describe a live slice.
+        unsafe {
+            proxy_set_buffer_bytes(kind as u32, start, size, value.as_ptr(), value.len()) == OK
+        }
+    }
+
+    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool {
+        // SAFETY: as above.
+        let st = unsafe {
+            proxy_replace_header_map_value(
+                map as u32,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            )
+        };
+        st == OK
     }
 
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32> {

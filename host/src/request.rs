@@ -92,6 +92,11 @@ impl<'a> Request<'a> {
         self.body = vec![b'q'; n];
         self
     }
+    /// The request body, these exact bytes (served chunk by chunk, see `chunk_size`).
+    pub fn body_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.body = bytes.into();
+        self
+    }
     pub fn response_body(mut self, n: usize) -> Self {
         self.response_body = vec![b'r'; n];
         self

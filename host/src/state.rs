@@ -91,6 +91,15 @@ impl Callout {
 pub struct StreamData {
     pub request_headers: Headers,
     pub request_body: Vec<u8>,
+    /// What `proxy_get_buffer_bytes` of the request body reads: the chunk the current
+    /// `on_request_body` announces, or, while the filter buffers, everything buffered.
+    pub request_chunk: Vec<u8>,
+    /// What went upstream: the request headers as they were when the filter let them go,
+    /// and the body as the filter left it.
+    pub upstream_headers: Option<Headers>,
+    pub upstream_body: Vec<u8>,
+    /// What `on_request_headers` and each `on_request_body` answered.
+    pub request_answers: Vec<i32>,
     pub response_headers: Headers,
     /// The chunk the current `on_response_body` announces (Envoy, not buffering).
     pub response_body: Vec<u8>,

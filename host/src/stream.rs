@@ -109,6 +109,12 @@ pub struct Outcome {
     pub fuel: FuelLog,
     /// What the filter stored with `proxy_set_property` (Envoy filter state `wasm.<key>`).
     pub filter_state: HashMap<String, Vec<u8>>,
+    /// The request headers as the filter let them go upstream (None: never let go).
+    pub upstream_headers: Option<Headers>,
+    /// The request body as it went upstream.
+    pub upstream_body: Vec<u8>,
+    /// What `on_request_headers` and each `on_request_body` answered (0 Continue, 1 Stop…).
+    pub request_answers: Vec<i32>,
 }
 
 impl Outcome {
@@ -145,6 +151,85 @@ fn body_chunks(
             ctx,
             (ctx as i32, n as i32, (left == 0) as i32),
         )?;
+    }
+    Ok(())
+}
+
+fn answered(vm: &mut Vm, ctx: u32, answer: i32) {
+    if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+        s.request_answers.push(answer);
+    }
+}
+
+/// The request headers go upstream as they are now (once), and the filter can no longer
+/// change them: Envoy forgets the map once `on_request_headers` continues.
+fn release_headers(vm: &mut Vm, ctx: u32) {
+    if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+        if s.upstream_headers.is_none() {
+            s.upstream_headers = Some(s.request_headers.clone());
+        }
+        s.request_headers_open = false;
+    }
+}
+
+/// The request body chunk by chunk, as Envoy 1.40's wasm filter delivers it: while the
+/// filter answers `StopIterationAndBuffer` (1) each chunk is added to the buffer and the next
+/// call announces (and reads) the whole buffer; `Continue` (0) sends the buffer upstream as
+/// the filter left it. Headers the filter held (`held`) stay readable and writable until the
+/// body continues. A body given by size only is announced chunk by chunk, as before.
+fn request_chunks(
+    vm: &mut Vm,
+    f: &BodyCallback,
+    ctx: u32,
+    len: u64,
+    chunk: u64,
+    held: bool,
+) -> Result<()> {
+    let body = match vm.store.data().streams.get(&ctx) {
+        Some(s) if s.request_body.len() as u64 == len => s.request_body.clone(),
+        _ => return body_chunks(vm, f, "on_request_body", ctx, len, chunk),
+    };
+    let chunk = usize::try_from(chunk).unwrap_or(usize::MAX).max(1);
+    let (mut at, mut buffering) = (0, false);
+    while at < body.len() {
+        let end = body.len().min(at.saturating_add(chunk));
+        let size = match vm.store.data_mut().streams.get_mut(&ctx) {
+            Some(s) => {
+                if !buffering {
+                    s.request_chunk.clear();
+                }
+                s.request_chunk.extend_from_slice(&body[at..end]);
+                s.request_headers_open = held && s.upstream_headers.is_none();
+                s.request_chunk.len()
+            }
+            None => 0,
+        };
+        let last = (end == body.len()) as i32;
+        let answer = vm
+            .call_if(
+                "on_request_body",
+                f.clone(),
+                ctx,
+                (ctx as i32, size as i32, last),
+            )?
+            .unwrap_or(0);
+        answered(vm, ctx, answer);
+        buffering = answer == 1;
+        if !buffering {
+            release_headers(vm, ctx);
+            if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+                let sent = std::mem::take(&mut s.request_chunk);
+                s.upstream_body.extend_from_slice(&sent);
+            }
+        }
+        at = end;
+    }
+    if buffering {
+        // the stream ended while the filter still buffered: Envoy sends what it holds
+        if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
+            let sent = std::mem::take(&mut s.request_chunk);
+            s.upstream_body.extend_from_slice(&sent);
+        }
     }
     Ok(())
 }
@@ -243,6 +328,9 @@ impl Vm {
             random_scripted: scripted.used,
             fuel,
             filter_state: stream.filter_state,
+            upstream_headers: stream.upstream_headers,
+            upstream_body: stream.upstream_body,
+            request_answers: stream.request_answers,
         })
     }
 
@@ -266,21 +354,20 @@ impl Vm {
             (id, root as i32),
         )?;
         open_headers(self, ctx, true, false);
-        self.call_if(
-            "on_request_headers",
-            f.request_headers,
-            ctx,
-            (id, n_headers, (body_len == 0) as i32),
-        )?;
-        open_headers(self, ctx, false, false);
-        body_chunks(
-            self,
-            &f.request_body,
-            "on_request_body",
-            ctx,
-            body_len,
-            chunk,
-        )?;
+        let held = self
+            .call_if(
+                "on_request_headers",
+                f.request_headers,
+                ctx,
+                (id, n_headers, (body_len == 0) as i32),
+            )?
+            .unwrap_or(0);
+        answered(self, ctx, held);
+        if held == 0 {
+            release_headers(self, ctx);
+        }
+        request_chunks(self, &f.request_body, ctx, body_len, chunk, held != 0)?;
+        release_headers(self, ctx);
         if let Timing::Replay { end_ns, .. } = timing {
             self.set_clock_ns(end_ns);
         }

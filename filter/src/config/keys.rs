@@ -297,6 +297,20 @@ pub const LLM_CURRENCY: Text = Text {
     path: "llm.currency",
     default: "USD",
 };
+pub const LLM_FORCE_STREAM_USAGE: Flag = Flag {
+    path: "llm.force_stream_usage",
+    default: false,
+};
+pub const LLM_MAX_REQUEST_BYTES: Int = Int {
+    path: "llm.max_request_bytes",
+    default: 1_048_576,
+    min: 1,
+    max: 64 * 1024 * 1024,
+};
+pub const LLM_FILTER_STATE: Flag = Flag {
+    path: "llm.filter_state",
+    default: false,
+};
 
 /// The table. Within a section, this order is the order an "unknown key" refusal lists the
 /// known keys in.
@@ -338,6 +352,9 @@ pub const ALL: &[&dyn Key] = &[
     &LLM_PATHS,
     &LLM_PRICES,
     &LLM_CURRENCY,
+    &LLM_FORCE_STREAM_USAGE,
+    &LLM_MAX_REQUEST_BYTES,
+    &LLM_FILTER_STATE,
     &SUBSCRIPTION_KEY_PROPERTY,
     &SUBSCRIPTION_KEY_PROPERTY_AS,
     &PATH_TEMPLATES,

@@ -26,12 +26,18 @@ pub(super) fn llm(value: Value) -> Result<Option<Llm>, ConfigError> {
     };
     let prices = prices(l.take(keys::LLM_PRICES.name()))?;
     let currency = l.text(&keys::LLM_CURRENCY)?;
+    let force_stream_usage = l.flag(&keys::LLM_FORCE_STREAM_USAGE)?;
+    let max_request_bytes = l.int(&keys::LLM_MAX_REQUEST_BYTES)?;
+    let filter_state = l.flag(&keys::LLM_FILTER_STATE)?;
     l.finish()?;
     Ok(enabled.then_some(Llm {
         max_scan_bytes,
         paths,
         prices,
         currency,
+        force_stream_usage,
+        max_request_bytes,
+        filter_state,
     }))
 }
 

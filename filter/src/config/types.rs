@@ -119,6 +119,12 @@ pub struct Llm {
     pub currency: String,
     /// Path prefixes to inspect; empty: every path.
     pub paths: Vec<String>,
+    /// `llm.force_stream_usage`: OpenAI chat stream requests get `include_usage` added.
+    pub force_stream_usage: bool,
+    /// The most of a request body held for that rewrite.
+    pub max_request_bytes: u64,
+    /// `llm.filter_state`: what was read is published as filter state `wasm.usage.*`.
+    pub filter_state: bool,
 }
 
 impl Llm {

@@ -27,7 +27,7 @@ fn request(root: &Root, host: &FakeHost, path: &str, key: Option<&str>) -> u32 {
     if let Some(k) = key {
         host.set_header(Map::RequestHeaders, "x-subscription-key", k.as_bytes());
     }
-    s.on_request_headers(host);
+    s.on_request_headers(host, false);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     s.on_response_headers(host);
     s.finish(host);

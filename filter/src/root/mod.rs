@@ -379,6 +379,8 @@ impl Root {
 
 #[cfg(test)]
 mod identity_tests;
+#[cfg(test)]
+mod llm_tests;
 mod messages;
 #[cfg(test)]
 mod tests;

@@ -13,11 +13,11 @@ fn request(root: &Root, host: &FakeHost, path: &str) {
     host.set_header(Map::RequestHeaders, ":path", path.as_bytes());
     host.set_header(Map::RequestHeaders, ":method", b"GET");
     host.set_header(Map::RequestHeaders, "x-subscription-key", b"k");
-    s.on_request_headers(host);
+    s.on_request_headers(host, false);
     host.advance_ms(3);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     s.on_response_headers(host);
-    s.on_response_body(host, 10);
+    s.on_response_body(host, 10, true);
     s.finish(host);
 }
 
@@ -55,7 +55,7 @@ fn a_reconfiguration_loses_nothing_the_old_configuration_held() {
     // A stream that began before the change finishes after it.
     let mut late = root.new_stream();
     host.set_header(Map::RequestHeaders, ":path", b"/late");
-    late.on_request_headers(&host);
+    late.on_request_headers(&host, false);
     let other = HTTP.replace("\"c\"", "\"d\"");
     assert!(configure(&mut root, &host, &other));
     late.finish(&host);
@@ -174,7 +174,7 @@ fn streams_of_a_disabled_plugin_make_no_host_calls() {
     assert!(configure(&mut root, &host, "{}"));
     let before = *host.host_calls.borrow();
     let mut s = root.new_stream();
-    s.on_request_headers(&host);
+    s.on_request_headers(&host, false);
     s.on_response_headers(&host);
     s.finish(&host);
     assert_eq!(*host.host_calls.borrow(), before);
@@ -209,7 +209,7 @@ fn llm_request(root: &Root, host: &FakeHost, path: &str, ct: &str, chunks: &[&[u
     let mut s = root.new_stream();
     host.set_header(Map::RequestHeaders, ":path", path.as_bytes());
     host.set_header(Map::RequestHeaders, "x-subscription-key", b"k");
-    s.on_request_headers(host);
+    s.on_request_headers(host, false);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     host.set_header(Map::ResponseHeaders, "content-type", ct.as_bytes());
     s.on_response_headers(host);
@@ -217,7 +217,7 @@ fn llm_request(root: &Root, host: &FakeHost, path: &str, ct: &str, chunks: &[&[u
         host.buffers
             .borrow_mut()
             .insert(crate::host::BufferKind::ResponseBody as u32, c.to_vec());
-        s.on_response_body(host, c.len());
+        s.on_response_body(host, c.len(), false);
     }
     s.finish(host);
     host.clear_headers(Map::ResponseHeaders);
@@ -312,12 +312,12 @@ fn an_encoded_llm_response_is_not_read_but_said() {
     let mut s = root.new_stream();
     host.set_header(Map::RequestHeaders, ":path", b"/v1/chat/completions");
     host.set_header(Map::RequestHeaders, "x-subscription-key", b"k");
-    s.on_request_headers(&host);
+    s.on_request_headers(&host, false);
     host.set_header(Map::ResponseHeaders, ":status", b"200");
     host.set_header(Map::ResponseHeaders, "content-type", b"application/json");
     s.on_response_headers(&host);
     let before = *host.host_calls.borrow();
-    s.on_response_body(&host, 100);
+    s.on_response_body(&host, 100, true);
     assert_eq!(*host.host_calls.borrow(), before, "no read");
     s.finish(&host);
     let line = host.logs.borrow().last().unwrap().1.clone();

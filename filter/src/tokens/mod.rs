@@ -373,5 +373,6 @@ mod corpus;
 mod json;
 pub mod path;
 pub mod price;
+pub mod request;
 #[cfg(test)]
 mod tests;

@@ -46,7 +46,7 @@ fn add_buffers(l: &mut Linker<HostState>) -> Result<()> {
             count(&mut c, "proxy_get_buffer_bytes");
             let st = c.data_mut();
             let data = match kind {
-                buffer_type::REQUEST_BODY => stream(st).map(|s| s.request_body.clone()),
+                buffer_type::REQUEST_BODY => stream(st).map(|s| s.request_chunk.clone()),
                 buffer_type::RESPONSE_BODY => stream(st).map(|s| s.response_body.clone()),
                 buffer_type::CALL_RESPONSE_BODY => {
                     st.call_response.as_ref().map(|r| r.body.clone())
@@ -73,7 +73,7 @@ fn add_buffers(l: &mut Linker<HostState>) -> Result<()> {
             };
             let st = c.data_mut();
             let Some(buf) = (match kind {
-                buffer_type::REQUEST_BODY => stream(st).map(|s| &mut s.request_body),
+                buffer_type::REQUEST_BODY => stream(st).map(|s| &mut s.request_chunk),
                 buffer_type::RESPONSE_BODY => stream(st).map(|s| &mut s.response_body),
                 _ => None,
             }) else {

@@ -9,6 +9,7 @@ mod formats;
 mod generated;
 mod identity;
 mod llm;
+mod llm_request;
 mod malformed;
 mod outage;
 mod queue_books;

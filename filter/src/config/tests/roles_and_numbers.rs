@@ -47,7 +47,7 @@ fn the_llm_section_is_off_by_default_and_validated_like_every_key() {
         (
             r#"{"llm":{"enable":true}}"#,
             "llm.enable",
-            "known keys: enabled, max_scan_bytes, paths, prices, currency",
+            "known keys: enabled, max_scan_bytes, paths, prices, currency, force_stream_usage, max_request_bytes, filter_state",
         ),
         (r#"{"llm":true}"#, "llm", "object"),
         (
