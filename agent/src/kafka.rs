@@ -128,6 +128,17 @@ pub struct Context {
 }
 
 impl ClientContext for Context {
+    /// librdkafka's own log: `USAGE_AGENT_KAFKA_DEBUG=broker,protocol` (its `debug` contexts)
+    /// prints everything; otherwise its warnings and errors.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if (level as i32) <= 4 || std::env::var_os("USAGE_AGENT_KAFKA_DEBUG").is_some() {
+            eprintln!(
+                "usage-agent: kafka cluster {}: librdkafka {fac}: {message}",
+                self.name
+            );
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
             self.fatal.store(true, Ordering::Release);
@@ -227,6 +238,9 @@ impl Sink {
             .set("message.timeout.ms", message_timeout.to_string())
             .set("queue.buffering.max.messages", "1000000")
             .set("queue.buffering.max.kbytes", "1048576");
+        if let Ok(d) = std::env::var("USAGE_AGENT_KAFKA_DEBUG") {
+            c.set("debug", d);
+        }
         c
     }
 
