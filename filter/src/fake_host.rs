@@ -150,9 +150,11 @@ impl Host for FakeHost {
         true
     }
 
-    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool {
+    fn remove_header(&self, map: Map, name: &str) -> bool {
         self.call();
-        self.set_header(map, name, value);
+        self.headers
+            .borrow_mut()
+            .remove(&(map as u32, name.to_string()));
         true
     }
 

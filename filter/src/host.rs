@@ -49,8 +49,9 @@ pub trait Host {
     fn buffer(&self, kind: BufferKind, start: usize, max: usize) -> Option<Vec<u8>>;
     /// Replaces `size` bytes of a body from `start` with `value` (`llm.force_stream_usage`).
     fn set_buffer(&self, kind: BufferKind, start: usize, size: usize, value: &[u8]) -> bool;
-    /// Sets one header, replacing any of that name.
-    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool;
+    /// Removes every header of that name (`llm.force_stream_usage`: a request's
+    /// `content-length`, while its headers are still writable).
+    fn remove_header(&self, map: Map, name: &str) -> bool;
     /// `gauge` false defines a counter.
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32>;
     fn increment_metric(&self, id: u32, by: i64);

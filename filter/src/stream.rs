@@ -32,17 +32,13 @@ pub struct Stream {
     hold: Option<Hold>,
 }
 
-/// A request held for the `include_usage` rewrite.
+/// A request whose body is buffered for the `include_usage` rewrite.
 struct Hold {
-    /// Whether the request had a `content-length` to fix (a chunked one gets none).
-    content_length: bool,
     max_bytes: u64,
 }
 
 /// proxy-wasm's answers to a request callback.
 pub const CONTINUE: u32 = 0;
-/// From `on_request_headers`: keep the headers (so `content-length` can still change).
-pub const STOP_ITERATION: u32 = 1;
 /// From `on_request_body`: Envoy keeps the chunk and the next call sees the whole buffer.
 pub const STOP_AND_BUFFER: u32 = 1;
 
@@ -56,8 +52,12 @@ impl Stream {
         }
     }
 
-    /// `end`: the request has no body. Held (`STOP_ITERATION`) only for an
-    /// `llm.force_stream_usage` candidate with a body; everything else continues at once.
+    /// `end`: the request has no body. The headers always continue: proxy-wasm-cpp-host
+    /// (Envoy 1.40) turns a `StopIteration` from here into `StopAllIterationAndWatermark`,
+    /// after which no body callback comes until the plugin resumes the stream, and nothing
+    /// would. So an `llm.force_stream_usage` candidate with a body loses its `content-length`
+    /// here (Envoy forgets the header map once this returns, and the body may grow; upstream
+    /// the body is then chunked, or framed by HTTP/2) and its body is buffered.
     pub fn on_request_headers(&mut self, host: &dyn Host, end: bool) -> u32 {
         let Some(sh) = &self.shared else {
             return CONTINUE;
@@ -87,11 +87,12 @@ impl Stream {
                     slice(&ct),
                     slice(&ce),
                 ) {
+                    if cl.is_some() {
+                        host.remove_header(Map::RequestHeaders, "content-length");
+                    }
                     self.hold = Some(Hold {
-                        content_length: cl.is_some(),
                         max_bytes: l.max_request_bytes,
                     });
-                    return STOP_ITERATION;
                 }
                 CONTINUE
             }
@@ -116,7 +117,6 @@ impl Stream {
         if !end && !too_large {
             return STOP_AND_BUFFER;
         }
-        let content_length = hold.content_length;
         self.hold = None;
         let rewrite = match too_large {
             true => Rewrite::Unparsable,
@@ -126,13 +126,7 @@ impl Stream {
         };
         match rewrite {
             Rewrite::Rewritten(new) => {
-                if host.set_buffer(BufferKind::RequestBody, 0, body_size, &new) && content_length {
-                    host.replace_header(
-                        Map::RequestHeaders,
-                        "content-length",
-                        new.len().to_string().as_bytes(),
-                    );
-                }
+                host.set_buffer(BufferKind::RequestBody, 0, body_size, &new);
             }
             Rewrite::Unparsable => {
                 if let Some(sh) = &self.shared {

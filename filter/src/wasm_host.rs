@@ -48,13 +48,7 @@ extern "C" {
         value: *const u8,
         value_size: usize,
     ) -> u32;
-    fn proxy_replace_header_map_value(
-        map: u32,
-        key: *const u8,
-        key_size: usize,
-        value: *const u8,
-        value_size: usize,
-    ) -> u32;
+    fn proxy_remove_header_map_value(map: u32, key: *const u8, key_size: usize) -> u32;
     fn proxy_define_metric(kind: u32, name: *const u8, name_size: usize, ret_id: *mut u32) -> u32;
     fn proxy_increment_metric(id: u32, offset: i64) -> u32;
     fn proxy_set_tick_period_milliseconds(ms: u32) -> u32;
@@ -159,18 +153,9 @@ impl Host for WasmHost {
         }
     }
 
-    fn replace_header(&self, map: Map, name: &str, value: &[u8]) -> bool {
+    fn remove_header(&self, map: Map, name: &str) -> bool {
         // SAFETY: as above.
-        let st = unsafe {
-            proxy_replace_header_map_value(
-                map as u32,
-                name.as_ptr(),
-                name.len(),
-                value.as_ptr(),
-                value.len(),
-            )
-        };
-        st == OK
+        unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) == OK }
     }
 
     fn define_metric(&self, gauge: bool, name: &str) -> Option<u32> {

@@ -175,8 +175,9 @@ fn release_headers(vm: &mut Vm, ctx: u32) {
 /// The request body chunk by chunk, as Envoy 1.40's wasm filter delivers it: while the
 /// filter answers `StopIterationAndBuffer` (1) each chunk is added to the buffer and the next
 /// call announces (and reads) the whole buffer; `Continue` (0) sends the buffer upstream as
-/// the filter left it. Headers the filter held (`held`) stay readable and writable until the
-/// body continues. A body given by size only is announced chunk by chunk, as before.
+/// the filter left it. The request headers are no longer writable (`held` is false: Envoy
+/// forgets the map once `on_request_headers` continues, and a stop there stops the body too).
+/// A body given by size only is announced chunk by chunk, as before.
 fn request_chunks(
     vm: &mut Vm,
     f: &BodyCallback,
@@ -363,10 +364,16 @@ impl Vm {
             )?
             .unwrap_or(0);
         answered(self, ctx, held);
-        if held == 0 {
-            release_headers(self, ctx);
-        }
-        request_chunks(self, &f.request_body, ctx, body_len, chunk, held != 0)?;
+        // Envoy 1.40 (proxy-wasm-cpp-host) turns a StopIteration from on_request_headers
+        // into StopAllIterationAndWatermark: no body callback until the plugin resumes the
+        // stream. A filter that stops here without resuming hangs the request in Envoy.
+        anyhow::ensure!(
+            held == 0 || body_len == 0,
+            "on_request_headers answered {held}: Envoy would deliver no request body until \
+             proxy_continue_stream (StopIteration becomes StopAllIterationAndWatermark)"
+        );
+        release_headers(self, ctx);
+        request_chunks(self, &f.request_body, ctx, body_len, chunk, false)?;
         release_headers(self, ctx);
         if let Timing::Replay { end_ns, .. } = timing {
             self.set_clock_ns(end_ns);

@@ -1,4 +1,5 @@
-//! `llm.force_stream_usage` (the request body held, rewritten, `content-length` fixed) and
+//! `llm.force_stream_usage` (the request's `content-length` removed, its body buffered and
+//! rewritten; the headers never stopped, as Envoy would then deliver no body) and
 //! `llm.filter_state` (`wasm.usage.*`) in the compiled filter, with the host calls each adds
 //! only when configured.
 use crate::common::*;
@@ -63,20 +64,23 @@ fn a_stream_request_gets_include_usage_at_every_chunk_size() {
             want,
             "chunk {chunk}"
         );
-        assert_eq!(header(&o, "content-length"), Some(want.len().to_string()));
+        // removed while the headers were writable: upstream the body is chunked
+        assert_eq!(header(&o, "content-length"), None);
         let n = STREAM.len().div_ceil(chunk as usize);
-        // held, buffered until the last chunk, then continued once
-        let mut answers = vec![1; n];
+        // headers continued, body buffered until the last chunk, then continued once
+        let mut answers = vec![0];
+        answers.extend(vec![1; n - 1]);
         answers.push(0);
         assert_eq!(o.request_answers, answers, "chunk {chunk}");
-        // one read of the buffer, one write, one header: nothing per chunk
+        // one header removal, one read of the buffer, one write: nothing per chunk
         let response_reads = SSE.len().div_ceil(chunk as usize) as u64;
         assert_eq!(
             calls.get("proxy_get_buffer_bytes"),
             Some(&(1 + response_reads))
         );
         assert_eq!(calls.get("proxy_set_buffer_bytes"), Some(&1));
-        assert_eq!(calls.get("proxy_replace_header_map_value"), Some(&1));
+        assert_eq!(calls.get("proxy_remove_header_map_value"), Some(&1));
+        assert!(!calls.contains_key("proxy_replace_header_map_value"));
         let e = vm.events().pop().unwrap();
         assert_eq!(
             (e["input_tokens"].clone(), e["request_size"].clone()),
@@ -101,7 +105,8 @@ fn requests_it_need_not_or_cannot_change_pass_byte_for_byte() {
         let before = vm.metric("usage_filter.llm_requests_unmodified");
         let (o, calls) = post(&mut vm, body, 16);
         assert_eq!(o.upstream_body, body);
-        assert_eq!(header(&o, "content-length"), Some(body.len().to_string()));
+        // the body byte for byte; its content-length was removed before the body was seen
+        assert_eq!(header(&o, "content-length"), None);
         assert!(!calls.contains_key("proxy_set_buffer_bytes"));
         vm.tick().unwrap();
         let after = vm.metric("usage_filter.llm_requests_unmodified");
@@ -109,7 +114,7 @@ fn requests_it_need_not_or_cannot_change_pass_byte_for_byte() {
     }
     // over max_request_bytes: let go at the chunk that crossed it, never read
     let (o, calls) = post(&mut vm, &[b' '; 150], 16);
-    assert_eq!(o.request_answers, [1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]);
+    assert_eq!(o.request_answers, [0, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0]);
     let response_reads = SSE.len().div_ceil(16) as u64;
     assert_eq!(calls.get("proxy_get_buffer_bytes"), Some(&response_reads));
 }
