@@ -5,12 +5,21 @@ OpenAI Chat Completions and Anthropic Messages, streamed as SSE events sent one 
 a delay between them, or as JSON; the official `openai` and `anthropic` SDKs (PyPI, in
 .tools/llm-venv: envoy/install-llm-sdks.sh) are the clients, through Envoy's listener.
 
-Checked, in one run of three Envoys (llm on, llm off, filter off), each sent the same requests:
+Checked, in one run of four Envoys (llm on with llm.filter_state, llm on with
+llm.force_stream_usage, llm off, filter off), each sent the same requests:
 - exactly one event per request at the reference collector (counted by subscription key, every
   request having its own key but the 230 of the round-trip measure), none with the filter off;
 - with `llm` on, the events carry the exact model and token counts the upstream sent (streamed
   and not, both APIs), and a gzip-encoded answer is flagged `tokens_encoded`, not read; with
   `llm` off, no event carries a token field;
+- force_stream_usage: the openai SDK's default stream (no stream_options) and the same body in
+  pieces reach the upstream with `"stream_options":{"include_usage":true},` inserted after the
+  opening brace, chunked (content-length removed), the SDK gets the usage chunk and the event the
+  tokens; without the key the upstream gets the SDK's bytes and the event has no counts;
+  include_usage false, a non-stream chat and bodies over llm.max_request_bytes arrive byte for
+  byte, the large ones counted in Envoy's /stats;
+- filter_state: a file access log on the listener printing %FILTER_STATE(wasm.usage.*:PLAIN)%
+  carries each request's event values (`-` with filter_state off);
 - the SDKs receive every streamed event before the upstream sends the next (nothing
   buffered), and the lateness of each event (arrival minus the upstream's send time) with the
   filter on is that of the same Envoy with the filter off, within noise.
@@ -21,6 +30,7 @@ Envoy's configuration is envoy/envoy.yaml with its ports and plugin configuratio
 `e2e-llm: N passed, M failed`.
 """
 import gzip
+import http.client
 import json
 import os
 import statistics
@@ -32,11 +42,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import anthropic
+import httpx2
 import openai
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from e2e_lib import runner  # noqa: E402
-from e2e_lib.envoy import EnvoyStack, envoy_binary, settled  # noqa: E402
+from e2e_lib.envoy import EnvoyStack, envoy_binary, envoy_config, settled  # noqa: E402
+from e2e_lib.wait import wait_for  # noqa: E402
 
 DELAY = 0.08  # seconds between two streamed events
 DELTAS = ["Hel", "lo", ", ", "wor", "ld", "!"]
@@ -61,6 +73,9 @@ PRICES = {"gpt-4o-mini*": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
           "gemini-2.5-flash": {"input": 0.3, "output": 2.5},
           "us.anthropic.claude-3-7*": {"input": 3, "cached_input": 0.3, "cache_write_input": 3.75, "output": 15}}
 ROUND_TRIP = {}  # tag -> (median, p90) ms of a 32 KB SSE answer
+MAX_REQUEST_BYTES = 2048  # llm.max_request_bytes with force_stream_usage
+STATE_FIELDS = ["model", "input_tokens", "output_tokens", "total_tokens", "cost"]  # wasm.usage.<field>
+SDK_SENT = {}  # request key -> the body the SDK sent
 LLM_FIELDS = ["model", "provider", "input_tokens", "output_tokens", "total_tokens", "cached_input_tokens",
               "cache_write_input_tokens", "reasoning_tokens", "tokens_truncated", "tokens_encoded"]
 
@@ -70,7 +85,9 @@ def sse(event, data):
     return (head + "data: " + (data if isinstance(data, str) else json.dumps(data)) + "\n\n").encode()
 
 
-def openai_stream():
+def openai_stream(usage=True):
+    """As OpenAI streams a chat: the usage chunk only when the request set
+    `stream_options.include_usage` (`usage`)."""
     base = {"id": "chatcmpl-e2e", "object": "chat.completion.chunk", "created": 1700000000,
             "model": OPENAI_WANT["model"], "system_fingerprint": "fp_e2e"}
     yield sse(None, dict(base, choices=[{"index": 0, "delta": {"role": "assistant", "content": ""},
@@ -80,7 +97,8 @@ def openai_stream():
                                              "finish_reason": None}], usage=None))
     yield sse(None, dict(base, choices=[{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}],
                          usage=None))
-    yield sse(None, dict(base, choices=[], usage=OPENAI_USAGE))
+    if usage:
+        yield sse(None, dict(base, choices=[], usage=OPENAI_USAGE))
     yield sse(None, "[DONE]")
 
 
@@ -156,13 +174,30 @@ class FakeLLM(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # each event leaves when written (no 40 ms delayed-ACK wait)
     sent = {}  # request key -> send times (monotonic) of each streamed event
+    received = {}  # request key -> (content-length header or None, the body's bytes as received)
     lock = threading.Lock()
 
     def log_message(self, *args):
         pass
 
+    def read_body(self):
+        if "chunked" in self.headers.get("transfer-encoding", "").lower():
+            raw = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b""):
+                        pass
+                    return raw
+                raw += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("content-length", "0")))
+
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))) or b"{}")
+        raw = self.read_body()
+        with self.lock:
+            self.received[self.headers.get("x-subscription-key", "")] = (self.headers.get("content-length"), raw)
+        body = json.loads(raw or b"{}")  # a body cut short or made longer than its length fails here
         openai_api = self.path.startswith("/v1/chat/completions")
         key = self.headers.get("x-subscription-key", "")
         if ":streamGenerateContent" in self.path or self.path.endswith("/converse"):
@@ -187,7 +222,8 @@ class FakeLLM(BaseHTTPRequestHandler):
             times = []
             with self.lock:
                 self.sent[key] = times  # filled as events go (the client may finish first)
-            for i, event in enumerate(openai_stream() if openai_api else anthropic_stream()):
+            usage = (body.get("stream_options") or {}).get("include_usage") is True
+            for i, event in enumerate(openai_stream(usage) if openai_api else anthropic_stream()):
                 if i:
                     time.sleep(DELAY)
                 times.append(time.monotonic())
@@ -227,21 +263,50 @@ class LlmStack(EnvoyStack):
         self.ports["upstream"] = FAKE.server_address[1]
 
 
-def filter_value(enabled, llm):
-    return {"enabled": enabled, "sinks": ["http"],
-            "http": {"cluster": "collector", "format": "ndjson", "flush_interval_ms": 100,
-                     "headers": {"authorization": "${COLLECTOR_TOKEN}"}},
-            "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/messages", "/v1beta/models/", "/model/"],
-                    "prices": PRICES, "currency": "USD"}}
+def filter_value(enabled, llm, force=False, filter_state=False):
+    value = {"enabled": enabled, "sinks": ["http"],
+             "http": {"cluster": "collector", "format": "ndjson", "flush_interval_ms": 100,
+                      "headers": {"authorization": "${COLLECTOR_TOKEN}"}},
+             "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/messages", "/v1beta/models/", "/model/"],
+                     "prices": PRICES, "currency": "USD", "filter_state": filter_state}}
+    if force:
+        value["llm"].update(force_stream_usage=True, max_request_bytes=MAX_REQUEST_BYTES)
+    return value
 
 
-def stream_openai(st, key):
+def with_access_log(text, path):
+    """Envoy's configuration with a file access log on the listener printing each request's key
+    and the filter state `llm.filter_state` writes, `|`-separated (`-` for what is not set)."""
+    line = "|".join(["%REQ(X-SUBSCRIPTION-KEY)%"] + [f"%FILTER_STATE(wasm.usage.{f}:PLAIN)%" for f in STATE_FIELDS])
+    entry = ["          - name: envoy.access_loggers.file",
+             "            typed_config:",
+             '              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog',
+             f"              path: {path}",
+             "              log_format:",
+             "                text_format_source:",
+             f'                  inline_string: "{line}\\n"']
+    marker = "          access_log:\n"
+    assert text.count(marker) == 1, "envoy.yaml: the listener's access_log list moved"
+    return text.replace(marker, marker + "\n".join(entry) + "\n")
+
+
+def sdk_sent(key):
+    """httpx2's request hook (the SDK's HTTP client): keeps the body the SDK sent under the request's key."""
+    def hook(request):
+        SDK_SENT[key] = request.content
+    return httpx2.Client(event_hooks={"request": [hook]})
+
+
+def stream_openai(st, key, stream_options=None, content="hi", want_usage=True):
+    """One streamed chat through the official SDK; `stream_options` None is the SDK's default
+    call (no stream_options). Whether the SDK received the usage chunk must be `want_usage`."""
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{st.ports['listener']}/v1", api_key="sk-e2e",
-                           default_headers={"x-subscription-key": key}, max_retries=0)
+                           default_headers={"x-subscription-key": key}, max_retries=0, http_client=sdk_sent(key))
     t0 = time.monotonic()
     arrivals, text, usage = [], "", None
-    stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
-                                            stream=True, stream_options={"include_usage": True})
+    extra = {} if stream_options is None else {"stream_options": stream_options}
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": content}],
+                                            stream=True, **extra)
     for chunk in stream:
         arrivals.append(time.monotonic())
         if chunk.choices and chunk.choices[0].delta.content:
@@ -249,7 +314,10 @@ def stream_openai(st, key):
         if chunk.usage:
             usage = chunk.usage
     assert text == "".join(DELTAS), text
-    assert usage and usage.prompt_tokens == 37 and usage.completion_tokens == 6, usage
+    if want_usage:
+        assert usage and usage.prompt_tokens == 37 and usage.completion_tokens == 6, (key, usage)
+    else:
+        assert usage is None, (key, usage)
     return t0, arrivals
 
 
@@ -304,31 +372,78 @@ def request_ms(st, sent, n=200):
     return statistics.median(times), times[int(len(times) * 0.9)]
 
 
-CONFIGS = {"on": (True, True), "meter": (True, False), "off": (False, False)}
-NAMES = {"on": "llm on", "meter": "llm off", "off": "filter off"}
+# tag -> filter enabled, llm.enabled, llm.force_stream_usage, llm.filter_state
+CONFIGS = {"on": (True, True, False, True), "force": (True, True, True, False), "meter": (True, False, False, False),
+           "off": (False, False, False, False)}
+NAMES = {"on": "llm on", "force": "force_stream_usage on", "meter": "llm off", "off": "filter off"}
 RESULTS = {}  # tag -> Run
+
+
+def pieces(body, cut):
+    """`body` in pieces cut at `cut`, a pause before each but the first: Envoy gets the request
+    body in several reads, so a held one is buffered across several `on_request_body` calls."""
+    for i, (a, b) in enumerate(zip([0] + cut, cut + [len(body)])):
+        if i:
+            time.sleep(0.05)
+        yield body[a:b]
+
+
+def raw_stream(st, key, body, cut, chunked):
+    """A chat stream POSTed by hand, its body in pieces (with content-length, or chunked without):
+    the SSE events the client got, as JSON (`[DONE]` left out)."""
+    conn = http.client.HTTPConnection("127.0.0.1", st.ports["listener"], timeout=30)
+    SDK_SENT[key] = body
+    headers = {"content-type": "application/json", "x-subscription-key": key}
+    if not chunked:
+        headers["content-length"] = str(len(body))
+    try:
+        conn.request("POST", "/v1/chat/completions", body=pieces(body, cut), headers=headers, encode_chunked=chunked)
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        conn.close()
+    assert r.status == 200, (key, r.status, data[:200])
+    events = [l[6:] for l in data.decode().split("\n") if l.startswith("data: ")]
+    assert events[-1] == "[DONE]", (key, events[-3:])
+    return [json.loads(e) for e in events[:-1]]
+
+
+def chat_body(content="hi", **extra):
+    return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": content}], "stream": True,
+                       **extra}).encode()
 
 
 class Run:
     """One Envoy (`tag` of CONFIGS), sent the same requests: the round-trip measure, both SDKs
-    streaming three times, both SDKs without streaming, a gzip-encoded answer. What each
-    request's key was sent (`sent`), the per-event lateness of the streams, and what the
-    collector got once the filter holds nothing more."""
+    streaming three times, the openai SDK streaming twice by default (no stream_options), both
+    SDKs without streaming, Gemini and Bedrock, a gzip-encoded answer; with force_stream_usage
+    also the requests it must leave alone or buffer across reads. What each request's key was
+    sent (`sent`), the per-event lateness of the streams, what the collector got once the filter
+    holds nothing more, and Envoy's access log lines by key."""
 
     def __init__(self, tag):
-        enabled, llm = CONFIGS[tag]
-        self.tag, self.late, self.sent = tag, [], Counter()
-        with LlmStack(filter_value=filter_value(enabled, llm)) as st:
+        enabled, llm, force, state = CONFIGS[tag]
+        self.tag, self.late, self.default_late, self.sent = tag, [], [], Counter()
+        self.streams = {}  # key -> the SSE events a hand-made request got
+        fv = filter_value(enabled, llm, force, state)
+        with LlmStack(config_text=lambda st, ports: with_access_log(envoy_config(ports, fv),
+                                                                     st.path("access.log"))) as st:
             ROUND_TRIP[tag] = request_ms(st, self.sent)
             for i in range(3):
                 k = f"{tag}-openai-{i}"
-                self.late += lateness(k, stream_openai(st, k)[1])
+                self.late += lateness(k, stream_openai(st, k, {"include_usage": True})[1])
                 self.sent[k] += 1
                 k = f"{tag}-anthropic-{i}"
                 self.late += lateness(k, stream_anthropic(st, k)[1], skipped={2})
                 self.sent[k] += 1
+            for i in range(2):
+                # the SDK's default call: a usage chunk only when force_stream_usage added the option
+                k = f"{tag}-default-{i}"
+                self.default_late += lateness(k, stream_openai(st, k, want_usage=force)[1])
+                self.sent[k] += 1
             oa = openai.OpenAI(base_url=f"http://127.0.0.1:{st.ports['listener']}/v1", api_key="sk-e2e",
-                               default_headers={"x-subscription-key": f"{tag}-openai-json"}, max_retries=0)
+                               default_headers={"x-subscription-key": f"{tag}-openai-json"}, max_retries=0,
+                               http_client=sdk_sent(f"{tag}-openai-json"))
             r = oa.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
             assert r.usage.total_tokens == 43
             self.sent[f"{tag}-openai-json"] += 1
@@ -348,13 +463,38 @@ class Run:
                                       headers={"x-fake-gzip": "1", "content-type": "application/json"})
             assert status == 200 and body[:2] == b"\x1f\x8b", (status, body[:20])
             self.sent[f"{tag}-gzip"] += 1
+            if force:
+                self.force_requests(st)
             if enabled:
                 # every request captured and delivered: nothing more can arrive
                 self.metrics = settled(st, sum(self.sent.values()))
+                self.unmodified = st.stat("wasmcustom.usage_filter.llm_requests_unmodified")
             self.events = st.collector_events()
             self.attempts = st.collector_attempts()
             self.filter_log = st.filter_log()
+            # Envoy writes its file access log a second after at the latest (file_flush_interval)
+            path, n = st.path("access.log"), sum(self.sent.values())
+            self.access_log = wait_for(
+                lambda: (lambda ls: ls if len(ls) == n else None)(
+                    open(path).read().splitlines() if os.path.exists(path) else []),
+                10, f"{n} access log lines")
         self.by_key = {e["subscription_key"]: e for e in self.events}
+
+    def force_requests(self, st):
+        """What force_stream_usage must leave alone, and bodies that reach it in pieces."""
+        tag = self.tag
+        stream_openai(st, f"{tag}-false", {"include_usage": False}, want_usage=False)
+        stream_openai(st, f"{tag}-big", content="x" * (MAX_REQUEST_BYTES + 2000), want_usage=False)
+        small = chat_body()
+        big = chat_body("y" * (MAX_REQUEST_BYTES + 1000))
+        for key, body, cut, chunked in ((f"{tag}-split", small, [5, 40], False),
+                                        (f"{tag}-chunked", small, [1, 30, 31], True),
+                                        (f"{tag}-split-big", big, [100, MAX_REQUEST_BYTES + 500], False),
+                                        (f"{tag}-chunked-big", big, [MAX_REQUEST_BYTES - 10, MAX_REQUEST_BYTES + 900],
+                                         True)):
+            self.streams[key] = raw_stream(st, key, body, cut, chunked)
+        for k in ("false", "big", "split", "chunked", "split-big", "chunked-big"):
+            self.sent[f"{tag}-{k}"] += 1
 
 
 def result(tag):
@@ -376,13 +516,107 @@ def reference_cost(want):
 
 
 def test_exact_tokens_with_llm_on():
+    for tag in ("on", "force"):
+        r = result(tag)
+        for api, want in (("openai", OPENAI_WANT), ("anthropic", ANTHROPIC_WANT)):
+            for k in [f"{tag}-{api}-{i}" for i in range(3)] + [f"{tag}-{api}-json"]:
+                assert tokens(r.by_key[k]) == want, (k, tokens(r.by_key[k]))
+        for name, want in (("gemini", GEMINI_WANT), ("bedrock", BEDROCK_WANT)):
+            assert tokens(r.by_key[f"{tag}-{name}"]) == want, (name, tokens(r.by_key[f"{tag}-{name}"]))
+        assert tokens(r.by_key[f"{tag}-gzip"]) == {"tokens_encoded": True}, r.by_key[f"{tag}-gzip"]
+
+
+COUNTS = ("input_tokens", "output_tokens", "total_tokens")
+ADDED = b'"stream_options":{"include_usage":true},'
+
+
+def received(key):
+    """What the fake upstream got for `key`: its content-length header (None when chunked), the
+    body's bytes, and the body parsed."""
+    length, raw = FakeLLM.received[key]
+    assert length is None or int(length) == len(raw), (key, length, len(raw))
+    return length, raw, json.loads(raw)
+
+
+def test_force_stream_usage_adds_include_usage():
+    """force_stream_usage on: the openai SDK's default streaming call (no stream_options), and
+    the same body reaching Envoy in pieces (with content-length, or chunked), arrive upstream
+    with `"stream_options":{"include_usage":true},` inserted after the opening brace, every other
+    byte as sent, chunked (the filter removed content-length: it cannot hold Envoy's headers);
+    the client gets the usage chunk and the event carries the exact tokens."""
+    r = result("force")
+    for k in ("force-default-0", "force-default-1", "force-split", "force-chunked"):
+        length, raw, body = received(k)
+        sent = SDK_SENT[k]
+        assert "stream_options" not in json.loads(sent), (k, sent)
+        assert raw == sent[:1] + ADDED + sent[1:], (k, sent, raw)
+        assert body["stream_options"] == {"include_usage": True} and body["stream"] is True, (k, body)
+        assert length is None, (k, length)
+        assert tokens(r.by_key[k]) == OPENAI_WANT, (k, tokens(r.by_key[k]))
+    for k in ("force-split", "force-chunked"):
+        assert r.streams[k][-1]["usage"] == OPENAI_USAGE and r.streams[k][-1]["choices"] == [], r.streams[k][-1]
+
+
+def test_force_stream_usage_leaves_the_rest_alone():
+    """force_stream_usage on: a client's own include_usage false, a non-stream chat, and bodies
+    over llm.max_request_bytes (in one read or in pieces crossing it) reach the upstream byte
+    for byte (chunked: content-length goes before the body is seen); the large ones are counted in usage_filter.llm_requests_unmodified (Envoy's
+    /stats), and none of these streams is metered with tokens."""
+    r = result("force")
+    for k in ("force-false", "force-big", "force-split-big", "force-chunked-big", "force-openai-json"):
+        length, raw, body = received(k)
+        assert raw == SDK_SENT[k], (k, SDK_SENT[k][:200], raw[:200])
+        assert length is None, (k, length)  # removed before the body was seen: chunked upstream
+    # not a chat completion: not buffered, its content-length kept
+    assert received("force-anthropic-json")[0] is not None
+    assert received("force-false")[2]["stream_options"] == {"include_usage": False}
+    for k in ("force-false", "force-big", "force-split-big", "force-chunked-big"):
+        assert not any(f in r.by_key[k] for f in COUNTS), (k, tokens(r.by_key[k]))
+    for k in ("force-split-big", "force-chunked-big"):
+        assert all(e.get("usage") is None for e in r.streams[k]), (k, r.streams[k][-1])
+    assert tokens(r.by_key["force-openai-json"]) == OPENAI_WANT
+    assert r.unmodified == 3 and r.metrics["llm_requests_unmodified"] == 3, (r.unmodified, r.metrics)
+
+
+def test_without_force_the_default_stream_is_unchanged_and_has_no_tokens():
     r = result("on")
-    for api, want in (("openai", OPENAI_WANT), ("anthropic", ANTHROPIC_WANT)):
-        for k in [f"on-{api}-{i}" for i in range(3)] + [f"on-{api}-json"]:
-            assert tokens(r.by_key[k]) == want, (k, tokens(r.by_key[k]))
-    for name, want in (("gemini", GEMINI_WANT), ("bedrock", BEDROCK_WANT)):
-        assert tokens(r.by_key[f"on-{name}"]) == want, (name, tokens(r.by_key[f"on-{name}"]))
-    assert tokens(r.by_key["on-gzip"]) == {"tokens_encoded": True}, r.by_key["on-gzip"]
+    for k in ("on-default-0", "on-default-1"):
+        _, raw, body = received(k)
+        assert raw == SDK_SENT[k] and "stream_options" not in body, (k, raw)
+        assert not any(f in r.by_key[k] for f in COUNTS), (k, tokens(r.by_key[k]))
+    assert r.unmodified == 0, r.unmodified
+
+
+def state_fields(e):
+    """An event's llm fields as the access log prints its filter state (cost as a Decimal)."""
+    out = []
+    for f in STATE_FIELDS:
+        v = e.get(f)
+        out.append("-" if v is None else Decimal(repr(v)) if f == "cost" else str(v))
+    return tuple(out)
+
+
+def test_filter_state_in_the_access_log():
+    """Envoy's file access log with %FILTER_STATE(wasm.usage.<field>:PLAIN)%: with
+    llm.filter_state on, each request's line carries its event's model, counts and cost; with it
+    off (or llm off, or the filter off), `-` for each."""
+    for tag in CONFIGS:
+        r = result(tag)
+        state = CONFIGS[tag][3]
+        got = Counter()
+        for line in r.access_log:
+            key, *fields = line.split("|")
+            got[(key, *(Decimal(v) if f == "cost" and v != "-" else v for f, v in zip(STATE_FIELDS, fields)))] += 1
+        want = Counter()
+        for key, n in r.sent.items():
+            want[(key, *(state_fields(r.by_key[key]) if state else ("-",) * len(STATE_FIELDS)))] += n
+        assert got == want, f"{NAMES[tag]}: access log lines differ from the events: more {dict(got - want)}, " \
+                            f"fewer {dict(want - got)}"
+    by_key = {l.split("|")[0]: l for l in result("on").access_log}
+    line = by_key["on-openai-0"].split("|")
+    assert line[:5] == ["on-openai-0", OPENAI_WANT["model"], "37", "6", "43"], line
+    assert Decimal(line[5]) == reference_cost(OPENAI_WANT), line
+    assert by_key["on-bedrock"].split("|")[2:5] == ["1512", "9", "1521"], by_key["on-bedrock"]
 
 
 def test_cost_equals_the_decimal_reference():
@@ -418,7 +652,7 @@ def test_no_events_with_the_filter_off():
 def test_exactly_one_event_per_request():
     """With the filter on (llm on and off), the collector holds one event per request: counted
     per key (each request has its own, but the round-trip measure's), ids unique."""
-    for tag in ("on", "meter"):
+    for tag in ("on", "force", "meter"):
         r = result(tag)
         got = Counter(e["subscription_key"] for e in r.events)
         assert got == r.sent, f"{NAMES[tag]}: events per key differ from requests per key: " \
@@ -428,7 +662,7 @@ def test_exactly_one_event_per_request():
 
 
 def test_streams_are_not_delayed():
-    late = {NAMES[t]: result(t).late for t in ("on", "meter", "off")}
+    late = {NAMES[t]: result(t).late for t in ("on", "force", "meter", "off")}
     med = {n: statistics.median(v) for n, v in late.items()}
     worst = {n: max(v) for n, v in late.items()}
     print("  per streamed event, arrival at the SDK minus the upstream's send (ms): "
@@ -436,6 +670,7 @@ def test_streams_are_not_delayed():
     # Noise on loopback is a fraction of a millisecond; a held-back event would be late by
     # DELAY (80 ms) or more, and the per-event check (lateness) already refuses that.
     assert med["llm on"] - med["filter off"] < 5, med
+    assert med["force_stream_usage on"] - med["filter off"] < 5, med
 
 
 def round_trips():
@@ -445,8 +680,11 @@ def round_trips():
               flush=True)
 
 
-TESTS = [test_exact_tokens_with_llm_on, test_cost_equals_the_decimal_reference, test_no_token_fields_with_llm_off, test_no_events_with_the_filter_off,
-         test_exactly_one_event_per_request, test_streams_are_not_delayed]
+TESTS = [test_exact_tokens_with_llm_on, test_cost_equals_the_decimal_reference, test_no_token_fields_with_llm_off,
+         test_no_events_with_the_filter_off, test_exactly_one_event_per_request,
+         test_force_stream_usage_adds_include_usage, test_force_stream_usage_leaves_the_rest_alone,
+         test_without_force_the_default_stream_is_unchanged_and_has_no_tokens, test_filter_state_in_the_access_log,
+         test_streams_are_not_delayed]
 
 if __name__ == "__main__":
     envoy_binary()
