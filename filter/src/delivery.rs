@@ -1,7 +1,8 @@
 //! Delivery: where each finished event goes, by the role the configuration gave this VM,
 //! and the books for every event. The log line, the http dispatcher and the shared-queue
 //! hand-off are all reached from here, and every counter is kept here, so
-//! `captured = delivered + dropped + buffered` is one struct's invariant.
+//! `captured = delivered + dropped (buffer full, send failed, rejected) + buffered` is one
+//! struct's invariant.
 //!
 //! No host calls: the root and stream contexts carry out what it returns.
 
@@ -205,7 +206,11 @@ mod tests {
         let c = d.counters();
         assert_eq!(
             c.captured,
-            c.delivered + c.dropped_buffer_full + c.dropped_send_failed + d.held() as u64,
+            c.delivered
+                + c.dropped_buffer_full
+                + c.dropped_send_failed
+                + c.dropped_rejected
+                + d.held() as u64,
             "{c:?} held {}",
             d.held()
         );

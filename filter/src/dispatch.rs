@@ -10,6 +10,7 @@ use crate::config::Http;
 use crate::encode;
 use crate::encode::timestamp::SecondCache;
 use crate::event::uuid_v4;
+use crate::isolate::{self, Shrink};
 use crate::record::Record;
 use crate::retry::{self, Verdict};
 
@@ -34,7 +35,17 @@ pub enum Outcome {
         attempt: u32,
         at_ms: u64,
     },
-    /// Refused by the collector (4xx other than 408/429): dropped, not retried.
+    /// Refused for its content (400, 413, 422): sent again as two halves, each a new batch.
+    Split {
+        events: usize,
+        status: u32,
+    },
+    /// A single event refused for its content: dropped, not retried.
+    RejectedEvent {
+        id: [u8; 16],
+        status: u32,
+    },
+    /// Refused by the collector (4xx other than 408/429, and not split): dropped, not retried.
     Rejected {
         events: usize,
         status: u32,
@@ -60,6 +71,8 @@ pub struct Dispatcher {
     seconds: SecondCache,
     /// Where bodies are encoded before an exactly sized copy goes out.
     scratch: Vec<u8>,
+    /// The batch size lowered by a 413.
+    shrink: Shrink,
 }
 
 impl Dispatcher {
@@ -72,6 +85,7 @@ impl Dispatcher {
             in_flight: Vec::new(),
             seconds: SecondCache::default(),
             scratch: Vec::new(),
+            shrink: Shrink::default(),
         }
     }
 
@@ -128,7 +142,12 @@ impl Dispatcher {
         {
             return Some(self.retrying.remove(i));
         }
-        let due = self.policy.due(
+        let batch_size = self.shrink.batch_size(self.cfg.batch_size, now_ms);
+        let policy = Policy {
+            batch_size,
+            ..self.policy
+        };
+        let due = policy.due(
             self.buffer.waiting(),
             self.buffer.waiting_bytes(),
             self.buffer.oldest_ms(),
@@ -138,9 +157,7 @@ impl Dispatcher {
         if !due {
             return None;
         }
-        let events = self
-            .buffer
-            .take(self.cfg.batch_size, self.cfg.max_batch_bytes);
+        let events = self.buffer.take(batch_size, self.cfg.max_batch_bytes);
         Some(Batch {
             id: uuid_v4(rng.bytes16()),
             events,
@@ -181,14 +198,40 @@ impl Dispatcher {
                     events: batch.events.len(),
                 }
             }
-            Verdict::Reject => {
-                self.buffer.release(batch.events.len());
-                Outcome::Rejected {
-                    events: batch.events.len(),
-                    status: status.unwrap_or(0),
-                }
-            }
+            Verdict::Reject => self.refused(batch, status.unwrap_or(0), now_ms, rng),
             Verdict::Retry => self.failed(batch, retry_after_ms, now_ms, rng),
+        }
+    }
+
+    /// A 4xx: content refusals are narrowed down to the events refused alone (isolate.rs);
+    /// the rest drop the batch.
+    fn refused(&mut self, batch: Batch, status: u32, now_ms: u64, rng: &mut dyn Random) -> Outcome {
+        if !isolate::splits(status) {
+            self.buffer.release(batch.events.len());
+            return Outcome::Rejected {
+                events: batch.events.len(),
+                status,
+            };
+        }
+        if status == 413 {
+            self.shrink
+                .too_large(batch.events.len(), self.cfg.batch_size, now_ms);
+        }
+        match batch.events.as_slice() {
+            [] => Outcome::Rejected { events: 0, status },
+            [one] => {
+                let id = one.id;
+                self.buffer.release(1);
+                Outcome::RejectedEvent { id, status }
+            }
+            _ => {
+                let events = batch.events.len();
+                // The halves go ahead of older retries: they are due now.
+                for (i, half) in isolate::halves(batch, now_ms, rng).into_iter().enumerate() {
+                    self.retrying.insert(i, half);
+                }
+                Outcome::Split { events, status }
+            }
         }
     }
 
@@ -350,10 +393,10 @@ pub(crate) mod tests {
         let b = send(&mut d, 1000, &mut r).unwrap();
         d.sent(1, b);
         assert_eq!(
-            d.on_response(1, Some(400), None, 0, &mut r),
+            d.on_response(1, Some(401), None, 0, &mut r),
             Outcome::Rejected {
                 events: 1,
-                status: 400
+                status: 401
             }
         );
         assert!(d.next_send(100_000, true, &mut r).is_none());

@@ -2,7 +2,7 @@
 //! event and delivers it as a JSON log line or in batches over HTTP callouts.
 //!
 //! The pure core (no host calls, tested natively): `config`, `captured`, `event`, `encode`, `routes`, `query`, `property`,
-//! `delivery`, `dispatch`, `buffer`, `batch`, `retry`, `callout`, `metrics`, `random`, `swar`. The
+//! `delivery`, `dispatch`, `buffer`, `batch`, `isolate`, `retry`, `callout`, `metrics`, `random`, `swar`. The
 //! contexts `stream` and `root` adapt host callbacks to the core through the `host::Host`
 //! trait; `abi` (the exports) and `wasm_host` (the imports) exist only on wasm32.
 #![cfg_attr(
@@ -25,6 +25,7 @@ pub(crate) mod encode;
 pub(crate) mod event;
 pub(crate) mod headers;
 pub(crate) mod host;
+pub(crate) mod isolate;
 pub(crate) mod metrics;
 pub(crate) mod property;
 pub(crate) mod query;

@@ -19,10 +19,11 @@ pub const NAMES: [&str; COUNT] = [
     "usage_filter.callouts_refused",
     "usage_filter.llm_unpriced",
     "usage_filter.llm_requests_unmodified",
+    "usage_filter.events_dropped_rejected",
 ];
 
 /// How many metrics there are.
-pub const COUNT: usize = 11;
+pub const COUNT: usize = 12;
 
 /// Index of the one gauge in `NAMES`; the rest are counters.
 pub const GAUGE: usize = 7;
@@ -36,6 +37,8 @@ pub struct Counters {
     pub delivered: u64,
     pub dropped_buffer_full: u64,
     pub dropped_send_failed: u64,
+    /// Single events the collector refused for their content (400, 413, 422), alone.
+    pub dropped_rejected: u64,
     /// Batches acknowledged with 2xx.
     pub batches_sent: u64,
     /// Batches given up: rejected (4xx) or out of attempts.
@@ -62,6 +65,12 @@ impl Counters {
                 self.dropped_send_failed += events as u64;
                 self.batches_failed += 1;
             }
+            Outcome::RejectedEvent { .. } => {
+                self.dropped_rejected += 1;
+                self.batches_failed += 1;
+            }
+            // Its events are still held, in the two halves.
+            Outcome::Split { .. } => {}
             Outcome::Retrying { .. } => self.batch_retries += 1,
             Outcome::Unknown => {}
         }
@@ -73,6 +82,7 @@ impl Counters {
             delivered: self.delivered + o.delivered,
             dropped_buffer_full: self.dropped_buffer_full + o.dropped_buffer_full,
             dropped_send_failed: self.dropped_send_failed + o.dropped_send_failed,
+            dropped_rejected: self.dropped_rejected + o.dropped_rejected,
             batches_sent: self.batches_sent + o.batches_sent,
             batches_failed: self.batches_failed + o.batches_failed,
             batch_retries: self.batch_retries + o.batch_retries,
@@ -95,6 +105,7 @@ impl Counters {
             self.callouts_refused,
             self.llm_unpriced,
             self.llm_requests_unmodified,
+            self.dropped_rejected,
         ]
     }
 }

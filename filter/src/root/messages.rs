@@ -48,6 +48,20 @@ pub(super) fn report(host: &dyn Host, outcome: &Outcome, body_head: Option<&[u8]
                 String::from_utf8_lossy(body_head.unwrap_or(b""))
             ),
         ),
+        Outcome::RejectedEvent { id, status } => (
+            Level::Warn,
+            format!(
+                "usage-filter: collector refused event {} alone with status {status}, dropped: {}",
+                crate::encode::uuid::uuid_string(id),
+                String::from_utf8_lossy(body_head.unwrap_or(b""))
+            ),
+        ),
+        Outcome::Split { events, status } => (
+            Level::Debug,
+            format!(
+                "usage-filter: collector refused a batch of {events} events with status {status}: sending it again as two halves"
+            ),
+        ),
         Outcome::Exhausted { events, attempts } => (
             Level::Warn,
             format!("usage-filter: batch of {events} events dropped after {attempts} attempts"),

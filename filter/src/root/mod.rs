@@ -201,7 +201,7 @@ impl Root {
             .find(|o| *o != Outcome::Unknown)
             .unwrap_or(Outcome::Unknown);
         let head = match outcome {
-            Outcome::Rejected { .. } => {
+            Outcome::Rejected { .. } | Outcome::RejectedEvent { .. } => {
                 host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
             }
             _ => None,

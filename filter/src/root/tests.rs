@@ -34,6 +34,7 @@ fn books(host: &FakeHost) {
         m("events_delivered")
             + m("events_dropped_buffer_full")
             + m("events_dropped_send_failed")
+            + m("events_dropped_rejected")
             + m("buffer_events"),
         "{:?}",
         host.metrics.borrow()
