@@ -53,7 +53,8 @@ pub fn total(vms: &[&Vm], name: &str) -> i64 {
     vms.iter().map(|v| v.metric(name)).sum()
 }
 
-/// captured = delivered + dropped_buffer_full + dropped_send_failed + buffered, over `vms`
+/// captured = delivered + dropped_buffer_full + dropped_send_failed + dropped_rejected +
+/// buffered, over `vms`
 /// together (a worker captures what the service delivers).
 pub fn assert_accounting_across(vms: &[&Vm]) {
     let m = |n: &str| total(vms, n);
@@ -62,13 +63,14 @@ pub fn assert_accounting_across(vms: &[&Vm]) {
         m(EVENTS_DELIVERED)
             + m(EVENTS_DROPPED_BUFFER_FULL)
             + m(EVENTS_DROPPED_SEND_FAILED)
+            + m(EVENTS_DROPPED_REJECTED)
             + m(BUFFER_EVENTS),
         "accounting invariant broken: {:?}",
         vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
     );
 }
 
-/// captured = delivered + dropped_buffer_full + dropped_send_failed + buffered
+/// captured = delivered + dropped_buffer_full + dropped_send_failed + dropped_rejected + buffered
 pub fn assert_accounting(vm: &Vm) {
     assert_accounting_across(&[vm]);
 }

@@ -198,32 +198,6 @@ fn timeout_is_retried() {
 }
 
 #[test]
-fn status_400_is_not_retried_and_is_logged_once() {
-    let mut vm = http_vm(json!({"batch_size": 3}));
-    send(&mut vm, 3);
-    vm.advance_ms(100).unwrap();
-    vm.reply(
-        vm.pending()[0].token,
-        400,
-        &[],
-        br#"{"error":"missing field status_code"}"#,
-    )
-    .unwrap();
-    vm.advance_ms(30_000).unwrap();
-    assert_eq!(vm.callouts().len(), 1, "never sent again");
-    settle_and_check(&mut vm);
-    assert_eq!(vm.metric(EVENTS_DROPPED_SEND_FAILED), 3);
-    assert_eq!(vm.metric(BATCHES_FAILED), 1);
-    let warns: Vec<_> = vm.logs().iter().filter(|l| l.level == 3).collect();
-    assert_eq!(warns.len(), 1, "{warns:?}");
-    assert!(
-        warns[0].message.contains("400") && warns[0].message.contains("missing field status_code"),
-        "{}",
-        warns[0].message
-    );
-}
-
-#[test]
 fn retry_after_429_is_honoured() {
     let mut vm = http_vm(json!({"batch_size": 1}));
     send(&mut vm, 1);

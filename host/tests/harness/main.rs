@@ -8,6 +8,7 @@ mod dispatch;
 mod formats;
 mod generated;
 mod identity;
+mod isolate;
 mod llm;
 mod llm_request;
 mod malformed;

@@ -235,15 +235,41 @@ pub fn body(c: &Callout) -> Result<(String, Vec<String>), String> {
 
 /// Every event id acknowledged, with the batch that carried it: an id acknowledged in two
 /// different batches was delivered twice. (A batch re-sent after a timeout keeps its id.)
+/// Events refused alone (a one-event batch answered 400, 413 or 422) are dropped: never
+/// acknowledged, before or after, and counted by the filter in `events_dropped_rejected`.
 #[derive(Default)]
 pub struct Acks {
     by_id: HashMap<String, String>,
     pub events: u64,
+    refused_alone: std::collections::HashSet<String>,
 }
 
 impl Acks {
+    /// The collector refused a batch with `status`: a one-event batch refused for its content
+    /// is the filter's to drop.
+    pub fn refuse(&mut self, status: u32, ids: &[String]) -> Check {
+        if let ([id], 400 | 413 | 422) = (ids, status) {
+            if self.by_id.contains_key(id) {
+                return fail(format!(
+                    "event {id} refused alone after it was acknowledged"
+                ));
+            }
+            self.refused_alone.insert(id.clone());
+        }
+        Ok(())
+    }
+
+    pub fn refused_alone(&self) -> u64 {
+        self.refused_alone.len() as u64
+    }
+
     pub fn ack(&mut self, batch: &str, ids: &[String]) -> Check {
         for id in ids {
+            if self.refused_alone.contains(id) {
+                return fail(format!(
+                    "event {id} acknowledged in batch {batch} after it was refused alone"
+                ));
+            }
             if let Some(old) = self.by_id.insert(id.clone(), batch.to_string()) {
                 if old != batch {
                     return fail(format!(

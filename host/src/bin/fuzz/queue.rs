@@ -35,6 +35,7 @@ impl Sim {
                 total(EVENTS_DELIVERED)
                     + total(EVENTS_DROPPED_BUFFER_FULL)
                     + total(EVENTS_DROPPED_SEND_FAILED)
+                    + total(EVENTS_DROPPED_REJECTED)
                     + total(BUFFER_EVENTS),
             )
         };

@@ -151,6 +151,8 @@ impl Sim {
                 if let Some((batch, ids)) = self.sent[s].remove(&c.token) {
                     if (200..300).contains(&status) {
                         self.acks.ack(&batch, &ids)?;
+                    } else {
+                        self.acks.refuse(status, &ids)?;
                     }
                 }
             }

@@ -34,6 +34,7 @@ impl Sim {
             total(EVENTS_DELIVERED)
                 + total(EVENTS_DROPPED_BUFFER_FULL)
                 + total(EVENTS_DROPPED_SEND_FAILED)
+                + total(EVENTS_DROPPED_REJECTED)
                 + total(BUFFER_EVENTS),
         ))
     }
@@ -82,6 +83,17 @@ impl Sim {
             if delivered < acked || (self.exact_acks && delivered != acked) {
                 return Err(format!(
                     "delivered {delivered} but the collector acknowledged {acked} events"
+                ));
+            }
+            let rejected: i64 = self
+                .vms
+                .iter()
+                .map(|v| v.metric(EVENTS_DROPPED_REJECTED))
+                .sum();
+            let alone = self.acks.refused_alone() as i64;
+            if rejected < alone || (self.exact_acks && rejected != alone) {
+                return Err(format!(
+                    "events_dropped_rejected {rejected} but the collector refused {alone} events alone"
                 ));
             }
         }
