@@ -14,7 +14,7 @@ use hyper::{Method, Request, Response};
 use serde::Serialize;
 
 use crate::decode::{decode_batch, decode_content_encoding, Format};
-use crate::faults::{Fault, FaultRequest, Faults};
+use crate::faults::{poisoned, Fault, FaultRequest, Faults};
 use crate::http::{json, respond, Body, CloseConnection};
 use crate::store::Store;
 
@@ -183,6 +183,15 @@ fn ingest(
         Ok(candidates) => candidates,
         Err(message) => return reject(message),
     };
+    let poison = state.faults().poison().map(str::to_string);
+    if let Some(marker) = poison {
+        let texts = candidates
+            .iter()
+            .filter_map(|c| c.as_ref().ok().map(|r| r.get()));
+        if let Some(id) = poisoned(&marker, texts) {
+            return reject(format!("event {id}: api_path contains \"{marker}\""));
+        }
+    }
 
     // The whole batch is checked and written under one lock, so concurrent
     // retries of the same events cannot both be appended.
@@ -230,6 +239,13 @@ async fn add_faults(state: &Collector, req: Request<Incoming>) -> Response<Body>
         match serde_json::from_slice::<FaultRequest>(&body) {
             Ok(FaultRequest::One(fault)) => vec![fault],
             Ok(FaultRequest::Many(faults)) => faults,
+            Ok(FaultRequest::RejectWhen(r)) => {
+                let mut faults = state.faults();
+                return match faults.set_poison(r.reject_when_path_contains) {
+                    Ok(()) => json(200, &faults.list()),
+                    Err(message) => error(400, &message),
+                };
+            }
             Err(_) => return error(
                 400,
                 "expected a fault object such as {\"status\":503,\"count\":5} or an array of them",

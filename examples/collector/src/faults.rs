@@ -14,6 +14,10 @@
 //!
 //! `delay_ms` may be combined with `status` or `close`: the collector waits
 //! first, then fails.
+//!
+//! `{"reject_when_path_contains": "poison"}` is not queued: until `DELETE /faults`, every
+//! batch holding an event whose `api_path` contains that text is refused whole with 400, as
+//! billing APIs refuse a batch over one invalid event.
 
 use serde::{Deserialize, Serialize};
 
@@ -70,24 +74,51 @@ impl Fault {
     }
 }
 
-/// The request body of `POST /faults`: one fault or several.
+/// The request body of `POST /faults`: one fault or several, or the poison marker.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum FaultRequest {
     One(Fault),
     Many(Vec<Fault>),
+    RejectWhen(RejectWhen),
 }
 
-/// The fault queue.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectWhen {
+    pub reject_when_path_contains: String,
+}
+
+/// The fault queue, and the poison marker.
 #[derive(Debug, Default)]
 pub struct Faults {
     queue: Vec<Fault>,
+    poison: Option<String>,
 }
 
 /// What `POST /faults`, `GET /faults` and `DELETE /faults` answer.
 #[derive(Serialize)]
 pub struct FaultList<'a> {
     pub faults: &'a [Fault],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_when_path_contains: Option<&'a str>,
+}
+
+/// The `id` of the first event whose `api_path` contains `marker` (events as JSON texts).
+pub fn poisoned<'a>(marker: &str, events: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Fields {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+        #[serde(default)]
+        api_path: Option<String>,
+    }
+    events.into_iter().find_map(|text| {
+        let f: Fields = serde_json::from_str(text).ok()?;
+        f.api_path?
+            .contains(marker)
+            .then(|| f.id.map_or_else(|| "-".to_string(), |id| id.to_string()))
+    })
 }
 
 impl Faults {
@@ -99,11 +130,25 @@ impl Faults {
 
     pub fn clear(&mut self) {
         self.queue.clear();
+        self.poison = None;
+    }
+
+    pub fn set_poison(&mut self, marker: String) -> Result<(), String> {
+        if marker.is_empty() {
+            return Err("`reject_when_path_contains` must not be empty".to_string());
+        }
+        self.poison = Some(marker);
+        Ok(())
+    }
+
+    pub fn poison(&self) -> Option<&str> {
+        self.poison.as_deref()
     }
 
     pub fn list(&self) -> FaultList<'_> {
         FaultList {
             faults: &self.queue,
+            reject_when_path_contains: self.poison.as_deref(),
         }
     }
 
@@ -129,7 +174,31 @@ mod tests {
         match serde_json::from_str(text).unwrap() {
             FaultRequest::One(f) => vec![f],
             FaultRequest::Many(v) => v,
+            FaultRequest::RejectWhen(_) => panic!("not a queued fault"),
         }
+    }
+
+    #[test]
+    fn the_poison_marker_finds_the_event_and_is_cleared() {
+        let Ok(FaultRequest::RejectWhen(r)) =
+            serde_json::from_str(r#"{"reject_when_path_contains": "poison"}"#)
+        else {
+            panic!("parsed as a queued fault")
+        };
+        let mut faults = Faults::default();
+        assert!(faults.set_poison(String::new()).is_err());
+        faults.set_poison(r.reject_when_path_contains).unwrap();
+        assert_eq!(
+            serde_json::to_string(&faults.list()).unwrap(),
+            r#"{"faults":[],"reject_when_path_contains":"poison"}"#
+        );
+        let m = faults.poison().unwrap();
+        let ok = r#"{"id":"a","api_path":"/v1/x"}"#;
+        let bad = r#"{"id":"b","api_path":"/v1/poison/1"}"#;
+        assert_eq!(poisoned(m, [ok]), None);
+        assert_eq!(poisoned(m, [ok, bad]).as_deref(), Some("\"b\""));
+        faults.clear();
+        assert_eq!(faults.poison(), None);
     }
 
     #[test]

@@ -833,3 +833,46 @@ fn collector_binary_requires_the_authorization_it_was_given() {
     assert_eq!(file_events(&out), vec![event("au")]);
     terminate(child);
 }
+
+#[test]
+fn a_batch_holding_a_poisoned_path_is_refused_whole_until_cleared() {
+    let out = out_file("poison.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+    let res = request(
+        addr,
+        "POST",
+        "/faults",
+        &[],
+        br#"{"reject_when_path_contains": "/poison"}"#,
+    );
+    assert_eq!(
+        res.json(),
+        json!({"faults": [], "reject_when_path_contains": "/poison"})
+    );
+    let mut bad = event("p");
+    bad["api_path"] = json!("/v1/poison/1");
+    let mixed = json!([event("a"), bad]).to_string();
+    let res = post_batch(addr, "application/json", "p-1", mixed.as_bytes());
+    assert_eq!(res.status, 400);
+    assert!(
+        std::fs::read_to_string(&out).unwrap().is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    let sound = json!([event("a")]).to_string();
+    assert_eq!(
+        post_batch(addr, "application/json", "p-2", sound.as_bytes()).status,
+        200
+    );
+    request(addr, "DELETE", "/faults", &[], b"");
+    assert_eq!(
+        post_batch(
+            addr,
+            "application/json",
+            "p-3",
+            json!([bad]).to_string().as_bytes()
+        )
+        .status,
+        200
+    );
+}
