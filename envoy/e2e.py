@@ -33,7 +33,7 @@ from e2e_lib.envoy import (TOKEN, UUID_RE, VEIL_FIELDS, EnvoyStack, accounting_h
 from e2e_lib.procs import ROOT  # noqa: E402
 
 import e2e_lifecycle  # noqa: E402  (envoy/, beside this file)
-from fixtures import TLS_TRANSPORT, Front, make_certs  # noqa: E402
+from fixtures import TLS_TRANSPORT, Front, make_certs, singleton_config  # noqa: E402
 
 
 def exact_delivery(concurrency, n, seed):
@@ -356,9 +356,52 @@ def test_collector_over_tls():
         assert st.stat("cluster.collector.ssl.handshake") >= 1
 
 
+def test_poisoned_events_cost_only_themselves():
+    """The collector refuses with 400 any batch holding an event whose api_path contains
+    "/poison/" (its `reject_when_path_contains` fault), as billing APIs refuse a batch over
+    one bad event. In `local` and `shared_queue` mode: every sound event lands once, each
+    poisoned one is dropped alone, counted in events_dropped_rejected and logged with its id;
+    the books balance with dropped_rejected; the callouts stay within the stated bound."""
+    local = {"enabled": True, "sinks": ["http"],
+             "http": {"cluster": "collector", "headers": {"authorization": "${COLLECTOR_TOKEN}"},
+                      "batch_size": 50, "flush_interval_ms": 200}}
+    for mode, vm, kwargs in (("local", "usage_filter", {"filter_value": local}),
+                             ("shared_queue", "usage_service", {"config_text": singleton_config(
+                                 filter_http={"batch_size": 50}, service_http={"batch_size": 50})})):
+        with EnvoyStack(**kwargs) as st:
+            st.faults({"reject_when_path_contains": "/poison/"})
+            n, poisoned = 400, {7, 123, 124, 250, 399}
+            paths = [f"/p/{i}/poison/" if i in poisoned else f"/p/{i}/ok" for i in range(n)]
+            with ThreadPoolExecutor(8) as ex:
+                list(ex.map(lambda p: st.expect("GET", f"{p}?status=200", "k", 200), paths))
+            m = settled(st, n)
+            events = st.collector_events()
+            got = sorted(e["api_path"] for e in events)
+            assert got == sorted(p for p in paths if "poison" not in p), (mode, len(got))
+            assert len({e["id"] for e in events}) == len(events)
+            assert m["events_dropped_rejected"] == len(poisoned), (mode, m)
+            assert m["events_delivered"] == n - len(poisoned) and m["events_dropped_send_failed"] == 0, m
+            assert accounting_holds(m), m
+            refused = [line for line in st.filter_log(vm) if "alone with status 400" in line]
+            assert len(refused) == len(poisoned), (mode, refused)
+            for line in refused:
+                # the id said is the event's, as the collector named it in the answer's head
+                said = re.search(r"refused event (\S+) alone", line).group(1)
+                assert UUID_RE.match(said) and f'event \\"{said}\\"' in line and "/poison/" in line, line
+            attempts = check_batches(st)
+            rejected = [a for a in attempts if a["status"] == 400]
+            # each batch of at most 50 with k poisoned events costs at most 2·k·⌈log2 50⌉ = 12·k
+            # more callouts, all of them refused or accepted halves
+            assert len(attempts) - m["batches_sent"] - len(rejected) == 0, attempts
+            assert len(rejected) <= len(poisoned) * 12 + len(poisoned), (len(rejected), m)
+            print(f"  poison, {mode}: {len(events)} delivered, {len(poisoned)} dropped alone, "
+                  f"{len(rejected)} refused callouts, {m['batches_sent']} accepted", flush=True)
+
+
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
-         *e2e_lifecycle.TESTS, test_misbehaving_collectors, test_collector_over_tls]
+         *e2e_lifecycle.TESTS, test_misbehaving_collectors, test_collector_over_tls,
+         test_poisoned_events_cost_only_themselves]
 
 if __name__ == "__main__":
     envoy_binary()

@@ -223,7 +223,8 @@ class EnvoyStack(Stack):
 
 def accounting_holds(m):
     return m.get("events_captured", -1) == (m.get("events_delivered", 0) + m.get("events_dropped_buffer_full", 0)
-                                            + m.get("events_dropped_send_failed", 0) + m.get("buffer_events", 0))
+                                            + m.get("events_dropped_send_failed", 0)
+                                            + m.get("events_dropped_rejected", 0) + m.get("buffer_events", 0))
 
 
 def settled(st, n=None, timeout=30):
