@@ -431,7 +431,8 @@ def refused_batch(dead_letter):
         w = Writer(st.path("logs/access.log"), "dl")
         cfg = plugin_config(st, batch_size=100, flush_interval_ms=200)
         dl = st.path("dead-letter.ndjson")
-        faults(st, {"status": 400, "count": 1})
+        # 401: the filter drops the whole batch (a 400 would be split down to a bad event).
+        faults(st, {"status": 401, "count": 1})
         follow(st, cfg, extra=["--dead-letter", dl] if dead_letter else [])
         w.write(500)
         wait_for(lambda: event_lines(st) >= 400, 20, "the batches after the refused one")
@@ -451,7 +452,7 @@ def refused_batch(dead_letter):
         assert len(lines) == 1, lines
         d = json.loads(lines[0])
         assert {"time", "destination", "status", "answer", "body"} <= set(d), d.keys()
-        assert d["destination"] == "collector" and d["status"] == 400, d
+        assert d["destination"] == "collector" and d["status"] == 401, d
         assert isinstance(d["answer"], str) and len(d["answer"].encode()) <= 1024, d["answer"]
         body = json.loads(d["body"])
         events = body["events"] if isinstance(body, dict) else body
@@ -465,7 +466,7 @@ def refused_batch(dead_letter):
 
 
 def test_dead_letter_refused_batch():
-    """The collector refuses one batch with 400: with --dead-letter it is one JSON line (time,
+    """The collector refuses one batch with 401: with --dead-letter it is one JSON line (time,
     destination, status, answer, body), counted, not lost; reading goes on; the dead-lettered
     ids and the delivered ones are every written entry, none in both."""
     refused_batch(dead_letter=True)
@@ -475,6 +476,34 @@ def test_refused_batch_counted_lost():
     """Without --dead-letter, the refused batch's 100 entries are counted in
     usage_agent_entries_lost_total{reason="refused"}; every other entry arrives once."""
     refused_batch(dead_letter=False)
+
+
+def test_dead_letter_poisoned_event():
+    """The collector answers 400 to any batch holding /dl/777: the filter splits the batch down
+    to that event (the other 99 are sent again and delivered), and the agent dead-letters that
+    one event only, once: a batch it split is not dead-lettered, so nothing delivered is in the
+    dead letter and nothing is lost."""
+    st = file_stack()
+    try:
+        w = Writer(st.path("logs/access.log"), "dl")
+        dl = st.path("dead-letter.ndjson")
+        faults(st, {"reject_when_path_contains": "/dl/777"})
+        follow(st, plugin_config(st, batch_size=100, flush_interval_ms=200), extra=["--dead-letter", dl])
+        w.write(1000)
+        m = check(st, w.paths(), lost_ok={"/dl/777"}, poisoned=1)
+        assert "/dl/777" not in collector_events(st)
+        assert m["usage_filter_events_dropped_rejected"] == 1, m
+        assert gauge(m, "usage_agent_batches_dead_lettered_total") == 1, m
+        assert m.get('usage_agent_entries_lost_total{reason="refused"}', 0) == 0, m
+        lines = open(dl).read().splitlines()
+        assert len(lines) == 1, lines
+        d = json.loads(lines[0])
+        assert d["status"] == 400, d
+        body = json.loads(d["body"])
+        events = body["events"] if isinstance(body, dict) else body
+        assert [e["api_path"] for e in events] == ["/dl/777"], events
+    finally:
+        st.close()
 
 
 def test_rolled_file_deleted_unread_is_counted():
@@ -529,7 +558,7 @@ TESTS = [test_restart_resumes_from_state, test_outage_150k_default_config, test_
          test_inode_reuse_by_state_file, test_kills_plain_rolls_20k_per_s,
          test_kills_gzip_rolls_20k_per_s, test_two_renames_while_stalled_caddy_names,
          test_two_renames_while_stalled_logrotate, test_copytruncate_while_stalled, test_copytruncate_while_stopped,
-         test_dead_letter_refused_batch, test_refused_batch_counted_lost, test_rolled_file_deleted_unread_is_counted]
+         test_dead_letter_refused_batch, test_dead_letter_poisoned_event, test_refused_batch_counted_lost, test_rolled_file_deleted_unread_is_counted]
 
 
 if __name__ == "__main__":

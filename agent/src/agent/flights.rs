@@ -73,7 +73,7 @@ impl Agent {
                     for id in &flight.ids {
                         self.books.delivered(*id);
                     }
-                } else if dead_letter::refused(status) {
+                } else if dead_letter::given_up(status, flight.ids.len()) {
                     self.refused(&flight, status, &body);
                 }
                 let h: Vec<(&str, &str)> = headers
