@@ -16,9 +16,13 @@ pub struct DeadLetter {
     file: File,
 }
 
-/// A refusal: the collector will not take this batch however often it is sent.
-pub fn refused(status: u32) -> bool {
-    (400..500).contains(&status) && status != 408 && status != 429
+/// A refusal the filter gives up on: the collector will not take these `events` however often
+/// they are sent. 400, 413 and 422 of a batch of several events are not one: the filter splits
+/// the batch and sends the halves again (a bad event costs only itself), so only a single event
+/// refused so is given up on; any other 4xx but 408 and 429 drops the whole batch.
+pub fn given_up(status: u32, events: usize) -> bool {
+    let splits = matches!(status, 400 | 413 | 422);
+    (400..500).contains(&status) && status != 408 && status != 429 && (!splits || events <= 1)
 }
 
 impl DeadLetter {
@@ -61,8 +65,11 @@ mod tests {
 
     #[test]
     fn one_json_line_per_refused_batch() {
-        assert!(refused(400) && refused(413) && refused(401));
-        assert!(!refused(408) && !refused(429) && !refused(503) && !refused(200));
+        assert!(given_up(400, 1) && given_up(413, 1) && given_up(422, 1));
+        assert!(given_up(401, 100) && given_up(403, 100) && given_up(404, 2));
+        // Split by the filter and sent again: not given up on yet.
+        assert!(!given_up(400, 2) && !given_up(413, 100) && !given_up(422, 7));
+        assert!(!given_up(408, 1) && !given_up(429, 1) && !given_up(503, 1) && !given_up(200, 1));
         let p = std::env::temp_dir().join(format!("usage-agent-dl-{}", std::process::id()));
         let _ = std::fs::remove_file(&p);
         let mut d = DeadLetter::open(&p).unwrap();
