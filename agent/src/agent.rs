@@ -1,9 +1,10 @@
 //! The main loop: one VM (like an Envoy worker), fed log entries in groups between ticks,
 //! with callout answers and timeouts handed to it only between groups.
 
+use crate::answer::Answer;
 use crate::books::Books;
 use crate::caddy_log::Malformed;
-use crate::callout::{Answer, Client};
+use crate::callout::Client;
 use crate::clock::now_ns;
 use crate::dead_letter::DeadLetter;
 use crate::follow::Follower;

@@ -4,6 +4,7 @@
 //! a connection failure as Envoy's own 503; a reset after the request was sent as a
 //! response with no headers. Timeouts are the main loop's: it answers 504 at the deadline.
 
+use crate::answer::{Answer, Outcome};
 use crate::kafka::{self, Sink};
 use proxy_wasm_host::Callout;
 use std::collections::HashMap;
@@ -14,25 +15,6 @@ use std::time::Duration;
 
 /// Most of a collector's answer body read (the filter logs 256 bytes of it).
 const MAX_ANSWER_BODY: u64 = 64 * 1024;
-
-#[derive(Debug)]
-pub enum Outcome {
-    Answered {
-        status: u32,
-        headers: Vec<(String, String)>,
-        body: Vec<u8>,
-    },
-    /// Could not connect (or the name did not resolve).
-    ConnectFailed,
-    /// The connection broke after the request was sent, before a whole answer.
-    Reset,
-}
-
-#[derive(Debug)]
-pub struct Answer {
-    pub token: u32,
-    pub outcome: Outcome,
-}
 
 /// Where a cluster's callouts go: an HTTP collector, or a Kafka topic (`kafka.rs`).
 enum Dest {

@@ -6,7 +6,7 @@
 //! broker acknowledged every record, 503 when any failed (the filter retries the batch), 400
 //! or 413 when no retry can succeed (a body that is not `kafka-rest`, a record too large).
 
-use crate::callout::{Answer, Outcome};
+use crate::answer::{Answer, Outcome};
 use proxy_wasm_host::Callout;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};

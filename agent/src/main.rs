@@ -11,6 +11,7 @@
 //! entries the filter dropped for a full buffer (see there).
 
 mod agent;
+mod answer;
 mod books;
 mod caddy_log;
 mod callout;

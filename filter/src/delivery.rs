@@ -10,11 +10,12 @@ use crate::batch::Batch;
 use crate::buffer::Buffer;
 use crate::callout::Callout;
 use crate::config::{Config, LogOutput, Role};
-use crate::dispatch::{Dispatcher, Outcome, Random};
+use crate::dispatch::{Dispatcher, Outcome};
 use crate::encode;
 use crate::encode::timestamp::SecondCache;
 use crate::event::Event;
 use crate::metrics::Counters;
+use crate::random::Random;
 use crate::record::{handover, Record};
 
 /// A log line to write for one event, and where it goes.

@@ -11,19 +11,9 @@ use crate::encode;
 use crate::encode::timestamp::SecondCache;
 use crate::event::uuid_v4;
 use crate::isolate::{self, Shrink};
+use crate::random::Random;
 use crate::record::Record;
 use crate::retry::{self, Verdict};
-
-/// A source of randomness for batch ids and jitter.
-pub trait Random {
-    fn bytes16(&mut self) -> [u8; 16];
-    fn u64(&mut self) -> u64 {
-        let b = self.bytes16();
-        let mut a = [0u8; 8];
-        a.copy_from_slice(&b[..8]);
-        u64::from_le_bytes(a)
-    }
-}
 
 /// What became of a batch when its callout finished, for the root context to log.
 #[derive(Debug, Clone, PartialEq, Eq)]

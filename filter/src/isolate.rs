@@ -10,8 +10,8 @@
 //! docs/delivery.md.
 
 use crate::batch::Batch;
-use crate::dispatch::Random;
 use crate::event::uuid_v4;
+use crate::random::Random;
 
 /// Statuses that mean "something in this body is wrong", worth narrowing down. 401 and 403
 /// are about the sender, not the content, and other 4xx are not split either.

@@ -6,8 +6,16 @@
 //! as an 8-byte little-endian double, an integer property as an 8-byte little-endian integer,
 //! a boolean as one byte.
 
-use crate::config::PropertyAs;
 use std::borrow::Cow;
+
+/// How a property's typeless bytes are read (see `decode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PropertyAs {
+    String,
+    Double,
+    Int,
+    Bool,
+}
 
 /// The ABI's property path: the segments joined by NUL.
 pub fn abi_path(segments: &[String]) -> Vec<u8> {

@@ -6,7 +6,16 @@
 //! one draw per event id: then each event's 10 random bytes come from one `random_get` of
 //! exactly 10 bytes made in that stream's `on_log`, which the host can answer per request.
 
-use crate::dispatch::Random;
+/// A source of randomness for batch ids and jitter.
+pub trait Random {
+    fn bytes16(&mut self) -> [u8; 16];
+    fn u64(&mut self) -> u64 {
+        let b = self.bytes16();
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(a)
+    }
+}
 
 pub struct Pool {
     buf: [u8; 1024],

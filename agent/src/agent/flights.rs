@@ -3,7 +3,8 @@
 //! refused (written to `--dead-letter`, or lost and counted), or retried by the filter.
 
 use super::Agent;
-use crate::callout::{self, Answer, Outcome};
+use crate::answer::{Answer, Outcome};
+use crate::callout;
 use crate::clock::now_ns;
 use crate::dead_letter;
 use std::time::{Duration, Instant};

@@ -40,14 +40,7 @@ pub enum LogOutput {
     Both,
 }
 
-/// How a property's typeless bytes are read (see `property::decode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PropertyAs {
-    String,
-    Double,
-    Int,
-    Bool,
-}
+pub use crate::property::PropertyAs;
 
 /// A property path as configured, with the bytes the ABI takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
