@@ -191,7 +191,9 @@ def test_sigkill_restart_loses_nothing():
         print(f"  held in memory at the kill: {behind}; replayed and dropped by id at the collector: "
               f"{stats['duplicate_events']}", flush=True)
         assert behind > 0, "the kill found nothing held: the scenario did not test a replay"
-        assert stats["duplicate_events"] > 0, stats
+        # Only what was sent but unacknowledged at the kill (a callout in flight) can arrive
+        # twice; 0 is right when the kill fell between two callouts.
+        assert stats["duplicate_events"] <= behind, (behind, stats)
     finally:
         st.close()
 
