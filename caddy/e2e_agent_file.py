@@ -315,7 +315,7 @@ def kills_while_rolling(uncompressed):
             follow(st)
         w.join()
         print(f"  {len(w.rolled)} rolls; replay bound per kill {seen}", flush=True)
-        check(st, w.paths(), dup_bound=bound, timeout=60)
+        check(st, w.paths(), dup_bound=bound, timeout=60, cut_short=len(seen))
     finally:
         st.close()
 
