@@ -19,6 +19,15 @@ fn append(p: &Path, s: &str) {
     f.write_all(s.as_bytes()).unwrap();
 }
 
+/// What copytruncate does to the original after copying it.
+fn truncate(p: &Path) {
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(p)
+        .unwrap();
+}
+
 fn gzip(p: &Path) -> PathBuf {
     let gz = PathBuf::from(format!("{}.gz", p.display()));
     let mut e = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), Default::default());
@@ -160,11 +169,7 @@ fn copy_truncate_while_running_reads_only_the_new_lines() {
     let mut f = Follower::new(&p, None, &[]);
     assert_eq!(drain(&mut f), ["one", "two"]);
     std::fs::copy(&p, d.join("access.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&p)
-        .unwrap();
+    truncate(&p);
     append(&p, "x\n");
     assert_eq!(drain(&mut f), ["x"]);
 }
@@ -179,11 +184,7 @@ fn copy_truncate_while_stalled_reads_the_rest_from_the_copy() {
     // Not read yet: "two", "three". The new content grows past the old read position.
     append(&p, "three\n");
     std::fs::copy(&p, d.join("access.log.1")).unwrap();
-    OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&p)
-        .unwrap();
+    truncate(&p);
     append(&p, "new line 1, long enough\nnew 2\n");
     assert_eq!(
         drain(&mut f),
@@ -202,11 +203,7 @@ fn a_truncation_without_a_copy_and_a_deleted_rolled_file_are_counted_lost() {
     // "two" was read before the truncation; "three" was seen (a look at the folder), not read.
     append(&p, "three\n");
     f.scan();
-    OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(&p)
-        .unwrap();
+    truncate(&p);
     append(&p, "x\n");
     assert_eq!(drain(&mut f), ["two", "x"]);
     assert_eq!(f.lost_bytes.get("truncated_unread"), Some(&6));
