@@ -2,15 +2,18 @@
 """LLM token metering in the real Envoy 1.40 (V8) with dist/usage_filter.wasm (or
 $USAGE_FILTER_WASM): a fake LLM upstream (Python standard library, in this process) answers
 OpenAI Chat Completions and Anthropic Messages, streamed as SSE events sent one by one with
-a delay between them, or as JSON; the official `openai` and `anthropic` SDKs (PyPI, in
-.tools/llm-venv: envoy/install-llm-sdks.sh) are the clients, through Envoy's listener.
+a delay between them, or as JSON; OpenAI Responses and Gemini streams and Bedrock Converse,
+sent at once in pieces cut inside keys and numbers. The official `openai`, `anthropic` and
+`google-genai` SDKs (PyPI, in .tools/llm-venv: envoy/install-llm-sdks.sh) are the clients,
+through Envoy's listener.
 
 Checked, in one run of four Envoys (llm on with llm.filter_state, llm on with
 llm.force_stream_usage, llm off, filter off), each sent the same requests:
 - exactly one event per request at the reference collector (counted by subscription key, every
   request having its own key but the 230 of the round-trip measure), none with the filter off;
-- with `llm` on, the events carry the exact model and token counts the upstream sent (streamed
-  and not, both APIs), and a gzip-encoded answer is flagged `tokens_encoded`, not read; with
+- with `llm` on, the events carry the exact model and normalized token counts the upstream sent
+  (streamed and not, every API; google-genai's SSE and openai's Responses SSE through their
+  SDKs), `cost` equal to a Decimal computation, and a gzip-encoded answer is flagged `tokens_encoded`, not read; with
   `llm` off, no event carries a token field;
 - force_stream_usage: the openai SDK's default stream (no stream_options) and the same body in
   pieces reach the upstream with `"stream_options":{"include_usage":true},` inserted after the
@@ -44,6 +47,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import anthropic
 import httpx2
 import openai
+from google import genai
+from google.genai import types as genai_types
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from e2e_lib import runner  # noqa: E402
@@ -63,6 +68,11 @@ ANTHROPIC_WANT = {"model": "claude-3-5-sonnet-20241022", "provider": "anthropic"
 GEMINI_MODEL = "gemini-2.5-flash"
 GEMINI_WANT = {"model": GEMINI_MODEL, "provider": "gemini", "input_tokens": 8, "output_tokens": 27,
                "total_tokens": 35, "reasoning_tokens": 20}
+RESPONSES_MODEL = "o4-mini-2025-04-16"
+RESPONSES_USAGE = {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 16}, "output_tokens": 300,
+                   "output_tokens_details": {"reasoning_tokens": 256}, "total_tokens": 340}
+RESPONSES_WANT = {"model": RESPONSES_MODEL, "provider": "openai", "input_tokens": 40, "output_tokens": 300,
+                  "total_tokens": 340, "cached_input_tokens": 16, "reasoning_tokens": 256}
 BEDROCK_PATH = "/model/us.anthropic.claude-3-7-sonnet-20250219-v1%3A0/converse"
 BEDROCK_WANT = {"model": "us.anthropic.claude-3-7-sonnet-20250219-v1:0", "provider": "bedrock",
                 "input_tokens": 1512, "output_tokens": 9, "total_tokens": 1521, "cached_input_tokens": 1000,
@@ -71,6 +81,7 @@ BEDROCK_WANT = {"model": "us.anthropic.claude-3-7-sonnet-20250219-v1:0", "provid
 PRICES = {"gpt-4o-mini*": {"input": 0.15, "cached_input": 0.075, "output": 0.6},
           "claude-3-5-sonnet*": {"input": 3, "cached_input": "0.3", "cache_write_input": 3.75, "output": 15},
           "gemini-2.5-flash": {"input": 0.3, "output": 2.5},
+          "o4-mini*": {"input": 1.1, "cached_input": "0.275", "output": 4.4},
           "us.anthropic.claude-3-7*": {"input": 3, "cached_input": 0.3, "cache_write_input": 3.75, "output": 15}}
 ROUND_TRIP = {}  # tag -> (median, p90) ms of a 32 KB SSE answer
 MAX_REQUEST_BYTES = 2048  # llm.max_request_bytes with force_stream_usage
@@ -150,6 +161,39 @@ def gemini_stream():
         yield ("data: " + json.dumps(chunk) + "\r\n\r\n").encode()
 
 
+def responses_stream():
+    """An OpenAI Responses stream (`client.responses.create(stream=True)`) from a reasoning
+    model, as the API sends one: typed events, `usage` only in `response.completed`."""
+    resp = {"id": "resp_e2e", "object": "response", "created_at": 1741477868, "status": "in_progress",
+            "error": None, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
+            "model": RESPONSES_MODEL, "output": [], "parallel_tool_calls": True, "previous_response_id": None,
+            "reasoning": {"effort": "medium", "summary": None}, "store": True, "temperature": 1.0,
+            "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "top_p": 1.0,
+            "truncation": "disabled", "usage": None, "user": None, "metadata": {}}
+    reasoning = {"id": "rs_e2e", "type": "reasoning", "summary": []}
+    text = "".join(DELTAS)
+    part = {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    message = {"id": "msg_e2e", "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+    done_message = dict(message, status="completed", content=[dict(part, text=text)])
+    events = [("response.created", {"response": resp}), ("response.in_progress", {"response": resp}),
+              ("response.output_item.added", {"output_index": 0, "item": reasoning}),
+              ("response.output_item.done", {"output_index": 0, "item": reasoning}),
+              ("response.output_item.added", {"output_index": 1, "item": message}),
+              ("response.content_part.added", {"item_id": "msg_e2e", "output_index": 1, "content_index": 0,
+                                               "part": part})]
+    events += [("response.output_text.delta", {"item_id": "msg_e2e", "output_index": 1, "content_index": 0,
+                                               "delta": d, "logprobs": []}) for d in DELTAS]
+    events += [("response.output_text.done", {"item_id": "msg_e2e", "output_index": 1, "content_index": 0,
+                                              "text": text, "logprobs": []}),
+               ("response.content_part.done", {"item_id": "msg_e2e", "output_index": 1, "content_index": 0,
+                                               "part": dict(part, text=text)}),
+               ("response.output_item.done", {"output_index": 1, "item": done_message}),
+               ("response.completed", {"response": dict(resp, status="completed", output=[reasoning, done_message],
+                                                        usage=RESPONSES_USAGE)})]
+    for n, (kind, data) in enumerate(events):
+        yield sse(kind, dict({"type": kind, "sequence_number": n}, **data))
+
+
 def bedrock_json():
     return {"output": {"message": {"role": "assistant", "content": [{"text": "".join(DELTAS)}]}},
             "stopReason": "end_turn",
@@ -200,11 +244,17 @@ class FakeLLM(BaseHTTPRequestHandler):
         body = json.loads(raw or b"{}")  # a body cut short or made longer than its length fails here
         openai_api = self.path.startswith("/v1/chat/completions")
         key = self.headers.get("x-subscription-key", "")
-        if ":streamGenerateContent" in self.path or self.path.endswith("/converse"):
+        if ":streamGenerateContent" in self.path or self.path.endswith("/converse") or \
+                self.path.startswith("/v1/responses"):
+            # sent at once in awkward pieces (keys, numbers and line ends cut)
             gemini = ":streamGenerateContent" in self.path
-            data = b"".join(gemini_stream()) if gemini else json.dumps(bedrock_json()).encode()
+            if self.path.startswith("/v1/responses"):
+                data = b"".join(responses_stream())
+            else:
+                data = b"".join(gemini_stream()) if gemini else json.dumps(bedrock_json()).encode()
             self.send_response(200)
-            self.send_header("content-type", "text/event-stream" if gemini else "application/json")
+            self.send_header("content-type", "application/json" if self.path.endswith("/converse")
+                             else "text/event-stream")
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             for part in awkward(data):
@@ -267,7 +317,8 @@ def filter_value(enabled, llm, force=False, filter_state=False):
     value = {"enabled": enabled, "sinks": ["http"],
              "http": {"cluster": "collector", "format": "ndjson", "flush_interval_ms": 100,
                       "headers": {"authorization": "${COLLECTOR_TOKEN}"}},
-             "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/messages", "/v1beta/models/", "/model/"],
+             "llm": {"enabled": llm, "paths": ["/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1beta/models/",
+                                       "/v1/models/", "/model/"],
                      "prices": PRICES, "currency": "USD", "filter_state": filter_state}}
     if force:
         value["llm"].update(force_stream_usage=True, max_request_bytes=MAX_REQUEST_BYTES)
@@ -336,6 +387,38 @@ def stream_anthropic(st, key):
     assert text == "".join(DELTAS), text
     assert kinds[0] == "message_start" and kinds[-1] == "message_stop", kinds
     return t0, arrivals
+
+
+def stream_genai(st, key):
+    """Gemini's streamGenerateContent?alt=sse through the official `google-genai` SDK (3.x
+    calls `/v1/models/…`, hence that prefix in llm.paths): the text and the last
+    usage_metadata it yielded (its own parse of what passed through Envoy)."""
+    client = genai.Client(api_key="AIza-e2e", http_options=genai_types.HttpOptions(
+        base_url=f"http://127.0.0.1:{st.ports['listener']}", headers={"x-subscription-key": key}))
+    text, usage = "", None
+    for chunk in client.models.generate_content_stream(model=GEMINI_MODEL, contents="hi"):
+        text += chunk.text or ""
+        usage = chunk.usage_metadata or usage
+    return {"text": text, "prompt": usage.prompt_token_count, "candidates": usage.candidates_token_count,
+            "thoughts": usage.thoughts_token_count}
+
+
+def stream_responses(st, key):
+    """An OpenAI Responses stream through the official `openai` SDK
+    (`client.responses.create(stream=True)`): the text of its output_text deltas, the event
+    types, and the usage of `response.completed` as the SDK parsed them."""
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{st.ports['listener']}/v1", api_key="sk-e2e",
+                           default_headers={"x-subscription-key": key}, max_retries=0, http_client=sdk_sent(key))
+    text, kinds, usage = "", [], None
+    for event in client.responses.create(model="o4-mini", input="hi", stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text += event.delta
+        if event.type == "response.completed":
+            u = event.response.usage
+            usage = (u.input_tokens, u.input_tokens_details.cached_tokens, u.output_tokens,
+                     u.output_tokens_details.reasoning_tokens, u.total_tokens)
+    return {"text": text, "first": kinds[0], "last": kinds[-1], "usage": usage}
 
 
 def lateness(key, arrivals, skipped=()):
@@ -425,6 +508,7 @@ class Run:
         enabled, llm, force, state = CONFIGS[tag]
         self.tag, self.late, self.default_late, self.sent = tag, [], [], Counter()
         self.streams = {}  # key -> the SSE events a hand-made request got
+        self.sdk = {}  # key -> what google-genai's or openai's Responses stream yielded
         fv = filter_value(enabled, llm, force, state)
         with LlmStack(config_text=lambda st, ports: with_access_log(envoy_config(ports, fv),
                                                                      st.path("access.log"))) as st:
@@ -459,6 +543,11 @@ class Run:
                                           headers={"content-type": "application/json"})
                 assert status == 200 and b"Hel" in body, (name, status, body[:80])
                 self.sent[f"{tag}-{name}"] += 1
+            # the official SDKs of the newer shapes, the upstream cutting its stream awkwardly
+            self.sdk[f"{tag}-genai-sdk"] = stream_genai(st, f"{tag}-genai-sdk")
+            self.sent[f"{tag}-genai-sdk"] += 1
+            self.sdk[f"{tag}-responses-sdk"] = stream_responses(st, f"{tag}-responses-sdk")
+            self.sent[f"{tag}-responses-sdk"] += 1
             status, body = st.request("POST", "/v1/chat/completions", key=f"{tag}-gzip", body=b"{}",
                                       headers={"x-fake-gzip": "1", "content-type": "application/json"})
             assert status == 200 and body[:2] == b"\x1f\x8b", (status, body[:20])
@@ -524,6 +613,31 @@ def test_exact_tokens_with_llm_on():
         for name, want in (("gemini", GEMINI_WANT), ("bedrock", BEDROCK_WANT)):
             assert tokens(r.by_key[f"{tag}-{name}"]) == want, (name, tokens(r.by_key[f"{tag}-{name}"]))
         assert tokens(r.by_key[f"{tag}-gzip"]) == {"tokens_encoded": True}, r.by_key[f"{tag}-gzip"]
+
+
+def test_official_sdks_gemini_sse_and_responses_sse():
+    """google-genai's generate_content_stream (streamGenerateContent?alt=sse) and openai's
+    responses.create(stream=True), the upstream sending each in pieces of 1-13 bytes: each SDK
+    gets the whole text and the usage the upstream sent (through Envoy, with the filter on or
+    off), and with llm on the event has the exact normalized numbers (Gemini: output =
+    candidates 7 + thoughts 20; Responses: reasoning 256 within output 300, cached 16 within
+    input 40) and a cost equal to the Decimal reference; with llm off, none of them."""
+    for tag in CONFIGS:
+        r = result(tag)
+        g, o = r.sdk[f"{tag}-genai-sdk"], r.sdk[f"{tag}-responses-sdk"]
+        assert g == {"text": "Hello!", "prompt": 8, "candidates": 7, "thoughts": 20}, (tag, g)
+        assert o == {"text": "".join(DELTAS), "first": "response.created", "last": "response.completed",
+                     "usage": (40, 16, 300, 256, 340)}, (tag, o)
+        assert json.loads(SDK_SENT[f"{tag}-responses-sdk"])["stream"] is True
+    for tag in ("on", "force"):
+        r = result(tag)
+        for key, want in ((f"{tag}-genai-sdk", GEMINI_WANT), (f"{tag}-responses-sdk", RESPONSES_WANT)):
+            e = r.by_key[key]
+            assert tokens(e) == want, (key, tokens(e))
+            assert Decimal(repr(e["cost"])) == reference_cost(want) and e["currency"] == "USD", \
+                (key, e.get("cost"), reference_cost(want))
+    for key in ("meter-genai-sdk", "meter-responses-sdk"):
+        assert tokens(result("meter").by_key[key]) == {}, result("meter").by_key[key]
 
 
 COUNTS = ("input_tokens", "output_tokens", "total_tokens")
@@ -680,7 +794,8 @@ def round_trips():
               flush=True)
 
 
-TESTS = [test_exact_tokens_with_llm_on, test_cost_equals_the_decimal_reference, test_no_token_fields_with_llm_off,
+TESTS = [test_exact_tokens_with_llm_on, test_official_sdks_gemini_sse_and_responses_sse,
+         test_cost_equals_the_decimal_reference, test_no_token_fields_with_llm_off,
          test_no_events_with_the_filter_off, test_exactly_one_event_per_request,
          test_force_stream_usage_adds_include_usage, test_force_stream_usage_leaves_the_rest_alone,
          test_without_force_the_default_stream_is_unchanged_and_has_no_tokens, test_filter_state_in_the_access_log,
