@@ -23,6 +23,11 @@ llm.force_stream_usage, llm off, filter off), each sent the same requests:
   byte, the large ones counted in Envoy's /stats;
 - filter_state: a file access log on the listener printing %FILTER_STATE(wasm.usage.*:PLAIN)%
   carries each request's event values (`-` with filter_state off);
+- a token budget per key (examples/llm-token-limit/envoy.yaml, Envoy's global rate limit
+  filter, a fake gRPC rate limit service): each request charged its total tokens from
+  %FILTER_STATE(wasm.usage.total_tokens:PLAIN)% when its stream is done, 429 once the budget is
+  spent; on the route's own rate_limits no hits_addend is sent, and the local rate limit filter
+  charges no tokens (what docs/events.md says of both);
 - the SDKs receive every streamed event before the upstream sends the next (nothing
   buffered), and the lateness of each event (arrival minus the upstream's send time) with the
   filter on is that of the same Envoy with the filter off, within noise.
@@ -52,7 +57,9 @@ from google.genai import types as genai_types
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from e2e_lib import runner  # noqa: E402
-from e2e_lib.envoy import EnvoyStack, envoy_binary, envoy_config, settled  # noqa: E402
+from e2e_lib.envoy import EnvoyStack, envoy_binary, envoy_config, replace_ports, settled  # noqa: E402
+from e2e_lib.procs import ROOT  # noqa: E402
+from e2e_lib.ratelimit import OK, OVER_LIMIT, RateLimitService  # noqa: E402
 from e2e_lib.wait import wait_for  # noqa: E402
 
 DELAY = 0.08  # seconds between two streamed events
@@ -787,6 +794,174 @@ def test_streams_are_not_delayed():
     assert med["force_stream_usage on"] - med["filter off"] < 5, med
 
 
+TOKEN_LIMIT = os.path.join(ROOT, "examples", "llm-token-limit", "envoy.yaml")
+BUDGET = 100  # tokens per key at the fake rate limit service
+
+
+def route_level(text):
+    """The example with its two rate_limits moved from the rate limit filter's per-route
+    configuration to the route's own `rate_limits` (RouteAction), the older place."""
+    head, rest = text.split("                typed_per_filter_config:\n", 1)
+    block, tail = rest.split("          http_filters:\n", 1)
+    limits = block[block.index("                    rate_limits:"):].replace("\n  ", "\n")[2:]
+    head = head.replace("                route: { cluster: upstream }\n",
+                        "                route:\n                  cluster: upstream\n" + limits)
+    assert "rate_limits:" in head, "examples/llm-token-limit/envoy.yaml: the route moved"
+    return head + "          http_filters:\n" + tail
+
+
+def token_limit_run(tag="limit"):
+    """examples/llm-token-limit/envoy.yaml as it is (its ports replaced; with `tag`
+    "route-level", its rate limits on the route instead), with the fake rate limit service
+    (budget 100 tokens per key): requests one after the other, each request's stream-done call
+    awaited at the service before the next is sent. Returns what each request got (key,
+    status), the service's calls, and the events by key."""
+    if tag in RESULTS:
+        return RESULTS[tag]
+    rls = RateLimitService(BUDGET)
+
+    def config(st, ports):
+        with open(TOKEN_LIMIT) as f:
+            text = replace_ports(f.read(), ports)
+        if tag == "route-level":
+            text = route_level(text)
+        assert text.count("port_value: 8081 ") == 1
+        return text.replace("port_value: 8081 ", f"port_value: {rls.port} ")
+
+    def calls(key, done):
+        """The calls for `key`: at the request (hits_addend 0) or, `done`, at the stream's end."""
+        return [c for c in rls.calls if c["descriptors"][0]["entries"] == [("subscription_key", key)]
+                and (c["descriptors"][0]["hits_addend"] != 0) == done]
+
+    got = []
+    try:
+        with LlmStack(config_text=config) as st:
+            def send(key, path, body, headers=(), charged=True):
+                status, data = st.request("POST", path, key=key, body=body,
+                                          headers=dict({"content-type": "application/json"}, **dict(headers)))
+                got.append((key, status))
+                if status == 200 and charged:
+                    n = len([k for k, s in got if k == key and s == 200])
+                    wait_for(lambda: len(calls(key, True)) >= n, 10, f"{key}: the stream-done call")
+                return status
+            chat = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
+            if tag == "route-level":
+                # no hits_addend reaches the service here: its two calls are told apart by order
+                send("limit-a", "/v1/chat/completions", chat, charged=False)
+                wait_for(lambda: len(rls.calls) >= 2, 10, "the stream-done call")
+            else:
+                for _ in range(4):  # 43 tokens each: 0, 43, 86 admitted (<= 100), 129 refused
+                    send("limit-a", "/v1/chat/completions", chat)
+                send("limit-b", "/v1/chat/completions", chat)  # another key: its own budget
+                stream = json.dumps({"model": "claude-3-5-sonnet-latest", "stream": True, "messages": []}).encode()
+                for _ in range(2):  # a streamed answer of 147 tokens: admitted at 0, refused at 147
+                    send("limit-c", "/v1/messages", stream)
+                # an answer without token counts (gzip, not read): no stream-done call; the next
+                # request's calls leave the same worker's connection to the service after it
+                send("limit-d", "/v1/chat/completions", b"{}", {"x-fake-gzip": "1"}, charged=False)
+                send("limit-e", "/v1/chat/completions", chat)
+            settled(st, len(got))
+            events = {}
+            for e in st.collector_events():
+                events.setdefault(e["subscription_key"], []).append(e)
+            stats = {k: st.stat(f"cluster.upstream.ratelimit.{k}") for k in ("ok", "over_limit", "error")}
+    finally:
+        rls.close()
+    RESULTS[tag] = {"got": got, "calls": list(rls.calls), "events": events, "stats": stats,
+                    "checks": lambda key: calls(key, False), "done_calls": lambda key: calls(key, True)}
+    return RESULTS[tag]
+
+
+def test_token_limit_charges_tokens_at_stream_done():
+    """examples/llm-token-limit/envoy.yaml in Envoy 1.40 with a fake rate limit service: each
+    admitted request is checked at its start with hits_addend 0 and charged when its stream is
+    done with hits_addend = its total tokens read from %FILTER_STATE(wasm.usage.total_tokens)%
+    (43 for the chat JSON, 147 for Anthropic's stream), equal to its event's total_tokens; a key
+    whose charges passed its budget of 100 is refused with 429 (after 3 x 43, after 1 x 147),
+    the refused request metered as an event with status 429 and never charged; another key is
+    not affected; an answer without a token count makes no stream-done call."""
+    r = token_limit_run()
+    assert r["got"] == [("limit-a", 200)] * 3 + [("limit-a", 429), ("limit-b", 200), ("limit-c", 200),
+                                                 ("limit-c", 429), ("limit-d", 200), ("limit-e", 200)], r["got"]
+    for call in r["calls"]:
+        assert call["domain"] == "llm_tokens" and len(call["descriptors"]) == 1, call
+    for key, admitted, tokens_each in (("limit-a", 3, 43), ("limit-b", 1, 43), ("limit-c", 1, 147),
+                                       ("limit-e", 1, 43)):
+        checks = r["checks"](key)
+        done = r["done_calls"](key)
+        events = r["events"][key]
+        assert len(checks) == len(events), (key, checks, events)  # every request checked, refused or not
+        assert [c["descriptors"][0]["hits_addend"] for c in done] == [tokens_each] * admitted, (key, done)
+        assert sorted(e["total_tokens"] for e in events if e["status_code"] == 200) == [tokens_each] * admitted
+        assert all(c["answer"] == OK for c in done[:-1]), (key, done)
+    assert [e["status_code"] for e in r["events"]["limit-a"]].count(429) == 1, r["events"]["limit-a"]
+    assert "total_tokens" not in [e for e in r["events"]["limit-a"] if e["status_code"] == 429][0]
+    assert [c["answer"] for c in r["done_calls"]("limit-a")] == [OK, OK, OVER_LIMIT]
+    assert r["done_calls"]("limit-d") == [] and r["events"]["limit-d"][0].get("tokens_encoded") is True
+    # Envoy's counters of the request-time calls (the stream-done ones are not counted)
+    assert r["stats"] == {"ok": 7, "over_limit": 2, "error": None}, r["stats"]
+
+
+def test_token_limit_on_the_route_itself_gets_no_hits_addend():
+    """The same two rate limits on the route's own `rate_limits` (RouteAction) rather than in
+    the rate limit filter's per-route configuration: Envoy 1.40 accepts them and makes both
+    calls (at the request and at the stream's end), but sends no hits_addend in either, the
+    number 0 as well as the format: each call would count 1 (what docs/events.md says)."""
+    r = token_limit_run("route-level")
+    assert r["got"] == [("limit-a", 200)], r["got"]
+    assert len(r["calls"]) == 2, r["calls"]
+    for c in r["calls"]:
+        assert c["descriptors"] == [{"entries": [("subscription_key", "limit-a")], "hits_addend": None}] \
+            and c["hits_addend"] == 0, c
+    assert r["events"]["limit-a"][0]["total_tokens"] == 43
+
+
+LOCAL_LIMIT = """          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: tokens
+              token_bucket: {max_tokens: 100000, tokens_per_fill: 100000, fill_interval: 3600s}
+              filter_enabled: {default_value: {numerator: 100, denominator: HUNDRED}}
+              filter_enforced: {default_value: {numerator: 100, denominator: HUNDRED}}
+              always_consume_default_token_bucket: false
+              descriptors:
+              - entries: [{key: subscription_key, value: local-a}]
+                token_bucket: {max_tokens: 100, tokens_per_fill: 100, fill_interval: 3600s}
+              rate_limits:
+              - actions:
+                - request_headers: {header_name: x-subscription-key, descriptor_key: subscription_key}
+                %s
+"""
+
+
+def local_limit_statuses(policy):
+    """The example with Envoy's local rate limit filter instead of the global one (a bucket of
+    100 for the key local-a, the policy's `hits_addend` and `apply_on_stream_done` given):
+    the statuses of five chat requests (43 tokens each) of that key, one after the other."""
+    def config(st, ports):
+        with open(TOKEN_LIMIT) as f:
+            text = replace_ports(f.read(), ports)
+        head, rest = text.split("                typed_per_filter_config:\n", 1)
+        rest = rest[rest.index("          http_filters:\n"):]
+        a, b = rest.index("          - name: envoy.filters.http.ratelimit"), rest.index("          - name: envoy.filters.http.router")
+        return head + rest[:a] + LOCAL_LIMIT % policy + rest[b:]
+    chat = json.dumps({"model": "gpt-4o-mini", "messages": []}).encode()
+    with LlmStack(config_text=config) as st:
+        return [st.request("POST", "/v1/chat/completions", key="local-a", body=chat,
+                           headers={"content-type": "application/json"})[0] for _ in range(5)]
+
+
+def test_local_rate_limit_cannot_charge_tokens():
+    """Envoy 1.40's local rate limit filter, same policy: a fixed hits_addend of 43 is charged
+    at the request (100 -> 57 -> 14, the third refused), but the filter-state format charges
+    nothing, at the request (the answer has not come) or with apply_on_stream_done (the local
+    filter never evaluates at the stream's end): every request passes."""
+    assert local_limit_statuses("hits_addend: {number: 43}") == [200, 200, 429, 429, 429]
+    fmt = 'hits_addend: {format: "%FILTER_STATE(wasm.usage.total_tokens:PLAIN)%"}'
+    assert local_limit_statuses(fmt) == [200] * 5
+    assert local_limit_statuses(fmt + "\n                apply_on_stream_done: true") == [200] * 5
+
+
 def round_trips():
     if ROUND_TRIP:
         print(f"a {len(FAST_SSE)} byte SSE answer sent at once, round trip through Envoy (ms, median / p90): "
@@ -799,7 +974,8 @@ TESTS = [test_exact_tokens_with_llm_on, test_official_sdks_gemini_sse_and_respon
          test_no_events_with_the_filter_off, test_exactly_one_event_per_request,
          test_force_stream_usage_adds_include_usage, test_force_stream_usage_leaves_the_rest_alone,
          test_without_force_the_default_stream_is_unchanged_and_has_no_tokens, test_filter_state_in_the_access_log,
-         test_streams_are_not_delayed]
+         test_streams_are_not_delayed, test_token_limit_charges_tokens_at_stream_done,
+         test_token_limit_on_the_route_itself_gets_no_hits_addend, test_local_rate_limit_cannot_charge_tokens]
 
 if __name__ == "__main__":
     envoy_binary()
