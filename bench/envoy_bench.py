@@ -18,7 +18,7 @@ refused is ever averaged in.
 Settings (environment):
   BENCH_ROUNDS=5           interleaved rounds (BENCH_REPEATS is the old name)
   BENCH_SECONDS=3          wrk duration of each measurement
-  BENCH_ROUTES=direct,proxy,sse
+  BENCH_ROUTES=direct,proxy,sse,chat
   BENCH_PROBE_ROUTES=direct  routes the per-host-call probes are measured on ("" = no probes)
   BENCH_PROBES=header,clock,map,set_property,log   which probes (dist/probe_<kind>.wasm; `cel`
                            is built too)
@@ -35,6 +35,7 @@ Settings (environment):
 
 Writes bench/results/envoy.json. Standard library only.
 """
+import http.client
 import json
 import os
 import re
@@ -57,7 +58,7 @@ CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 ENVOY_CPU = os.environ.get("BENCH_ENVOY_CPU", "0")
 LOAD_CPU = os.environ.get("BENCH_LOAD_CPU", "1")
 KEY = "bench-key-0123456789"
-ROUTES = [r for r in os.environ.get("BENCH_ROUTES", "direct,proxy,sse").split(",") if r]
+ROUTES = [r for r in os.environ.get("BENCH_ROUTES", "direct,proxy,sse,chat").split(",") if r]
 PROBE_ROUTES = [r for r in os.environ.get("BENCH_PROBE_ROUTES", "direct").split(",") if r in ROUTES]
 
 # The probes: the null filter plus one host call each (bench/probe-filter, dist/probe_<kind>.wasm).
@@ -75,6 +76,8 @@ NAMES = {
     "usage_shared_queue": "usage-filter, http sink, `shared_queue`",
     "usage_llm_off": "usage-filter, http sink, `ndjson`, `llm` off",
     "usage_llm": "usage-filter, http sink, `ndjson`, `llm` on (the stream scanned)",
+    "usage_llm_force": "usage-filter, http sink, `ndjson`, `llm` on, `force_stream_usage` (the request body "
+                       "buffered and rewritten)",
 }
 for _p in PROBES:
     NAMES[f"probe_{_p}"] = f"probe: null + one {_p} call"
@@ -117,9 +120,16 @@ for name, path in VARIANTS.items():
 BASE = ["none", "null", "floor", "native_log", "usage_log", "usage_http", "usage_shared_queue"]
 # The `sse` route answers a streamed chat completion (text/event-stream, with usage in its last
 # event); only these configurations run on it.
-LLM_KINDS = ["usage_llm_off", "usage_llm"]
+LLM_KINDS = ["usage_llm_off", "usage_llm", "usage_llm_force"]
+# The `chat` route: a POSTed chat request as the openai SDK sends a stream by default (no
+# stream_options), proxied to a second Envoy that reads the whole body, then answers the `sse`
+# route's stream. force_stream_usage cannot be measured on a `direct_response`: Envoy answers
+# at the request headers, before the body, and then closes the HTTP/1.1 connection.
+CHAT_KINDS = ["usage_llm", "usage_llm_force"]
 if "sse" in ROUTES:
-    BASE += LLM_KINDS
+    BASE += ["usage_llm_off", "usage_llm"]
+if "chat" in ROUTES:
+    BASE += [k for k in CHAT_KINDS if k not in BASE]
 CONFIGS = BASE + [f"usage_http_{n}" for n in VARIANTS] + [f"probe_{p}" for p in PROBES]
 if os.environ.get("BENCH_CONFIGS"):
     keep = set(os.environ["BENCH_CONFIGS"].split(",")) | {"none", "null"} | {f"usage_http_{n}" for n in VARIANTS}
@@ -135,10 +145,10 @@ def routes_of(kind):
     if kind.startswith("probe_"):
         return PROBE_ROUTES
     if kind in LLM_KINDS:
-        return [r for r in ROUTES if r == "sse"]
+        return [r for r in ROUTES if (r == "sse" and kind != "usage_llm_force") or (r == "chat" and kind in CHAT_KINDS)]
     if kind in ("none", "null"):
         return ROUTES
-    return [r for r in ROUTES if r != "sse"]
+    return [r for r in ROUTES if r not in ("sse", "chat")]
 
 
 def sends(kind):
@@ -193,6 +203,11 @@ def sse_body(chunks=16):
 
 
 SSE_BODY = sse_body()
+# what the openai SDK sends for client.chat.completions.create(..., stream=True) (no stream_options)
+CHAT_BODY = ('{"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user",'
+             '"content":"Write one sentence about the sea."}],"model":"gpt-4o-mini","stream":true}')
+ADDED = '"stream_options":{"include_usage":true},'
+CHAT_LUA = os.path.join(OUT, "chat.lua")
 
 
 def envoy_config(kind, ports, workdir):
@@ -223,7 +238,9 @@ def envoy_config(kind, ports, workdir):
         filters.append(wasm_filter(FILTER, dict(HTTP, dispatcher={"mode": "shared_queue", "vm_id": "usage_service",
                                                                   "queue": "usage_events"})))
     elif kind in LLM_KINDS:
-        llm = {"enabled": kind == "usage_llm"}
+        llm = {"enabled": kind != "usage_llm_off"}
+        if kind == "usage_llm_force":
+            llm["force_stream_usage"] = True
         filters.append(wasm_filter(FILTER, dict(HTTP, http={"cluster": "collector", "format": "ndjson"}, llm=llm)))
     elif kind.startswith("usage_http"):
         filters.append(wasm_filter(VARIANTS.get(kind[len("usage_http_"):], FILTER), HTTP))
@@ -249,6 +266,7 @@ def envoy_config(kind, ports, workdir):
            "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
                {"match": {"prefix": "/direct/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok"}}},
                {"match": {"prefix": "/proxy/"}, "route": {"cluster": "upstream"}},
+               {"match": {"prefix": "/chat/"}, "route": {"cluster": "sse_upstream"}},
                {"match": {"prefix": "/sse/"}, "direct_response": {"status": 200, "body": {"inline_string": SSE_BODY}},
                 "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/event-stream"},
                                              "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}]}}
@@ -258,10 +276,67 @@ def envoy_config(kind, ports, workdir):
            "static_resources": {
                "listeners": [{"name": "l", "address": addr(ports["listener"]), "filter_chains": [{"filters": [
                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-               "clusters": [cluster("upstream", ports["upstream"]), cluster("collector", ports["collector"])]}}
+               "clusters": [cluster("upstream", ports["upstream"]), cluster("collector", ports["collector"]),
+                            cluster("sse_upstream", ports["sse_upstream"])]}}
     if bootstrap:
         cfg["bootstrap_extensions"] = bootstrap
     return cfg
+
+
+def sse_upstream_config(ports, workdir):
+    """The `chat` route's upstream: an Envoy that reads the whole request body first (the
+    buffer filter: answering before it ends would close the connection) and answers the `sse`
+    route's stream. Requests carrying `x-bench-check` are logged: the check's name and the body
+    bytes received (not the content-length header: the buffer filter sets it)."""
+    router = {"name": "envoy.filters.http.router",
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    buffer = {"name": "envoy.filters.http.buffer",
+              "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                               "max_request_bytes": 65536}}
+    log = {"name": "envoy.access_loggers.file",
+           "filter": {"header_filter": {"header": {"name": "x-bench-check", "present_match": True}}},
+           "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                            "path": os.path.join(workdir, "chat_check.log"),
+                            "log_format": {"text_format_source": {
+                                "inline_string": "%REQ(X-BENCH-CHECK)% %BYTES_RECEIVED%\n"}}}}
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+           "stat_prefix": "sse_upstream", "http_filters": [buffer, router], "access_log": [log],
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": SSE_BODY}},
+                "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/event-stream"},
+                                             "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]}]}]}}
+    return {"admin": {"address": addr(ports["admin"])},
+            "static_resources": {"listeners": [{"name": "l", "address": addr(ports["listener"]), "filter_chains": [
+                {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}]}}
+
+
+def check_chat(envoys, workdir):
+    """One `chat` request (as wrk sends them, plus `x-bench-check`) through `usage_llm` and
+    `usage_llm_force`: the client gets the whole stream, and the upstream gets the body as
+    sent, or 40 bytes longer (`"stream_options":{"include_usage":true},` added): the rewrite
+    measured is the one that happens. Returns what the upstream logged."""
+    want = {}
+    for kind in [k for k in CHAT_KINDS if k in envoys]:
+        conn = http.client.HTTPConnection("127.0.0.1", envoys[kind]["listener"], timeout=10)
+        conn.request("POST", "/chat/v1/chat/completions", body=CHAT_BODY,
+                     headers={"content-type": "application/json", "x-subscription-key": KEY, "x-bench-check": kind})
+        r = conn.getresponse()
+        body = r.read().decode()
+        conn.close()
+        if r.status != 200 or body != SSE_BODY:
+            raise RuntimeError(f"chat check {kind}: status {r.status}, {len(body)} bytes")
+        n = len(CHAT_BODY.encode())
+        want[kind] = f"{kind} {n + len(ADDED) if kind == 'usage_llm_force' else n}"
+    path = os.path.join(workdir, "chat_check.log")
+    deadline = time.time() + 10
+    while True:  # Envoy flushes its access log file every second
+        lines = open(path).read().splitlines() if os.path.exists(path) else []
+        if len(lines) >= len(want) or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    if sorted(lines) != sorted(want.values()):
+        raise RuntimeError(f"chat check: the upstream logged {lines}, expected {sorted(want.values())}")
+    return lines
 
 
 def wait_ready(admin_port, proc, kind, timeout=30):
@@ -281,8 +356,11 @@ def wait_ready(admin_port, proc, kind, timeout=30):
 
 def wrk(port, route, seconds):
     path = f"/{route}/v1/things/42?expand=owner"
+    script = []
+    if route == "chat":  # POST CHAT_BODY (bench/results/chat.lua)
+        path, script = "/chat/v1/chat/completions", ["-s", CHAT_LUA]
     out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
-                          "-H", f"x-subscription-key: {KEY}", f"http://127.0.0.1:{port}{path}"],
+                          *script, "-H", f"x-subscription-key: {KEY}", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     requests = int(re.search(r"^\s*(\d+) requests in", out, re.M).group(1))
@@ -400,9 +478,26 @@ def main():
         procs.append(subprocess.Popen(["taskset", "-c", LOAD_CPU, os.path.join(BIN, "collector"), "--listen",
                                        f"127.0.0.1:{coll_port}", "--out", os.path.join(workdir, "events.ndjson")],
                                       stderr=open(os.path.join(workdir, "collector.stderr"), "wb")))
+        sse_up_port = free_port()
+        chat_check = None
+        if "chat" in ROUTES:
+            with open(CHAT_LUA, "w") as f:
+                f.write(f"wrk.method = \"POST\"\nwrk.body = '{CHAT_BODY}'\n"
+                        f"wrk.headers[\"Content-Type\"] = \"application/json\"\n")
+            up = {"listener": sse_up_port, "admin": free_port()}
+            cfg_path = os.path.join(workdir, "sse_upstream.json")
+            with open(cfg_path, "w") as f:
+                json.dump(sse_upstream_config(up, workdir), f)
+            p = subprocess.Popen(["taskset", "-c", LOAD_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
+                                  "--disable-hot-restart", "--log-level", "error"],
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=open(os.path.join(workdir, "sse_upstream.stderr"), "wb"))
+            procs.append(p)
+            wait_ready(up["admin"], p, "sse_upstream")
         envoys = {}
         for kind in CONFIGS:
-            ports = {"listener": free_port(), "admin": free_port(), "upstream": up_port, "collector": coll_port}
+            ports = {"listener": free_port(), "admin": free_port(), "upstream": up_port, "collector": coll_port,
+                     "sse_upstream": sse_up_port}
             cfg_path = os.path.join(workdir, f"{kind}.json")
             with open(cfg_path, "w") as f:
                 json.dump(envoy_config(kind, ports, workdir), f)
@@ -415,6 +510,8 @@ def main():
             procs.append(p)
             wait_ready(ports["admin"], p, kind)
             envoys[kind] = ports
+        if "chat" in ROUTES:
+            chat_check = check_chat(envoys, workdir)
         for route, kind in plan:  # warm up every VM and connection pool
             wrk(envoys[kind]["listener"], route, 1)
         last = {kind: settle(kind, envoys[kind]["admin"]) for kind in CONFIGS}
@@ -464,7 +561,7 @@ def main():
             except subprocess.TimeoutExpired:
                 p.kill()
     result = summarize(runs)
-    result.update(refusals=refusals, final_metrics=final, collector=coll_final,
+    result.update(refusals=refusals, final_metrics=final, collector=coll_final, chat_check=chat_check,
                   load_average={"before": load_before[0], "after": os.getloadavg()[0]})
     problems = []
     for kind, m in final.items():
@@ -546,6 +643,7 @@ def summarize(runs):
     ratios = []  # more of the same kind, for reading, no goal
     for route in ROUTES:
         for a, b in [("usage_shared_queue", "floor"), ("usage_shared_queue", "usage_http"),
+                     ("usage_llm_force", "usage_llm"),
                      ("usage_log", "usage_http"), ("floor", "null")] + \
                 [(f"usage_http_{n}", "floor") for n in VARIANTS] + \
                 [("usage_http", f"usage_http_{n}") for n in VARIANTS]:
@@ -553,6 +651,13 @@ def summarize(runs):
                 r = ratio(route, a, b)
                 if r:
                     ratios.append({"route": route, "a": a, "b": b, **r})
+
+    # force_stream_usage: what holding and rewriting the request body adds, per request, within
+    # each round (µs: force − llm on, both on the `chat` route)
+    force_cost = None
+    if "chat" in ROUTES and all(k in CONFIGS for k in CHAT_KINDS):
+        force_cost = per_round("chat", lambda n: 1e6 / by[(n, "chat", "usage_llm_force")]["rps"]
+                               - 1e6 / by[(n, "chat", "usage_llm")]["rps"])
 
     # one host call = probe - null, in the same round
     host_calls = []
@@ -582,7 +687,7 @@ def summarize(runs):
             "duration_s": DURATION, "rounds": ROUNDS, "connections": CONNECTIONS, "routes": ROUTES,
             "probe_routes": PROBE_ROUTES, "pinning": {"envoy_cpu": ENVOY_CPU, "load_cpu": LOAD_CPU},
             "configs": CONFIGS, "names": {k: NAMES[k] for k in CONFIGS}, "variants": VARIANTS,
-            "summary": summary, "goals": goals, "ratios": ratios, "host_calls": host_calls,
+            "summary": summary, "goals": goals, "ratios": ratios, "host_calls": host_calls, "force_cost": force_cost,
             "delivery": delivery, "runs": runs}
 
 

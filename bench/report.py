@@ -24,7 +24,9 @@ ROUTES = env["routes"]
 CONFIGS = env["configs"]
 ROUTE_TITLE = {"direct": "`direct_response` route (worst case for relative overhead)",
                "proxy": "route proxied to the demo upstream",
-               "sse": "`sse` route: a streamed chat completion (`direct_response`, text/event-stream, 18 events, 3.3 KB)"}
+               "sse": "`sse` route: a streamed chat completion (`direct_response`, text/event-stream, 18 events, 3.3 KB)",
+               "chat": "`chat` route: the openai SDK's default streaming request (POST, 171-byte JSON body, no "
+                       "`stream_options`) proxied to an Envoy that reads it and answers the `sse` route's stream"}
 HEADLINE = ("<!-- headline:begin -->", "<!-- headline:end -->")
 
 
@@ -190,6 +192,13 @@ def bench_md():
             L.append(f"| {NAMES[c]} | {spread(v['rps'], 0)} | {v['p50_us']:.0f} | {v['p99_us']:.0f} | "
                      f"{spread(v.get('overhead_us'))} | {spread(v.get('vs_null'))} | {spread(v.get('vs_floor'))} |")
         L.append("")
+    fc = env.get("force_cost")
+    if fc:
+        chk = env.get("chat_check") or []
+        L.append(f"`force_stream_usage` on the `chat` route: holding the request body and adding "
+                 f"`\"stream_options\":{{\"include_usage\":true}},` costs {spread(fc)} µs per request "
+                 f"(force − `llm` on, within each round: median (min … max)); the upstream logged "
+                 f"{'; '.join(f'`{x}`' for x in chk)} (check, body bytes received).\n")
     if env.get("ratios"):
         L.append("Other ratios of overheads, same rounds (ratio of the medians (per-round min … max)):\n")
         L.append("| route | ratio | value |")

@@ -8,7 +8,7 @@
 # measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min); about 9 with the default 5.
 #
 # Settings (environment; see bench/envoy_bench.py and docs/bench.md):
-#   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy,sse BENCH_PROBE_ROUTES=direct
+#   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy,sse,chat BENCH_PROBE_ROUTES=direct
 #   BENCH_CONNECTIONS=32 BENCH_ENVOY_CPU=0 BENCH_LOAD_CPU=1 BENCH_CONFIGS=...
 #   BENCH_VARIANTS=name=path,...   other builds of the filter in the same run
 #   BENCH_BEFORE=path              the "before" build: fuel-bench compares it per callback and
