@@ -95,8 +95,11 @@ pub struct StreamData {
     /// `on_request_body` announces, or, while the filter buffers, everything buffered.
     pub request_chunk: Vec<u8>,
     /// What went upstream: the request headers as they were when the filter let them go,
-    /// and the body as the filter left it.
+    /// and the body as the filter left it. While `released` and nothing wrote to the map
+    /// since, `upstream_headers` is None and `request_headers` are what went upstream (a
+    /// copy is made only at such a write: the agent runs every entry through here).
     pub upstream_headers: Option<Headers>,
+    pub released: bool,
     pub upstream_body: Vec<u8>,
     /// What `on_request_headers` and each `on_request_body` answered.
     pub request_answers: Vec<i32>,

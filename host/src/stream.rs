@@ -147,7 +147,7 @@ fn body_chunks(
         left -= n;
         vm.call_if(
             name,
-            f.clone(),
+            f.as_ref(),
             ctx,
             (ctx as i32, n as i32, (left == 0) as i32),
         )?;
@@ -165,9 +165,7 @@ fn answered(vm: &mut Vm, ctx: u32, answer: i32) {
 /// change them: Envoy forgets the map once `on_request_headers` continues.
 fn release_headers(vm: &mut Vm, ctx: u32) {
     if let Some(s) = vm.store.data_mut().streams.get_mut(&ctx) {
-        if s.upstream_headers.is_none() {
-            s.upstream_headers = Some(s.request_headers.clone());
-        }
+        s.released = true;
         s.request_headers_open = false;
     }
 }
@@ -200,7 +198,7 @@ fn request_chunks(
                     s.request_chunk.clear();
                 }
                 s.request_chunk.extend_from_slice(&body[at..end]);
-                s.request_headers_open = held && s.upstream_headers.is_none();
+                s.request_headers_open = held && !s.released;
                 s.request_chunk.len()
             }
             None => 0,
@@ -209,7 +207,7 @@ fn request_chunks(
         let answer = vm
             .call_if(
                 "on_request_body",
-                f.clone(),
+                f.as_ref(),
                 ctx,
                 (ctx as i32, size as i32, last),
             )?
@@ -255,7 +253,7 @@ fn response_chunks(
         let last = (end == body.len()) as i32;
         vm.call_if(
             "on_response_body",
-            f.clone(),
+            f.as_ref(),
             ctx,
             (ctx as i32, (end - at) as i32, last),
         )?;
@@ -282,7 +280,7 @@ impl Vm {
             chunk,
         } = stream;
         let chunk = chunk.max(1);
-        let before = self.fuel().clone();
+        self.stream_fuel.clear();
         let ctx = self.next_context;
         self.next_context += 1;
         let n_headers = request_headers.len() as i32;
@@ -315,21 +313,17 @@ impl Vm {
             .unwrap_or_default();
         r?;
         self.settle()?;
-        let mut fuel = self.fuel().clone();
-        for (k, (calls, used)) in fuel.iter_mut() {
-            if let Some((c0, u0)) = before.get(k) {
-                *calls -= c0;
-                *used -= u0;
-            }
-        }
-        fuel.retain(|_, (c, _)| *c > 0);
+        let fuel = std::mem::take(&mut self.stream_fuel);
         Ok(Outcome {
             context_id: ctx,
             random_drawn: scripted.drawn,
             random_scripted: scripted.used,
             fuel,
             filter_state: stream.filter_state,
-            upstream_headers: stream.upstream_headers,
+            upstream_headers: match stream.upstream_headers {
+                Some(h) => Some(h),
+                None => stream.released.then_some(stream.request_headers),
+            },
             upstream_body: stream.upstream_body,
             request_answers: stream.request_answers,
         })
@@ -350,7 +344,7 @@ impl Vm {
         let id = ctx as i32;
         self.call(
             "on_context_create",
-            f.context_create,
+            &f.context_create,
             ctx,
             (id, root as i32),
         )?;
@@ -358,7 +352,7 @@ impl Vm {
         let held = self
             .call_if(
                 "on_request_headers",
-                f.request_headers,
+                f.request_headers.as_ref(),
                 ctx,
                 (id, n_headers, (body_len == 0) as i32),
             )?
@@ -399,7 +393,7 @@ impl Vm {
             open_headers(self, ctx, false, true);
             self.call_if(
                 "on_response_headers",
-                f.response_headers,
+                f.response_headers.as_ref(),
                 ctx,
                 (id, n, (len == 0) as i32),
             )?;
@@ -418,10 +412,11 @@ impl Vm {
         // APISIX has no on_log: the stream just ends.
         if self.store.data().profile != Profile::Apisix {
             open_headers(self, ctx, true, true);
-            self.call_if("on_log", f.log, ctx, id)?;
+            self.call_if("on_log", f.log.as_ref(), ctx, id)?;
             open_headers(self, ctx, false, false);
         }
-        self.call_if("on_done", f.done, ctx, id)?;
-        self.call_if("on_delete", f.delete, ctx, id).map(drop)
+        self.call_if("on_done", f.done.as_ref(), ctx, id)?;
+        self.call_if("on_delete", f.delete.as_ref(), ctx, id)
+            .map(drop)
     }
 }

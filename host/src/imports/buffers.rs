@@ -6,6 +6,18 @@ use crate::abi::{self, buffer_type, map_type, status::*, Headers};
 use crate::state::HostState;
 use wasmtime::{Linker, Result};
 
+/// A map about to be written: request headers already let go upstream are kept as they went.
+fn map_write(st: &mut HostState, map: i32) -> Option<&mut Headers> {
+    if map == map_type::REQUEST_HEADERS {
+        if let Some(s) = stream(st).filter(|s| s.request_headers_open) {
+            if s.released && s.upstream_headers.is_none() {
+                s.upstream_headers = Some(s.request_headers.clone());
+            }
+        }
+    }
+    map_mut(st, map)
+}
+
 fn map_mut(st: &mut HostState, map: i32) -> Option<&mut Headers> {
     match map {
         map_type::REQUEST_HEADERS => stream(st)
@@ -19,12 +31,13 @@ fn map_mut(st: &mut HostState, map: i32) -> Option<&mut Headers> {
     }
 }
 
-fn map_get(st: &mut HostState, map: i32) -> Option<Headers> {
+/// The map in the ABI's encoding (encoded in place: the agent reads every entry's map once).
+fn map_encoded(st: &mut HostState, map: i32) -> Option<Vec<u8>> {
     match map {
         map_type::REQUEST_TRAILERS
         | map_type::RESPONSE_TRAILERS
-        | map_type::CALL_RESPONSE_TRAILERS => Some(Vec::new()),
-        _ => map_mut(st, map).map(|m| m.clone()),
+        | map_type::CALL_RESPONSE_TRAILERS => Some(abi::encode_map(&Vec::new())),
+        _ => map_mut(st, map).map(|m| abi::encode_map(m)),
     }
 }
 
@@ -95,10 +108,10 @@ fn add_header_maps(l: &mut Linker<HostState>) -> Result<()> {
         "proxy_get_header_map_pairs",
         |mut c: C, map: i32, ret_ptr: i32, ret_size: i32| -> Result<i32> {
             count(&mut c, "proxy_get_header_map_pairs");
-            let Some(m) = map_get(c.data_mut(), map) else {
+            let Some(m) = map_encoded(c.data_mut(), map) else {
                 return Ok(NOT_FOUND);
             };
-            give(&mut c, &abi::encode_map(&m), ret_ptr, ret_size)
+            give(&mut c, &m, ret_ptr, ret_size)
         },
     )?;
     l.func_wrap(
@@ -112,7 +125,7 @@ fn add_header_maps(l: &mut Linker<HostState>) -> Result<()> {
             let Some(new) = abi::decode_map(&bytes) else {
                 return BAD_ARGUMENT;
             };
-            match map_mut(c.data_mut(), map) {
+            match map_write(c.data_mut(), map) {
                 Some(m) => {
                     *m = new;
                     OK
@@ -130,7 +143,7 @@ fn put_value(c: &mut C, map: i32, (kp, kl, vp, vl): (i32, i32, i32, i32), replac
     let (Some(k), Some(v)) = (read_str(c, kp, kl), read(c, vp, vl)) else {
         return INVALID_MEMORY_ACCESS;
     };
-    let Some(m) = map_mut(c.data_mut(), map) else {
+    let Some(m) = map_write(c.data_mut(), map) else {
         return NOT_FOUND;
     };
     if replace {
@@ -183,7 +196,7 @@ fn add_header_values(l: &mut Linker<HostState>) -> Result<()> {
             let Some(k) = read_str(&mut c, kp, kl) else {
                 return INVALID_MEMORY_ACCESS;
             };
-            let Some(m) = map_mut(c.data_mut(), map) else {
+            let Some(m) = map_write(c.data_mut(), map) else {
                 return NOT_FOUND;
             };
             m.retain(|(key, _)| *key != k);

@@ -90,13 +90,13 @@ impl Builder {
         let f = vm.f.clone();
         let root = vm.root_id as i32;
         let res: Result<()> = (|| {
-            vm.call("on_context_create", f.context_create, 0, (root, 0))?;
+            vm.call("on_context_create", &f.context_create, 0, (root, 0))?;
             let n = vm.store.data().vm_config.len() as i32;
-            if vm.call("on_vm_start", f.vm_start, vm.root_id, (root, n))? == 0 {
+            if vm.call("on_vm_start", &f.vm_start, vm.root_id, (root, n))? == 0 {
                 bail!("on_vm_start returned false");
             }
             let n = vm.store.data().plugin_config.len() as i32;
-            if vm.call("on_configure", f.configure, vm.root_id, (root, n))? == 0 {
+            if vm.call("on_configure", &f.configure, vm.root_id, (root, n))? == 0 {
                 bail!("on_configure returned false: the plugin refused its configuration");
             }
             Ok(())

@@ -79,7 +79,7 @@ impl Vm {
         let f = self.f.clone();
         let r = self.call(
             "on_http_call_response",
-            f.http_call_response,
+            &f.http_call_response,
             ctx,
             (ctx as i32, token as i32, nh as i32, nb as i32, 0),
         );

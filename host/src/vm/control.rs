@@ -12,7 +12,7 @@ impl Vm {
         let n = config.len() as i32;
         self.store.data_mut().plugin_config = config;
         let (f, root) = (self.exports(), self.root_id);
-        let accepted = self.call("on_configure", f.configure, root, (root as i32, n))? != 0;
+        let accepted = self.call("on_configure", &f.configure, root, (root as i32, n))? != 0;
         self.settle()?;
         Ok(accepted)
     }
@@ -23,7 +23,7 @@ impl Vm {
         let n = config.len() as i32;
         self.store.data_mut().plugin_config = config.to_vec();
         let (f, root) = (self.exports(), self.root_id);
-        let accepted = self.call("on_configure", f.configure, root, (root as i32, n))? != 0;
+        let accepted = self.call("on_configure", &f.configure, root, (root as i32, n))? != 0;
         self.settle()?;
         Ok(accepted)
     }

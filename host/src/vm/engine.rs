@@ -16,6 +16,10 @@ pub(crate) fn engine(fuel: bool) -> &'static Engine {
     ENGINES[fuel as usize].get_or_init(|| {
         let mut c = Config::new();
         c.consume_fuel(fuel);
+        // `perf record` can name the filter's compiled functions (perf-<pid>.map in /tmp).
+        if std::env::var_os("PROXY_WASM_HOST_PERFMAP").is_some() {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         Engine::new(&c).unwrap_or_else(|e| panic!("wasmtime engine: {e}"))
     })
 }

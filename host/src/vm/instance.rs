@@ -9,6 +9,7 @@ use crate::wasi::WasiState;
 use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use wasmtime::{Linker, Store, TypedFunc, WasmParams, WasmResults};
 
 /// Start of the simulated clock: 2023-11-14T22:13:20Z.
@@ -85,11 +86,14 @@ impl std::error::Error for StartError {}
 pub struct Vm {
     pub(crate) store: Store<HostState>,
     pub(crate) instance: wasmtime::Instance,
-    pub(crate) f: Exports,
+    /// Shared so a call sequence can hold them while the VM is borrowed mutably.
+    pub(crate) f: Arc<Exports>,
     pub(crate) root_id: u32,
     pub(crate) next_context: u32,
     pub(crate) next_tick_ns: Option<u64>,
     pub(crate) fuel: FuelLog,
+    /// The same since the current stream began (`run_stream`'s `Outcome::fuel`).
+    pub(crate) stream_fuel: FuelLog,
     pub(crate) trapped: Option<String>,
     pub(crate) auto: Option<ScriptedCollector>,
     pub(crate) metered: bool,
@@ -197,11 +201,12 @@ impl Vm {
         Ok(Vm {
             store,
             instance,
-            f,
+            f: Arc::new(f),
             root_id: 1,
             next_context: 2,
             next_tick_ns: None,
             fuel: FuelLog::new(),
+            stream_fuel: FuelLog::new(),
             trapped: None,
             auto: None,
             metered: b.fuel,
@@ -214,7 +219,7 @@ impl Vm {
     pub(crate) fn call<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &'static str,
-        f: TypedFunc<P, R>,
+        f: &TypedFunc<P, R>,
         ctx: u32,
         args: P,
     ) -> Result<R> {
@@ -238,9 +243,11 @@ impl Vm {
         } else {
             0
         };
-        let e = self.fuel.entry(name).or_default();
-        e.0 += 1;
-        e.1 += used;
+        for log in [&mut self.fuel, &mut self.stream_fuel] {
+            let e = log.entry(name).or_default();
+            e.0 += 1;
+            e.1 += used;
+        }
         match r {
             Ok(v) => Ok(v),
             Err(e) => {
@@ -263,7 +270,7 @@ impl Vm {
     pub(crate) fn call_if<P: WasmParams, R: WasmResults>(
         &mut self,
         name: &'static str,
-        f: Option<TypedFunc<P, R>>,
+        f: Option<&TypedFunc<P, R>>,
         ctx: u32,
         args: P,
     ) -> Result<Option<R>> {
@@ -273,7 +280,7 @@ impl Vm {
         }
     }
 
-    pub(crate) fn exports(&self) -> Exports {
+    pub(crate) fn exports(&self) -> Arc<Exports> {
         self.f.clone()
     }
 

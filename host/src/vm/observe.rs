@@ -11,7 +11,7 @@ impl Vm {
     /// once; false when it asked to finish later (then `done_called()` says when it did).
     pub fn shutdown(&mut self) -> Result<bool> {
         let (f, root) = (self.f.clone(), self.root_id);
-        let r = self.call_if("on_done", f.done, root, root as i32)? != Some(0);
+        let r = self.call_if("on_done", f.done.as_ref(), root, root as i32)? != Some(0);
         self.settle()?;
         Ok(r)
     }

@@ -29,7 +29,7 @@ impl Vm {
         for id in ready {
             self.call(
                 "on_queue_ready",
-                f.queue_ready.clone(),
+                &f.queue_ready,
                 root,
                 (root as i32, id as i32),
             )?;

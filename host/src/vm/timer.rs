@@ -9,7 +9,7 @@ impl Vm {
     pub fn tick(&mut self) -> Result<()> {
         self.poll_queues()?;
         let (f, root) = (self.exports(), self.root_id);
-        self.call("on_tick", f.tick, root, root as i32)?;
+        self.call("on_tick", &f.tick, root, root as i32)?;
         self.settle()
     }
 
