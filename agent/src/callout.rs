@@ -134,16 +134,17 @@ pub fn ids_in(c: &Callout) -> Vec<u128> {
     let body = c.plain_body();
     let mut out = Vec::new();
     let b = &body[..];
-    let mut i = 0;
-    while i + 38 <= b.len() {
-        if b[i] == b'"' && b[i + 37] == b'"' {
+    let mut from = 0;
+    for i in memchr::memchr_iter(b'"', b) {
+        if i < from || i + 38 > b.len() {
+            continue;
+        }
+        if b[i + 37] == b'"' {
             if let Some(id) = parse_uuid(&b[i + 1..i + 37]) {
                 out.push(id);
-                i += 38;
-                continue;
+                from = i + 38;
             }
         }
-        i += 1;
     }
     out
 }
