@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The Kafka suite: installs Caddy, tansu (kafka/install-tansu.sh: cargo install, about 11 minutes
-# the first time) and kafka-python (kafka/install-client.sh) if needed, builds the demo upstream,
+# The Kafka suite: installs Caddy, tansu (kafka/install-tansu.sh: cargo install, about 9
+# CPU-minutes the first time, which .ci/run starts early in the background) and kafka-python (kafka/install-client.sh) if needed, builds the demo upstream,
 # and runs kafka/e2e.py with the client's python. Arguments select scenarios by name.
 # Needs dist/usage_filter.wasm and dist/usage-agent (make build), or USAGE_FILTER_WASM /
 # USAGE_AGENT. The agent builds librdkafka from source (rdkafka crate).
