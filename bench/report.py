@@ -367,6 +367,22 @@ def llm_section(L):
         L.append(f"| {r['body_bytes']:,} bytes of SSE | {r['chunk_bytes']:,} bytes | {r['fuel_on']:,} | "
                  f"{r['fuel_off']:,} | {r['fuel_per_kb_scanned']:,.0f} | {r['host_calls_on']} / {r['host_calls_off']} |")
     L.append("")
+    shapes = fuel.get("llm_shapes")
+    if shapes:
+        L.append("Every shape the scanner reads, about 32 KB each in 1 KB chunks (streams as many small events, "
+                 "JSON answers as one object whose long text comes before the usage):\n")
+        L.append("| answer | bytes | fuel, llm on | fuel, llm off | fuel per KB scanned |")
+        L.append("|---|---:|---:|---:|---:|")
+        for r in shapes:
+            L.append(f"| {r['shape']} | {r['body_bytes']:,} | {r['fuel_on']:,} | {r['fuel_off']:,} | "
+                     f"{r['fuel_per_kb_scanned']:,.0f} |")
+        L.append("")
+    force = fuel.get("force_stream_usage")
+    if force:
+        L.append(f"`llm.force_stream_usage`: a {force['request_bytes']}-byte chat request held and rewritten, with "
+                 f"a {force['answer_bytes']:,}-byte streamed answer: {force['fuel_on']:,} fuel per request with it, "
+                 f"{force['fuel_off']:,} without (+{force['fuel_on'] - force['fuel_off']:,}); host calls "
+                 f"{force['host_calls_on']} against {force['host_calls_off']}.\n")
 
 
 def agent_section(L):
