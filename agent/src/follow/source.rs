@@ -2,7 +2,7 @@
 //! checking that the open FILE still holds what it held (copy-truncate).
 
 use super::{Follower, Open, Seen, Source, SCAN_IDLE};
-use crate::fingerprint::{self, Fp, FP_LEN};
+use crate::fingerprint::{self, Fp};
 use crate::rolled::Rank;
 use flate2::read::MultiGzDecoder;
 use std::fs::File;
@@ -12,18 +12,21 @@ use std::time::{Duration, Instant};
 
 /// The fingerprint of an open plain file, read without moving its position.
 pub(super) fn fingerprint_at(f: &File) -> Option<Fp> {
-    let mut head = [0u8; FP_LEN];
-    let mut n = 0;
-    while n < FP_LEN {
-        match f.read_at(&mut head[n..], n as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(k) => n += k,
-        }
-        if head[..n].contains(&b'\n') {
-            break;
-        }
+    fingerprint::of(&mut At { file: f, at: 0 }).ok().flatten()
+}
+
+/// Reads a file from a position of its own (`pread`), leaving the file's position alone.
+struct At<'a> {
+    file: &'a File,
+    at: u64,
+}
+
+impl Read for At<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
     }
-    fingerprint::of_bytes(&head[..n])
 }
 
 impl Follower {
