@@ -105,6 +105,9 @@ pub struct Follower {
     /// Inside a line longer than `MAX_LINE`: drop bytes up to the next newline.
     skipping: bool,
     last_scan: Option<Instant>,
+    /// Fingerprints of the files at the last look by (dev, inode), kept while their size and
+    /// mtime do not change: a rolled gzip is not decompressed again at every look.
+    known: HashMap<(u64, u64), (u64, Option<std::time::SystemTime>, Fp)>,
     /// A gzip that could not be read yet (still being written): not before this.
     gz_retry: HashMap<Fp, Instant>,
     /// What happened that an operator should know (rotations, truncations, losses).
@@ -134,6 +137,7 @@ impl Follower {
             buf_offset: 0,
             skipping: false,
             last_scan: None,
+            known: HashMap::new(),
             gz_retry: HashMap::new(),
             notes: Vec::new(),
             lost_bytes: BTreeMap::new(),

@@ -42,6 +42,7 @@ impl Follower {
             return;
         };
         let mut found: Vec<Seen> = Vec::new();
+        let mut known = HashMap::new();
         for e in rd.filter_map(|e| e.ok()) {
             let p = e.path();
             let Some(m) = rolled::member_path(&self.path, &p) else {
@@ -57,12 +58,15 @@ impl Follower {
                 continue;
             }
             let (dev, ino) = dev_ino(&md);
-            let fp = match &self.cur {
+            let stamp = (md.len(), md.modified().ok());
+            let fp = match (&self.cur, self.known.get(&(dev, ino))) {
                 // The open file keeps its fingerprint until a read shows it changed.
-                Some(o) if (o.dev, o.ino) == (dev, ino) && !m.gz => Some(o.fp),
+                (Some(o), _) if (o.dev, o.ino) == (dev, ino) && !m.gz => Some(o.fp),
+                (_, Some(&(size, mtime, fp))) if (size, mtime) == stamp => Some(fp),
                 _ => fingerprint_of(&p, m.gz).ok().flatten(),
             };
             let Some(fp) = fp else { continue };
+            known.insert((dev, ino), (stamp.0, stamp.1, fp));
             found.push(Seen {
                 path: p,
                 gz: m.gz,
@@ -73,6 +77,7 @@ impl Follower {
                 fp,
             });
         }
+        self.known = known;
         found.sort_by(|a, b| a.rank.cmp(&b.rank));
         // One per fingerprint: the open one, else a plain one (a gzip may still be written).
         let cur = self.cur.as_ref().map(|o| (o.dev, o.ino));
