@@ -88,4 +88,50 @@ mod tests {
         assert_eq!(lines[0]["body"], r#"{"events":[]}"#);
         assert!(lines[1]["time"].as_str().unwrap().ends_with('Z'));
     }
+
+    /// `given_up` restates what the filter does with a refusal; this holds it to the filter
+    /// itself (the built .wasm in our host, as the agent runs it): for every 4xx and 5xx, a
+    /// batch of one event and one of three are answered that status once, then 200 to every
+    /// callout; the filter gave up when not every event was delivered.
+    #[test]
+    fn given_up_is_what_the_filter_gives_up() {
+        use proxy_wasm_host::{metrics, Vm};
+        for status in (400..=431).chain([451, 500, 502, 503, 504]) {
+            for n in [1usize, 3] {
+                let mut vm = Vm::envoy()
+                    .config(serde_json::json!({"enabled": true, "sinks": ["http"],
+                        "http": {"cluster": "collector", "batch_size": n}}))
+                    .start()
+                    .unwrap_or_else(|e| panic!("start: {e}"));
+                for i in 0..n {
+                    vm.request()
+                        .path(&format!("/r/{i}"))
+                        .key("k")
+                        .respond(200)
+                        .unwrap();
+                }
+                let mut first = true;
+                for _ in 0..600 {
+                    vm.advance_ms(100).unwrap();
+                    for c in vm.pending() {
+                        let s = if std::mem::take(&mut first) {
+                            status
+                        } else {
+                            200
+                        };
+                        vm.reply(c.token, s, &[], b"{}").unwrap();
+                    }
+                    if vm.metric(metrics::BUFFER_EVENTS) == 0 && vm.pending().is_empty() && !first {
+                        break;
+                    }
+                }
+                let delivered = vm.metric(metrics::EVENTS_DELIVERED) as usize;
+                assert_eq!(
+                    given_up(status, n),
+                    delivered < n,
+                    "status {status}, {n} event(s): the filter delivered {delivered}"
+                );
+            }
+        }
+    }
 }
