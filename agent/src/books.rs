@@ -18,6 +18,7 @@
 
 use crate::fingerprint::Fp;
 use crate::follow::Position;
+use rustc_hash::FxHashMap;
 use std::collections::{BTreeMap, HashMap};
 
 struct Pending {
@@ -28,7 +29,8 @@ struct Pending {
 pub struct Books {
     next_seq: u64,
     pending: BTreeMap<u64, Pending>,
-    by_id: HashMap<u128, u64>,
+    /// Fx-hashed: every entry read inserts here and every delivered event removes.
+    by_id: FxHashMap<u128, u64>,
     /// Event-making entries since the last tick, in order.
     group: Vec<u64>,
     cap: usize,
@@ -41,7 +43,7 @@ impl Books {
         Books {
             next_seq: 0,
             pending: BTreeMap::new(),
-            by_id: HashMap::new(),
+            by_id: FxHashMap::default(),
             group: Vec::new(),
             cap: cap.max(1),
             forgotten: 0,

@@ -160,7 +160,8 @@ pub struct HostState {
     pub tick_period_ms: u32,
     pub root_id: u32,
     pub active: u32,
-    pub streams: HashMap<u32, StreamData>,
+    /// By context id; Fx-hashed: every host call of a stream looks its stream up here.
+    pub streams: rustc_hash::FxHashMap<u32, StreamData>,
     /// Finished callouts, oldest first (bounded by `history_limit`).
     pub callouts: Vec<Callout>,
     /// Callouts waiting for an answer.

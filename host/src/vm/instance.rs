@@ -137,7 +137,7 @@ impl Vm {
             tick_period_ms: 0,
             root_id: 1,
             active: 0,
-            streams: HashMap::new(),
+            streams: Default::default(),
             callouts: Vec::new(),
             pending: Vec::new(),
             history_limit: usize::MAX,
