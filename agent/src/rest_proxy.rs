@@ -434,7 +434,9 @@ fn one(
     let sink = &sinks[&p.topic];
     let (tx, rx) = mpsc::channel();
     let records = sink.produce(&body, 0, p.timeout_ms, &tx);
-    let (status, body) = match rx.recv_timeout(Duration::from_millis(p.timeout_ms as u64)) {
+    // Answered a little before the caller gives up, so the connection stays usable.
+    let wait = Duration::from_millis(p.timeout_ms.saturating_sub(200).max(500) as u64);
+    let (status, body) = match rx.recv_timeout(wait) {
         Ok(a) => match a.outcome {
             Outcome::Answered { status, body, .. } => (status as u16, body),
             _ => (503, error_body("kafka: no answer")),
