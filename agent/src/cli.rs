@@ -219,6 +219,19 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             "--listen-http-remote, --listen-http-max-bytes: only with --listen-http".into(),
         );
     }
+    if o.follow.is_none() && o.listen.is_none() {
+        // --listen-http alone: what only the filter uses would be ignored.
+        let unused = [
+            ("--config", o.config.is_some()),
+            ("--dead-letter", o.dead_letter.is_some()),
+            ("--env", !o.env.is_empty()),
+        ];
+        if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag}: only with --follow or --listen (--listen-http alone runs no filter)"
+            ));
+        }
+    }
     if o.state.is_some() && o.follow.is_none() {
         return Err("--state: only with --follow".into());
     }
@@ -331,6 +344,14 @@ mod tests {
                 "--listen-http: needs a --cluster NAME=kafka",
             ),
             ("--follow a --listen-http-remote", "--listen-http-remote"),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --config c.json",
+                "--config: only with --follow or --listen",
+            ),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --env A=1",
+                "--env: only with --follow or --listen",
+            ),
             (
                 "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --listen-http-max-bytes 1k",
                 "--listen-http-max-bytes",
