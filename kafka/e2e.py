@@ -317,7 +317,8 @@ def test_broker_down_at_start():
 def test_envoy_through_listen_http_exactly_once():
     """Envoy's filter (kafka-rest to its `collector` cluster) → the agent's --listen-http →
     tansu: 600 keyed requests, 600 records, each event once, keyed by organization in murmur2's
-    partition; the agent answered 200 only for what the broker acknowledged."""
+    partition; the agent answered 200 only for what the broker acknowledged, and a SIGTERM with
+    nothing in flight stops it at once with status 0."""
     st = envoy_stack()
     try:
         reqs = plan(600, "envoy")
@@ -332,6 +333,11 @@ def test_envoy_through_listen_http_exactly_once():
         assert r["usage_agent_http_records_acknowledged_total"] == len(reqs), r
         assert sum(v for k, v in r.items() if k.startswith("usage_agent_http_requests_total{")
                    and 'status="200"' not in k) == 0, r
+        # SIGTERM: nothing being answered, so the agent exits at once, with 0.
+        t0 = time.time()
+        st.kill("relay", signal.SIGTERM, timeout=10)
+        assert st.procs["relay"].returncode == 0, st.stderr("relay")
+        assert time.time() - t0 < 5, f"SIGTERM took {time.time() - t0:.1f} s with nothing in flight"
     finally:
         st.close()
 
