@@ -259,8 +259,11 @@ class Run:
         t0 = time.time()
         while True:
             m = self.metrics()
-            if cond(m):
-                return m
+            try:
+                if cond(m):
+                    return m
+            except KeyError:
+                pass  # the agent's first page is not rendered yet
             if self.agent.poll() is not None:
                 sys.exit(f"{what}: the agent exited {self.agent.returncode}: {self.agent_err()}")
             if time.time() - t0 > timeout:
