@@ -431,7 +431,9 @@ fn one(
         Length::Chunked => read_chunked(r, max_body)?,
     };
     let body = decode(body, p.gzip, max_body)?;
-    let sink = &sinks[&p.topic];
+    let Some(sink) = sinks.get(&p.topic) else {
+        return Err(refuse(404, format!("topic {}", p.topic)));
+    };
     let (tx, rx) = mpsc::channel();
     let records = sink.produce(&body, 0, p.timeout_ms, &tx);
     // Answered a little before the caller gives up, so the connection stays usable.
