@@ -77,10 +77,11 @@ agent-test: build
 e2e-caddy: build
 	caddy/e2e.sh
 
-# Caddy → usage-agent → Kafka (~1 min; the first run installs tansu with cargo install, unoptimised,
-# ~9 CPU-minutes, into .tools/; .ci/run starts that early in the background): a real tansu broker (sqlite storage) read back by kafka-python: every event
-# once by id, keyed by organization (murmur2 partitions), a broker restart and a broker down at
-# the start lose nothing.
+# Caddy → usage-agent → Kafka and Envoy → usage-agent --listen-http → Kafka (~40 s; the first run
+# installs tansu with cargo install, unoptimised, ~9 CPU-minutes, into .tools/, which .ci/run
+# starts early in the background): a real tansu broker (sqlite storage) read back by kafka-python:
+# every event once by id, keyed by organization (murmur2 partitions), a broker restart (both
+# paths) and a broker down at the start lose nothing.
 e2e-kafka: build
 	kafka/e2e.sh
 

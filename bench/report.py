@@ -397,6 +397,9 @@ def agent_section(L):
     if not os.path.exists(path):
         return
     a = json.load(open(path))
+    if "backlog" not in a:
+        kafka_section(L, a)
+        return
     b, p = a["backlog"], a["paced"]
     L.append("## usage-agent beside Caddy\n")
     L.append(f"Real Caddy access-log entries through `usage-agent` pinned to one core into the reference "
@@ -409,6 +412,36 @@ def agent_section(L):
     L.append(f"| written at {p['rate_per_s']:,}/s for {p['seconds']} s | {p['entries']:,} | {p['rate_per_s']:,} "
              f"({'kept up' if p['dropped'] == 0 else 'fell behind'}) | {p['dropped']} | {p['agent_cpu_pct_of_one_core']} % of a core | "
              f"{p['rss_peak_kib'] / 1024:.1f} MB |")
+    L.append("")
+    kafka_section(L, a)
+
+
+def kafka_section(L, a):
+    """Agent → Kafka against agent → HTTP collector, and --listen-http (bench_agent.py kafka_vs_http)."""
+    k = a.get("kafka_vs_http")
+    if not k:
+        return
+    L.append("## usage-agent → Kafka against → HTTP collector\n")
+    if "rounds" not in k:
+        L.append(f"Not measured: {k.get('skipped')}.\n")
+        return
+    L.append(f"{len(k['rounds'])} interleaved rounds of a {k['entries']:,}-entry backlog (real Caddy entries, "
+             f"`kafka-rest`, batch_size {a['batch_size']}) through `usage-agent` pinned to one core, into the "
+             "reference collector or a tansu 0.6 broker (sqlite, 3 partitions, pinned to the other core) with "
+             "lz4 and acks=all; then the agent as Envoy's Kafka REST endpoint (`--listen-http`, no filter run), "
+             f"fed `kafka-rest` POSTs of {a['batch_size']} records two at a time. Entries/s is on the agent's one "
+             "core (the broker's pace included); per CPU-second is the agent's own cost. Min … max over the rounds.\n")
+    L.append("| path | entries/s | entries per agent CPU-second |")
+    L.append("|---|---:|---:|")
+    span = lambda r: f"{r['min']:,} … {r['max']:,}"
+    L.append(f"| `--follow` → HTTP collector | {span(k['http_entries_per_s'])} | {span(k['http_entries_per_cpu_s'])} |")
+    L.append(f"| `--follow` → Kafka (idempotent, the default) | {span(k['kafka_entries_per_s'])} | "
+             f"{span(k['kafka_entries_per_cpu_s'])} |")
+    if "kafka_not_idempotent_entries_per_s" in k:
+        L.append(f"| `--follow` → Kafka (`?idempotence=false`) | {span(k['kafka_not_idempotent_entries_per_s'])} | "
+                 f"{span(k['kafka_not_idempotent_entries_per_cpu_s'])} |")
+    L.append(f"| `--listen-http` → Kafka (records) | {span(k['listen_http_records_per_s'])} | "
+             f"{span(k['listen_http_records_per_cpu_s'])} |")
     L.append("")
 
 

@@ -5,7 +5,7 @@
 # fuel.json, envoy.json, bench.md, bench.svg. With BENCH_WRITE=1 (`make bench-report`) the
 # report goes to docs/bench.md and docs/bench.svg instead (README's headline numbers are
 # copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (175
-# measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min); about 9 with the default 5.
+# measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min, plus ~2 min for its Kafka part); about 9 with the default 5.
 #
 # Settings (environment; see bench/envoy_bench.py and docs/bench.md):
 #   BENCH_ROUNDS=5 BENCH_SECONDS=3 BENCH_ROUTES=direct,proxy,sse,chat BENCH_PROBE_ROUTES=direct
@@ -40,8 +40,9 @@ echo "== (a2) the wasm alone in V8 (node), when there is a node"
 python3 bench/v8_bench.py ${BENCH_BEFORE:+"$BENCH_BEFORE"}
 echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
-echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector"
+echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector, and into Kafka"
 caddy/install-caddy.sh >/dev/null
+kafka/install-tansu.sh >/dev/null
 python3 caddy/bench_agent.py > bench/results/agent.json
 cat bench/results/agent.json
 python3 bench/report.py

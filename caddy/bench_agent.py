@@ -25,6 +25,16 @@ without limit, so every run must deliver every entry and drop none. Four runs:
   50 ms late (`POST /faults {"delay_ms": 50, "count": -1}`) and goes down for 2 s twice on
   the way. The agent's resident memory is sampled throughout (peak, end, and at each quarter
   of the delivery). Target: peak at most 64 MiB.
+- kafka_vs_http: agent → Kafka against agent → HTTP collector, interleaved in one run
+  (`--kafka-rounds` rounds, each a backlog of `--kafka-entries` entries to each destination,
+  the order alternating): the same plugin configuration (`kafka-rest`, keyed by subscription
+  key) to the reference collector or to a real tansu broker (.tools/tansu, sqlite storage, a
+  topic of 3 partitions, pinned beside the collector) through `--cluster kafka://…`
+  (lz4, acks=all; idempotent, the default, and `?idempotence=false`). Reported per round and
+  as min/max: entries/s on the agent's one core and entries per second of the agent's CPU. Also the agent as Envoy's Kafka REST endpoint
+  (`--listen-http`, no filter run): `kafka-rest` POSTs of `--batch-size` records, two at a time
+  (the filter's `max_in_flight`), from this script: records acknowledged per second and per
+  second of the agent's CPU. Skipped, and said so, without tansu (kafka/install-tansu.sh).
 `target_met` is every run's checks (`checks` names them one by one).
 
 Plugin configuration: caddy/usage-agent.json with `--batch-size` and `--buffer-size` (defaults
@@ -33,6 +43,7 @@ target/release/collector (make build; cargo build --release -p usage-collector).
 Usage: caddy/bench_agent.py [--entries N] [--rate R] [--seconds S] [--outage-entries N]
        [--outage-minutes M] [--memory-entries N] [--memory-delay-ms D] [--memory-outages K]
        [--batch-size B] [--buffer-size B] [--agent-cpu C] [--collector-cpu C]
+       [--kafka-entries N] [--kafka-rounds R] [--only NAME[,NAME]]
 """
 import argparse
 import json
@@ -51,6 +62,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AGENT = os.environ.get("USAGE_AGENT", os.path.join(ROOT, "dist", "usage-agent"))
 WASM = os.environ.get("USAGE_FILTER_WASM", os.path.join(ROOT, "dist", "usage_filter.wasm"))
 COLLECTOR = os.path.join(ROOT, "target", "release", "collector")
+TANSU = os.path.join(ROOT, ".tools", "tansu", "bin", "tansu")
 HZ = os.sysconf("SC_CLK_TCK")
 TARGET_ENTRIES_PER_S = 90_000
 TARGET_PACED_PER_S = 50_000
@@ -185,14 +197,19 @@ class Run:
     """One agent following `access.log` in a temporary folder, and the collector it sends to
     (which may be started, stopped and started again on the same port)."""
 
-    def __init__(self, a):
+    def __init__(self, a, kafka_rest=False, kafka=None):
+        """`kafka_rest`: the `kafka-rest` format; `kafka`: a `kafka://` URL the agent
+        produces to instead of the collector."""
         self.a = a
+        self.kafka = kafka
         self.d = tempfile.mkdtemp(prefix="usage-agent-bench-")
         self.log = os.path.join(self.d, "access.log")
         open(self.log, "wb").close()
         self.cport, self.mport = free_port(), free_port()
         cfg = json.load(open(os.path.join(ROOT, "caddy", "usage-agent.json")))
         cfg["http"].update(batch_size=a.batch_size, buffer_size=a.buffer_size)
+        if kafka_rest or kafka:
+            cfg["http"].update(format="kafka-rest", path="/topics/usage")
         self.cfg = os.path.join(self.d, "plugin.json")
         json.dump(cfg, open(self.cfg, "w"))
         self.collector = self.agent = None
@@ -229,7 +246,7 @@ class Run:
         self.agent = subprocess.Popen(
             pin(self.a.agent_cpu) + [AGENT, "--wasm", WASM, "--config", self.cfg, "--follow", self.log,
                                      "--state", os.path.join(self.d, "state.json"), "--env", "COLLECTOR_TOKEN",
-                                     "--cluster", f"collector=127.0.0.1:{self.cport}",
+                                     "--cluster", f"collector={self.kafka or f'127.0.0.1:{self.cport}'}",
                                      "--metrics", f"127.0.0.1:{self.mport}"],
             env=env, stderr=open(os.path.join(self.d, "agent.err"), "wb"))
         wait_port(self.mport, self.agent, "usage-agent")
@@ -242,8 +259,11 @@ class Run:
         t0 = time.time()
         while True:
             m = self.metrics()
-            if cond(m):
-                return m
+            try:
+                if cond(m):
+                    return m
+            except KeyError:
+                pass  # the agent's first page is not rendered yet
             if self.agent.poll() is not None:
                 sys.exit(f"{what}: the agent exited {self.agent.returncode}: {self.agent_err()}")
             if time.time() - t0 > timeout:
@@ -450,12 +470,164 @@ def memory(a):
                 "rss_peak_kib": s.rss_peak, "rss_end_kib": rss}
 
 
+class Broker:
+    """tansu on a free port, pinned to the collector's core, its sqlite data in a temporary
+    folder, with the topic `usage` of 3 partitions."""
+
+    def __init__(self, a):
+        self.d = tempfile.mkdtemp(prefix="usage-agent-bench-tansu-")
+        self.port = free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.p = subprocess.Popen(pin(a.collector_cpu) + [TANSU, "broker", "--listener-url", url,
+                                                          "--advertised-listener-url", url,
+                                                          "--storage-engine", "sqlite://tansu.db"],
+                                  cwd=self.d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  env=dict(os.environ, RUST_LOG="error"))
+        wait_port(self.port, self.p, "tansu")
+        subprocess.run([TANSU, "topic", "create", "--broker", url, "--partitions", "3", "usage"],
+                       check=True, capture_output=True, timeout=30)
+        self.url = f"kafka://127.0.0.1:{self.port}/usage"
+
+    def close(self):
+        terminate(self.p)
+        shutil.rmtree(self.d, ignore_errors=True)
+
+
+def backlog_to(a, n, kafka):
+    """n entries in the file, then the agent delivers them to the collector (`kafka` None) or
+    to the broker: entries/s on its core and per second of its CPU."""
+    with Run(a, kafka_rest=True, kafka=kafka) as r:
+        write_backlog(r.log, n)
+        if kafka is None:
+            r.start_collector()
+        r.start_agent()
+        cpu0, _ = proc_stat(r.agent.pid)
+        t0 = time.time()
+        m = r.wait_delivered("kafka_vs_http", n, 300)
+        took = time.time() - t0
+        cpu, rss = proc_stat(r.agent.pid)
+        b = books(m)
+        return {"entries": n, "seconds": round(took, 3), "entries_per_s": round(b["delivered"] / took),
+                "agent_cpu_s": round(cpu - cpu0, 2),
+                "entries_per_cpu_s": round(b["delivered"] / max(cpu - cpu0, 0.01)),
+                "batch_retries": m["usage_filter_batch_retries"], **b, "rss_end_kib": rss}
+
+
+def event_json(i):
+    """An event as the filter writes it (the fields of a keyed GET), id made from i."""
+    return json.dumps({"id": f"00000000-0000-7000-8000-{i:012x}", "api_path": f"/bench/{i}",
+                       "subscription_key": f"key-{i % 50}", "method": "GET", "response_time_ms": 3,
+                       "status_code": 200, "success": True, "timestamp": "2026-12-06T10:00:00.000000Z",
+                       "request_size": 0, "response_size": 512}, separators=(",", ":"))
+
+
+def listen_http(a, broker, n):
+    """The agent as Envoy's Kafka REST endpoint: n records in `kafka-rest` POSTs of
+    `--batch-size`, two at a time; every answer must be 200."""
+    import http.client
+    d = tempfile.mkdtemp(prefix="usage-agent-bench-relay-")
+    port, mport = free_port(), free_port()
+    agent = subprocess.Popen(pin(a.agent_cpu) + [AGENT, "--listen-http", f"127.0.0.1:{port}",
+                                                 "--cluster", f"kafka={broker.url}",
+                                                 "--metrics", f"127.0.0.1:{mport}"],
+                             stderr=open(os.path.join(d, "agent.err"), "wb"))
+    try:
+        wait_port(port, agent, "usage-agent --listen-http")
+        bodies = []
+        for start in range(0, n, a.batch_size):
+            recs = ",".join(f'{{"key":"key-{i % 50}","value":{event_json(i)}}}'
+                            for i in range(start, min(n, start + a.batch_size)))
+            bodies.append(('{"records":[' + recs + "]}").encode())
+        statuses = {}
+        lock = threading.Lock()
+
+        def client(mine):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            for b in mine:
+                c.request("POST", "/topics/usage", body=b,
+                          headers={"content-type": "application/vnd.kafka.json.v2+json"})
+                r = c.getresponse()
+                r.read()
+                with lock:
+                    statuses[r.status] = statuses.get(r.status, 0) + 1
+            c.close()
+        cpu0, _ = proc_stat(agent.pid)
+        t0 = time.time()
+        ts = [threading.Thread(target=client, args=(bodies[k::2],)) for k in range(2)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        took = time.time() - t0
+        cpu, rss = proc_stat(agent.pid)
+        # The page is rendered every 100 ms.
+        deadline = time.time() + 5
+        while True:
+            acked = metrics(mport)["usage_agent_http_records_acknowledged_total"]
+            if acked >= n or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        return {"records": n, "records_per_post": a.batch_size, "seconds": round(took, 3),
+                "records_per_s": round(acked / took), "agent_cpu_s": round(cpu - cpu0, 2),
+                "records_per_cpu_s": round(acked / max(cpu - cpu0, 0.01)), "acknowledged": acked,
+                "statuses": statuses, "rss_end_kib": rss}
+    finally:
+        terminate(agent)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def kafka_vs_http(a):
+    """Interleaved rounds: the same backlog to the collector and to tansu; then --listen-http."""
+    if not os.path.exists(TANSU):
+        return {"skipped": f"{TANSU} is missing: kafka/install-tansu.sh"}
+    broker = Broker(a)
+    try:
+        rounds = []
+        urls = {"http": None, "kafka": broker.url, "kafka_not_idempotent": broker.url + "?idempotence=false"}
+        for k in range(a.kafka_rounds):
+            order = list(urls) if k % 2 == 0 else list(reversed(urls))
+            got = {}
+            for dest in order:
+                got[dest] = backlog_to(a, a.kafka_entries, urls[dest])
+            got["kafka_over_http_per_cpu_s"] = round(got["kafka"]["entries_per_cpu_s"] /
+                                                     got["http"]["entries_per_cpu_s"], 2)
+            rounds.append(got)
+        relay = [listen_http(a, broker, a.kafka_entries) for _ in range(a.kafka_rounds)]
+    finally:
+        broker.close()
+
+    def span(xs):
+        return {"min": min(xs), "max": max(xs)}
+    return {"entries": a.kafka_entries, "rounds": rounds,
+            "http_entries_per_s": span([r["http"]["entries_per_s"] for r in rounds]),
+            "kafka_entries_per_s": span([r["kafka"]["entries_per_s"] for r in rounds]),
+            "http_entries_per_cpu_s": span([r["http"]["entries_per_cpu_s"] for r in rounds]),
+            "kafka_entries_per_cpu_s": span([r["kafka"]["entries_per_cpu_s"] for r in rounds]),
+            "kafka_over_http_per_cpu_s": span([r["kafka_over_http_per_cpu_s"] for r in rounds]),
+            "kafka_not_idempotent_entries_per_s": span([r["kafka_not_idempotent"]["entries_per_s"] for r in rounds]),
+            "kafka_not_idempotent_entries_per_cpu_s": span([r["kafka_not_idempotent"]["entries_per_cpu_s"]
+                                                            for r in rounds]),
+            "listen_http": relay,
+            "listen_http_records_per_s": span([r["records_per_s"] for r in relay]),
+            "listen_http_records_per_cpu_s": span([r["records_per_cpu_s"] for r in relay])}
+
+
 def checks(a, out):
-    """Each target, by name."""
-    b, p, o, mem = out["backlog"], out["paced"], out["outage"], out["memory"]
+    """Each target, by name (of the runs made)."""
     clean = lambda r: r["dropped"] == 0 and r["entries_lost"] == 0 and r["bytes_lost"] == 0
+    c = {}
+    k = out.get("kafka_vs_http")
+    if k and "rounds" in k:
+        c["kafka_and_http_all_delivered_none_dropped"] = all(
+            r[d]["delivered"] == r[d]["entries"] and clean(r[d]) for r in k["rounds"]
+            for d in ("http", "kafka", "kafka_not_idempotent"))
+        c["listen_http_all_acknowledged_all_200"] = all(
+            r["acknowledged"] == r["records"] and set(r["statuses"]) == {200} for r in k["listen_http"])
+    if "backlog" not in out:
+        return c
+    b, p, o, mem = out["backlog"], out["paced"], out["outage"], out["memory"]
     d = o["during_outage"]
-    return {
+    return {**c,
         "backlog_entries_per_s_at_least_90000": b["entries_per_s"] >= TARGET_ENTRIES_PER_S,
         "backlog_all_delivered_none_dropped": b["delivered"] == b["entries"] and clean(b),
         "paced_at_least_50000_per_s": a.rate >= TARGET_PACED_PER_S,
@@ -487,6 +659,10 @@ def main():
     p.add_argument("--buffer-size", type=int, default=20_000, help="as caddy/usage-agent.json")
     p.add_argument("--agent-cpu", type=int, default=0, help="core the agent is pinned to (-1: none)")
     p.add_argument("--collector-cpu", type=int, default=1 if (os.cpu_count() or 1) > 1 else -1)
+    p.add_argument("--kafka-entries", type=int, default=100_000, help="kafka_vs_http: entries per run")
+    p.add_argument("--kafka-rounds", type=int, default=3, help="kafka_vs_http: interleaved rounds")
+    p.add_argument("--only", default="", help="comma-separated runs (backlog needs nothing else; "
+                   "paced, outage, memory; kafka_vs_http)")
     a = p.parse_args()
     for f in (AGENT, WASM, COLLECTOR):
         if not os.path.exists(f):
@@ -496,10 +672,15 @@ def main():
     out = {"agent_cores": 1 if a.agent_cpu >= 0 else None, "batch_size": a.batch_size,
            "buffer_size": a.buffer_size, "target_entries_per_s": TARGET_ENTRIES_PER_S,
            "target_rss_peak_kib": TARGET_RSS_KIB}
-    out["backlog"] = backlog(a)
-    out["paced"] = paced(a)
-    out["outage"] = outage(a, out["backlog"]["entries_per_s"])
-    out["memory"] = memory(a)
+    only = set(filter(None, a.only.split(",")))
+    if not only or only & {"backlog", "paced", "outage", "memory"}:
+        # These four go together (the outage compares with the backlog rate; checks read all).
+        out["backlog"] = backlog(a)
+        out["paced"] = paced(a)
+        out["outage"] = outage(a, out["backlog"]["entries_per_s"])
+        out["memory"] = memory(a)
+    if not only or "kafka_vs_http" in only:
+        out["kafka_vs_http"] = kafka_vs_http(a)
     out["checks"] = checks(a, out)
     out["target_met"] = all(out["checks"].values())
     print(json.dumps(out, indent=2))

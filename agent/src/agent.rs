@@ -10,7 +10,7 @@ use crate::dead_letter::DeadLetter;
 use crate::follow::Follower;
 use crate::state::{self, Mark};
 use crate::tuning::{GROUP, IDLE, SAVE_EVERY};
-use crate::{listen, metrics};
+use crate::{listen, metrics, rest_proxy};
 use proxy_wasm_host::Vm;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -75,6 +75,8 @@ pub struct Agent {
     pub(crate) paused: bool,
     /// Entries lost anyway, by reason (`usage_agent_entries_lost_total`).
     pub(crate) lost_entries: BTreeMap<&'static str, u64>,
+    /// `--listen-http` beside the filter: its lines join `/metrics`.
+    pub(crate) rest: Option<Arc<rest_proxy::Counts>>,
 }
 
 /// The reasons `usage_agent_entries_lost_total` is shown with, even at 0.
@@ -210,7 +212,10 @@ impl Agent {
                 (n, kind, v)
             })
             .collect();
-        let page = metrics::render(&filter, &self.counts);
+        let mut page = metrics::render(&filter, &self.counts);
+        if let Some(r) = &self.rest {
+            page += &rest_proxy::render(r);
+        }
         if let Ok(mut p) = self.page.lock() {
             *p = page;
         }

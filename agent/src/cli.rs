@@ -5,7 +5,9 @@ use std::path::PathBuf;
 pub const USAGE: &str = "\
 usage: usage-agent [--wasm PATH] [--config FILE] (--follow FILE [--state FILE] | --listen ADDR)
                    [--cluster NAME=HOST:PORT|NAME=kafka://HOST:PORT[,…]/TOPIC[?compression=C]]... [--metrics ADDR] [--env NAME[=VALUE]]...
-                   [--dead-letter FILE]";
+                   [--dead-letter FILE]
+                   [--listen-http ADDR [--listen-http-remote] [--listen-http-max-bytes N]]
+       (--listen-http alone: a Kafka REST endpoint for Envoy's filter, no log read, no filter run)";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -21,6 +23,12 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Where refused batches are kept.
     pub dead_letter: Option<PathBuf>,
+    /// `kafka-rest` POSTs are taken here and produced to the `kafka://` clusters.
+    pub listen_http: Option<String>,
+    /// `--listen-http` may bind an address that is not loopback.
+    pub listen_http_remote: bool,
+    /// The largest body `--listen-http` takes (decompressed).
+    pub listen_http_max_bytes: usize,
 }
 
 impl Default for Options {
@@ -35,6 +43,9 @@ impl Default for Options {
             metrics: None,
             env: Vec::new(),
             dead_letter: None,
+            listen_http: None,
+            listen_http_remote: false,
+            listen_http_max_bytes: crate::rest_proxy::DEFAULT_MAX_BODY,
         }
     }
 }
@@ -72,6 +83,13 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
         if flag == "--help" || flag == "-h" {
             return Ok(Parsed::Help);
         }
+        if flag == "--listen-http-remote" {
+            if inline.is_some() {
+                return Err(format!("{flag}: takes no value"));
+            }
+            o.listen_http_remote = true;
+            continue;
+        }
         let known = [
             "--wasm",
             "--config",
@@ -82,6 +100,8 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             "--metrics",
             "--env",
             "--dead-letter",
+            "--listen-http",
+            "--listen-http-max-bytes",
         ];
         if !known.contains(&flag) {
             return Err(format!("{flag}: unknown flag"));
@@ -118,6 +138,21 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
                 }
                 o.listen = Some(value);
             }
+            "--listen-http" => {
+                once(flag, o.listen_http.is_some())?;
+                if !host_port(&value) {
+                    return Err(format!("--listen-http {value}: expected HOST:PORT"));
+                }
+                o.listen_http = Some(value);
+            }
+            "--listen-http-max-bytes" => match value.parse::<usize>() {
+                Ok(n) if (1024..=1 << 30).contains(&n) => o.listen_http_max_bytes = n,
+                _ => {
+                    return Err(format!(
+                        "--listen-http-max-bytes {value}: a number of bytes from 1024 to 1073741824"
+                    ))
+                }
+            },
             "--metrics" => {
                 once(flag, o.metrics.is_some())?;
                 if !host_port(&value) {
@@ -165,8 +200,37 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             _ => unreachable!(),
         }
     }
+    if o.follow.is_none() && o.listen.is_none() && o.listen_http.is_none() {
+        return Err(
+            "--follow, --listen or --listen-http: one is needed (where the entries or the \
+             records come from)"
+                .into(),
+        );
+    }
+    if o.listen_http.is_some() && !o.clusters.iter().any(|(_, a)| a.starts_with("kafka://")) {
+        return Err(
+            "--listen-http: needs a --cluster NAME=kafka://… (where the records go)".into(),
+        );
+    }
+    if o.listen_http.is_none()
+        && (o.listen_http_remote || o.listen_http_max_bytes != crate::rest_proxy::DEFAULT_MAX_BODY)
+    {
+        return Err(
+            "--listen-http-remote, --listen-http-max-bytes: only with --listen-http".into(),
+        );
+    }
     if o.follow.is_none() && o.listen.is_none() {
-        return Err("--follow or --listen: one is needed (where the log entries come from)".into());
+        // --listen-http alone: what only the filter uses would be ignored.
+        let unused = [
+            ("--config", o.config.is_some()),
+            ("--dead-letter", o.dead_letter.is_some()),
+            ("--env", !o.env.is_empty()),
+        ];
+        if let Some((flag, _)) = unused.iter().find(|(_, given)| *given) {
+            return Err(format!(
+                "{flag}: only with --follow or --listen (--listen-http alone runs no filter)"
+            ));
+        }
     }
     if o.state.is_some() && o.follow.is_none() {
         return Err("--state: only with --follow".into());
@@ -226,6 +290,22 @@ mod tests {
     }
 
     #[test]
+    fn listen_http() {
+        let o = run("--listen-http 127.0.0.1:8082 --cluster k=kafka://h:1/usage").unwrap();
+        assert_eq!(o.listen_http.as_deref(), Some("127.0.0.1:8082"));
+        assert!(!o.listen_http_remote);
+        assert_eq!(o.listen_http_max_bytes, crate::rest_proxy::DEFAULT_MAX_BODY);
+        assert!(o.follow.is_none() && o.listen.is_none());
+        let o = run(
+            "--listen-http-remote --listen-http 0.0.0.0:8082 --cluster k=kafka://h:1/usage \
+             --listen-http-max-bytes 1048576",
+        )
+        .unwrap();
+        assert!(o.listen_http_remote);
+        assert_eq!(o.listen_http_max_bytes, 1 << 20);
+    }
+
+    #[test]
     fn defaults() {
         let o = run("--listen 127.0.0.1:5140").unwrap();
         assert_eq!(o.wasm, PathBuf::from("dist/usage_filter.wasm"));
@@ -253,7 +333,33 @@ mod tests {
                 "--follow a --dead-letter x --dead-letter y",
                 "--dead-letter",
             ),
-            ("--config c.json", "--follow or --listen"),
+            ("--config c.json", "--follow, --listen or --listen-http"),
+            ("--listen-http 127.0.0.1:1", "--listen-http"),
+            (
+                "--listen-http nowhere --cluster k=kafka://h:1/t",
+                "--listen-http",
+            ),
+            (
+                "--listen-http 127.0.0.1:1 --cluster c=h:1",
+                "--listen-http: needs a --cluster NAME=kafka",
+            ),
+            ("--follow a --listen-http-remote", "--listen-http-remote"),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --config c.json",
+                "--config: only with --follow or --listen",
+            ),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --env A=1",
+                "--env: only with --follow or --listen",
+            ),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --listen-http-max-bytes 1k",
+                "--listen-http-max-bytes",
+            ),
+            (
+                "--listen-http 127.0.0.1:1 --cluster k=kafka://h:1/t --listen-http-remote=yes",
+                "--listen-http-remote",
+            ),
             ("--listen 1.2.3.4:5 --state s", "--state"),
             ("--follow a --wasm --state s", "--wasm"),
         ] {

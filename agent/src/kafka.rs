@@ -27,9 +27,12 @@ pub struct Target {
     pub brokers: String,
     pub topic: String,
     pub compression: String,
+    /// librdkafka's `enable.idempotence` (`?idempotence=false` turns it off).
+    pub idempotence: bool,
 }
 
-/// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[?compression=C]`; `None` when not `kafka://`.
+/// `kafka://HOST:PORT[,HOST:PORT…]/TOPIC[?compression=C][&idempotence=false]`; `None` when not
+/// `kafka://`.
 pub fn parse_url(url: &str) -> Option<Result<Target, String>> {
     let rest = url.strip_prefix("kafka://")?;
     Some(parse_rest(rest))
@@ -54,22 +57,33 @@ fn parse_rest(rest: &str) -> Result<Target, String> {
         return Err(format!("topic {topic:?}: {expected}"));
     }
     let mut compression = "lz4".to_string();
+    let mut idempotence = true;
     for kv in query.into_iter().flat_map(|q| q.split('&')) {
         match kv.split_once('=') {
             Some(("compression", c)) if COMPRESSIONS.contains(&c) => compression = c.into(),
+            Some(("idempotence", "true")) => idempotence = true,
+            Some(("idempotence", "false")) => idempotence = false,
+            Some(("idempotence", v)) => {
+                return Err(format!("idempotence={v}: true or false"));
+            }
             Some(("compression", c)) => {
                 return Err(format!(
                     "compression={c}: one of {}",
                     COMPRESSIONS.join(", ")
                 ))
             }
-            _ => return Err(format!("?{kv}: only compression= is known")),
+            _ => {
+                return Err(format!(
+                    "?{kv}: only compression= and idempotence= are known"
+                ))
+            }
         }
     }
     Ok(Target {
         brokers: brokers.into(),
         topic: topic.into(),
         compression,
+        idempotence,
     })
 }
 
@@ -231,7 +245,7 @@ impl Sink {
         c.set("bootstrap.servers", &t.brokers)
             .set("client.id", "usage-agent")
             .set("acks", "all")
-            .set("enable.idempotence", "true")
+            .set("enable.idempotence", t.idempotence.to_string())
             .set("partitioner", "murmur2_random")
             .set("compression.codec", &t.compression)
             .set("linger.ms", "5")
@@ -255,9 +269,16 @@ impl Sink {
 
     /// Produces the callout's records; the answer comes on `tx` (at once when none can go).
     pub fn send(&self, c: &Callout, tx: &Sender<Answer>) {
+        self.produce(&c.plain_body(), c.token, c.timeout_ms, tx);
+    }
+
+    /// Produces the records of a `kafka-rest` body; the answer, for `token`, comes on `tx`
+    /// (at once when none can go). `timeout_ms` is the caller's deadline: a producer made now
+    /// fails a record a little before it. Returns how many records the body holds.
+    pub fn produce(&self, body: &[u8], token: u32, timeout_ms: u32, tx: &Sender<Answer>) -> usize {
         let answer = |status: u32, why: String| {
             let _ = tx.send(Answer {
-                token: c.token,
+                token,
                 outcome: Outcome::Answered {
                     status,
                     headers: vec![("content-type".into(), "application/json".into())],
@@ -265,13 +286,23 @@ impl Sink {
                 },
             });
         };
-        let body = c.plain_body();
-        let recs = match records(&body) {
+        let recs = match records(body) {
             Ok(r) => r,
-            Err(e) => return answer(400, e),
+            Err(e) => {
+                answer(400, e);
+                return 0;
+            }
         };
         if recs.is_empty() {
-            return answer(200, String::new());
+            let _ = tx.send(Answer {
+                token,
+                outcome: Outcome::Answered {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: br#"{"ok":true}"#.to_vec(),
+                },
+            });
+            return 0;
         }
         let mut slot = self.producer.lock().unwrap();
         if let Some(p) = slot.as_ref() {
@@ -287,14 +318,17 @@ impl Sink {
             }
         }
         if slot.is_none() {
-            match self.producer(c.timeout_ms) {
+            match self.producer(timeout_ms) {
                 Ok(p) => *slot = Some(p),
-                Err(e) => return answer(503, format!("kafka: {e}")),
+                Err(e) => {
+                    answer(503, format!("kafka: {e}"));
+                    return recs.len();
+                }
             }
         }
         let producer = slot.as_ref().expect("made above");
         let pending = Arc::new(Pending {
-            token: c.token,
+            token,
             left: AtomicUsize::new(recs.len()),
             failed: Mutex::new(None),
             tx: tx.clone(),
@@ -312,6 +346,7 @@ impl Sink {
                 pending.done();
             }
         }
+        recs.len()
     }
 }
 
@@ -327,8 +362,15 @@ mod tests {
         assert_eq!(t.brokers, "a:9092,b:9093");
         assert_eq!(t.topic, "usage.events");
         assert_eq!(t.compression, "zstd");
+        assert!(t.idempotence);
         let t = parse_url("kafka://127.0.0.1:9092/usage").unwrap().unwrap();
         assert_eq!(t.compression, "lz4");
+        assert!(t.idempotence);
+        let t = parse_url("kafka://h:1/t?idempotence=false&compression=gzip")
+            .unwrap()
+            .unwrap();
+        assert!(!t.idempotence);
+        assert_eq!(t.compression, "gzip");
         assert!(parse_url("127.0.0.1:9092").is_none());
         for bad in [
             "kafka://127.0.0.1:9092",
@@ -338,6 +380,7 @@ mod tests {
             "kafka://h:1/a b",
             "kafka://h:1/t?compression=brotli",
             "kafka://h:1/t?acks=1",
+            "kafka://h:1/t?idempotence=no",
         ] {
             assert!(parse_url(bad).unwrap().is_err(), "{bad}");
         }

@@ -24,6 +24,7 @@ mod ids;
 mod kafka;
 mod listen;
 mod metrics;
+mod rest_proxy;
 mod rolled;
 mod state;
 mod tuning;
@@ -81,7 +82,72 @@ fn settings(config: &str) -> Settings {
     }
 }
 
+/// `--listen-http`: the `kafka://` clusters by topic, and the listener started on them.
+fn start_rest_proxy(o: &cli::Options) -> Result<Option<Arc<rest_proxy::Counts>>, String> {
+    let Some(addr) = &o.listen_http else {
+        return Ok(None);
+    };
+    let mut sinks: HashMap<String, Arc<kafka::Sink>> = HashMap::new();
+    for (name, url) in &o.clusters {
+        let Some(Ok(t)) = kafka::parse_url(url) else {
+            continue;
+        };
+        let topic = t.topic.clone();
+        if sinks.contains_key(&topic) {
+            return Err(format!(
+                "--listen-http: topic {topic} is named by two --cluster kafka:// (POST /topics/{topic} must name one)"
+            ));
+        }
+        sinks.insert(topic, Arc::new(kafka::Sink::new(name, t)));
+    }
+    let mut topics: Vec<&String> = sinks.keys().collect();
+    topics.sort();
+    let topics = topics
+        .iter()
+        .map(|t| format!("/topics/{t}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (local, counts) =
+        rest_proxy::start(addr, o.listen_http_remote, sinks, o.listen_http_max_bytes)?;
+    eprintln!("usage-agent: kafka-rest on http://{local} ({topics})");
+    Ok(Some(counts))
+}
+
+/// `--listen-http` alone: no filter runs; the listener serves until SIGTERM/SIGINT, then
+/// the requests being answered are waited for (up to their deadline).
+fn run_rest_proxy_only(o: &cli::Options, counts: Arc<rest_proxy::Counts>) -> Result<(), String> {
+    let page = Arc::new(Mutex::new(rest_proxy::render(&counts)));
+    if let Some(addr) = &o.metrics {
+        let local =
+            metrics::serve(addr, page.clone()).map_err(|e| format!("--metrics {addr}: {e}"))?;
+        eprintln!("usage-agent: metrics at http://{local}/metrics");
+    }
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone()).map_err(|e| format!("signals: {e}"))?;
+    }
+    while !term.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if let Ok(mut p) = page.lock() {
+            *p = rest_proxy::render(&counts);
+        }
+    }
+    let limit = Duration::from_millis(rest_proxy::DEFAULT_TIMEOUT_MS as u64 + 1000);
+    let until = Instant::now() + limit;
+    eprintln!("usage-agent: stopping: waiting for the requests being answered");
+    while counts.active.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 fn run(o: cli::Options) -> Result<(), String> {
+    let rest = start_rest_proxy(&o)?;
+    if o.follow.is_none() && o.listen.is_none() {
+        if let Some(counts) = rest {
+            return run_rest_proxy_only(&o, counts);
+        }
+    }
     let config = match &o.config {
         Some(p) => {
             std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))?
@@ -212,6 +278,7 @@ fn run(o: cli::Options) -> Result<(), String> {
         answered_since_tick: false,
         paused: false,
         lost_entries: BTreeMap::new(),
+        rest,
     };
     a.drain_logs();
     a.next_tick = Instant::now() + a.period;
