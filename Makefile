@@ -93,7 +93,7 @@ e2e-receivers: build
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py examples/receivers/e2e.py
 
-# LLM token metering in the real Envoy (~65 s): a fake LLM upstream streaming SSE with delays or
+# LLM token metering in the real Envoy (~75 s): a fake LLM upstream streaming SSE with delays or
 # in awkward pieces, the official openai, anthropic and google-genai SDKs (.tools/llm-venv) as
 # clients; exact tokens and cost at the collector, streams not delayed (llm on, llm off, filter
 # off in the same run); examples/llm-token-limit/envoy.yaml against a fake rate limit service.
