@@ -206,21 +206,25 @@ def test_exactly_once_keyed_by_organization():
 
 
 def test_broker_restart_mid_run():
-    """The broker is killed (SIGKILL) while Caddy serves and restarted 2 s later on its data:
-    every event arrives; what was produced twice (acknowledged but the answer lost) is the same
-    event id."""
+    """The broker is killed (SIGKILL) while Caddy serves and restarted on its data once the
+    filter has retried twice: every event arrives; what was produced twice (acknowledged but
+    the answer lost) is the same event id."""
     st = stack()
     try:
         st.start_broker()
         st.start_agent()
         reqs = plan(1500, "restart")
+        # pace: 50 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [send(st, reqs[i:i + 50], workers=4) or time.sleep(0.02)
                                                   for i in range(0, len(reqs), 50)])
         sender.start()
         wait_for(lambda: metrics(st)["usage_filter_events_delivered"] >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
-        at_kill = metrics(st)["usage_filter_events_delivered"]
-        time.sleep(2)
+        m = metrics(st)
+        at_kill = m["usage_filter_events_delivered"]
+        # the broker stays down until the filter has felt it (a condition, not a pause)
+        wait_for(lambda: metrics(st)["usage_filter_batch_retries"] >= m["usage_filter_batch_retries"] + 2, 30,
+                 "retries while the broker is down")
         st.start_broker()
         sender.join()
         m = settled(st, len(reqs))
