@@ -154,7 +154,7 @@ def test_runtime_reconfiguration():
                     failures.append((path, repr(e)))
                 with lock:
                     sent.append((path, f"key-{t}"))
-                time.sleep(0.003)
+                time.sleep(0.003)  # pace: each load thread's rate
         threads = [threading.Thread(target=load, args=(t,)) for t in range(6)]
         for t in threads:
             t.start()

@@ -283,7 +283,7 @@ class FakeLLM(BaseHTTPRequestHandler):
             usage = (body.get("stream_options") or {}).get("include_usage") is True
             for i, event in enumerate(openai_stream(usage) if openai_api else anthropic_stream()):
                 if i:
-                    time.sleep(DELAY)
+                    time.sleep(DELAY)  # pace: the upstream streams an event every DELAY
                 times.append(time.monotonic())
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
@@ -475,7 +475,7 @@ def pieces(body, cut):
     body in several reads, so a held one is buffered across several `on_request_body` calls."""
     for i, (a, b) in enumerate(zip([0] + cut, cut + [len(body)])):
         if i:
-            time.sleep(0.05)
+            time.sleep(0.05)  # pace: the client sends its body slowly, in pieces
         yield body[a:b]
 
 

@@ -115,7 +115,7 @@ class Front:
                 elif behaviour == "trickle":
                     for byte in answer:
                         conn.sendall(bytes([byte]))
-                        time.sleep(1)
+                        time.sleep(1)  # pace: the trickle, a byte a second
                 elif behaviour == "close_mid":
                     conn.sendall(answer[:len(answer) // 2])
                     return
