@@ -282,8 +282,9 @@ def restart_mid_run(query):
         wait_for(lambda: metrics(st)["usage_filter_events_delivered"] >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
         at_kill = metrics(st)["usage_filter_events_delivered"]
-        # pace: the broker stays down 6 s, longer than librdkafka's message timeout (4.5 s), so
-        # callouts fail and the filter retries them (asserted below)
+        # The broker stays down longer than librdkafka's message timeout (4.5 s), so callouts
+        # fail and the filter retries them (asserted below).
+        # pace: the outage, 6 s
         time.sleep(6)
         st.start_broker()
         sender.join()
