@@ -355,12 +355,14 @@ def test_envoy_broker_restart_mid_run():
     st = envoy_stack("idempotence=false")
     try:
         reqs = plan(1500, "envoy-restart")
+        # pace: 50 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [send(st, reqs[i:i + 50], workers=4) or time.sleep(0.02)
                                                   for i in range(0, len(reqs), 50)])
         sender.start()
         wait_for(lambda: st.metrics().get("events_delivered", 0) >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
         at_kill = st.metrics()["events_delivered"]
+        # pace: the outage, 6 s (longer than librdkafka's message timeout)
         time.sleep(6)
         st.start_broker()
         sender.join()
