@@ -10,11 +10,12 @@ use crate::batch::Batch;
 use crate::buffer::Buffer;
 use crate::callout::Callout;
 use crate::config::{Config, LogOutput, Role};
-use crate::dispatch::{Dispatcher, Outcome};
+use crate::destination::Destination;
+use crate::dispatch::Outcome;
 use crate::encode;
 use crate::encode::timestamp::SecondCache;
 use crate::event::Event;
-use crate::metrics::Counters;
+use crate::metrics::{self, Counters};
 use crate::random::Random;
 use crate::record::{handover, Record};
 
@@ -30,11 +31,15 @@ pub struct LogLine {
 pub struct Delivery {
     role: Role,
     log: Option<LogOutput>,
-    /// Local and queue-service roles.
-    dispatcher: Option<Dispatcher>,
+    /// One per element of `http`, in configured order; each gets every event.
+    dests: Vec<Destination>,
     /// Queue-worker role: events waiting for the next hand-over, bounded like the buffer.
+    /// Each event once, whatever the destinations: the service hands it to each.
     handoff: Option<Buffer>,
+    /// What is counted once per event (`metrics::PER_EVENT`), and the log-only books.
     counters: Counters,
+    /// (index in `metrics::NAMES`, name) of the metrics `counters` is published under.
+    names: Vec<(usize, String)>,
     seconds: SecondCache,
     /// The most a damaged hand-over message can be believed to have lost.
     lost_cap: u64,
@@ -43,17 +48,23 @@ pub struct Delivery {
 impl Delivery {
     pub fn new(cfg: &Config) -> Self {
         let role = cfg.role();
-        let http = cfg.http.as_ref();
-        let buffer_size = http.map_or(0, |h| h.buffer_size);
+        let buffer_size = cfg.http.iter().map(|h| h.buffer_size).max().unwrap_or(0);
+        let sends = matches!(role, Role::Local | Role::QueueService);
+        let names = (0..metrics::COUNT)
+            .filter(|i| role == Role::LogOnly || metrics::PER_EVENT.contains(i))
+            .map(|i| (i, metrics::name(i, None)))
+            .collect();
         Delivery {
             role,
             log: cfg.log_sink.then_some(cfg.log_output),
-            dispatcher: match (role, http) {
-                (Role::Local | Role::QueueService, Some(h)) => Some(Dispatcher::new(h.clone())),
-                _ => None,
-            },
+            dests: cfg
+                .http
+                .iter()
+                .map(|h| Destination::new(h, sends, cfg.http_named))
+                .collect(),
             handoff: (role == Role::QueueWorker).then(|| Buffer::new(buffer_size)),
             counters: Counters::default(),
+            names,
             seconds: SecondCache::default(),
             lost_cap: buffer_size as u64,
         }
@@ -63,8 +74,8 @@ impl Delivery {
         self.role
     }
 
-    /// One finished request: encoded once, counted once, routed by role. Returns the log
-    /// line to write, when the log sink is on.
+    /// One finished request: made into its record once, counted once, routed by role.
+    /// Returns the log line to write, when the log sink is on.
     pub fn finish(&mut self, e: &Event<'_>, now_ms: u64) -> Option<LogLine> {
         self.counters.captured += 1;
         if e.tokens.as_ref().is_some_and(|t| t.unpriced) {
@@ -83,45 +94,76 @@ impl Delivery {
         line
     }
 
+    /// Every destination gets the record: a copy for each but the last, which takes it (one
+    /// destination: no copy, as before there were several).
     fn hold(&mut self, rec: Record, now_ms: u64) {
-        let held = match (&mut self.dispatcher, &mut self.handoff) {
-            (Some(d), _) => d.offer(rec, now_ms),
-            (None, Some(h)) => h.push(rec, now_ms).is_ok(),
-            (None, None) => false,
-        };
-        if !held {
-            self.counters.dropped_buffer_full += 1;
+        if let Some(h) = &mut self.handoff {
+            if h.push(rec, now_ms).is_err() {
+                for d in &mut self.dests {
+                    d.counters.dropped_buffer_full += 1;
+                }
+            }
+            return;
+        }
+        let mut rec = Some(rec);
+        let n = self.dests.len();
+        for (i, d) in self.dests.iter_mut().enumerate() {
+            let r = match i + 1 == n {
+                true => rec.take(),
+                false => rec.clone(),
+            };
+            let held = match (&mut d.dispatcher, r) {
+                (Some(disp), Some(r)) => disp.offer(r, now_ms),
+                _ => false,
+            };
+            if !held {
+                d.counters.dropped_buffer_full += 1;
+            }
         }
     }
 
-    /// The next callout to start now, if any (see `Dispatcher::next_send`).
+    /// The next callout to start now, if any, and the destination it is for (see
+    /// `Dispatcher::next_send`).
     pub fn next_callout(
         &mut self,
         now_ms: u64,
         flushing: bool,
         rng: &mut dyn Random,
-    ) -> Option<(Batch, Callout)> {
-        self.dispatcher.as_mut()?.next_send(now_ms, flushing, rng)
+    ) -> Option<(usize, Batch, Callout)> {
+        self.dests.iter_mut().enumerate().find_map(|(i, d)| {
+            let (b, c) = d.dispatcher.as_mut()?.next_send(now_ms, flushing, rng)?;
+            Some((i, b, c))
+        })
     }
 
-    pub fn sent(&mut self, token: u32, batch: Batch) {
-        if let Some(d) = &mut self.dispatcher {
+    pub fn sent(&mut self, dest: usize, token: u32, batch: Batch) {
+        if let Some(d) = self.dests.get_mut(dest).and_then(|d| d.dispatcher.as_mut()) {
             d.sent(token, batch);
         }
     }
 
     /// The host would not start the callout: a failed attempt.
-    pub fn not_sent(&mut self, batch: Batch, now_ms: u64, rng: &mut dyn Random) -> Outcome {
-        let Some(d) = &mut self.dispatcher else {
+    pub fn not_sent(
+        &mut self,
+        dest: usize,
+        batch: Batch,
+        now_ms: u64,
+        rng: &mut dyn Random,
+    ) -> Outcome {
+        let Some(d) = self.dests.get_mut(dest) else {
             return Outcome::Unknown;
         };
-        let outcome = d.not_sent(batch, now_ms, rng);
-        self.counters.callouts_refused += 1;
-        self.counters.record(&outcome);
+        let Some(disp) = &mut d.dispatcher else {
+            return Outcome::Unknown;
+        };
+        let outcome = disp.not_sent(batch, now_ms, rng);
+        d.counters.callouts_refused += 1;
+        d.counters.record(&outcome);
         outcome
     }
 
-    /// A callout finished; `Unknown` when this delivery did not start it.
+    /// A callout finished: the destination that started it and what became of the batch;
+    /// `Unknown` when this delivery did not start it.
     pub fn on_response(
         &mut self,
         token: u32,
@@ -129,13 +171,23 @@ impl Delivery {
         retry_after_ms: Option<u64>,
         now_ms: u64,
         rng: &mut dyn Random,
-    ) -> Outcome {
-        let Some(d) = &mut self.dispatcher else {
-            return Outcome::Unknown;
-        };
-        let outcome = d.on_response(token, status, retry_after_ms, now_ms, rng);
-        self.counters.record(&outcome);
-        outcome
+    ) -> (usize, Outcome) {
+        for (i, d) in self.dests.iter_mut().enumerate() {
+            let Some(disp) = &mut d.dispatcher else {
+                continue;
+            };
+            let outcome = disp.on_response(token, status, retry_after_ms, now_ms, rng);
+            if outcome != Outcome::Unknown {
+                d.counters.record(&outcome);
+                return (i, outcome);
+            }
+        }
+        (0, Outcome::Unknown)
+    }
+
+    /// How the log names destination `dest`: `None` for a single `http` object.
+    pub fn label(&self, dest: usize) -> Option<&str> {
+        self.dests.get(dest)?.label.as_deref()
     }
 
     /// A queue worker's waiting events as one message, and how many it holds.
@@ -153,19 +205,29 @@ impl Delivery {
     }
 
     /// The queue service takes a worker's message. The worker counted its events as
-    /// captured; what the message lost on the way is counted here as failed to send.
+    /// captured; what the message lost on the way is counted here, for every destination,
+    /// as failed to send.
     pub fn receive(&mut self, msg: &[u8], now_ms: u64) {
         let got = handover::unpack(msg);
-        self.counters.dropped_send_failed += got.lost.min(self.lost_cap);
+        let lost = got.lost.min(self.lost_cap);
+        for d in &mut self.dests {
+            d.counters.dropped_send_failed += lost;
+        }
         for r in got.records {
             self.hold(r, now_ms);
         }
     }
 
-    /// Events held: waiting, in flight, waiting for a retry or for the hand-over.
+    /// Events held, all destinations together: waiting, in flight, waiting for a retry or
+    /// for the hand-over (an event several destinations hold is counted by each).
     pub fn held(&self) -> usize {
-        self.dispatcher.as_ref().map_or(0, |d| d.buffered())
+        self.dests.iter().map(|d| d.buffered()).sum::<usize>()
             + self.handoff.as_ref().map_or(0, |h| h.held())
+    }
+
+    /// The events one destination holds; a worker's hand-over holds them for every one.
+    fn held_by(&self, d: &Destination) -> usize {
+        d.buffered() + self.handoff.as_ref().map_or(0, |h| h.held())
     }
 
     /// A request `llm.force_stream_usage` had to pass unchanged.
@@ -173,165 +235,56 @@ impl Delivery {
         self.counters.llm_requests_unmodified += 1;
     }
 
+    /// Every metric this delivery publishes, by name, with its value now (the gauge
+    /// included). A single `http` object keeps the plain names.
+    pub fn books(&self) -> Vec<(&str, u64)> {
+        let mut out: Vec<(&str, u64)> = Vec::with_capacity(metrics::COUNT * (1 + self.dests.len()));
+        let own = self
+            .counters
+            .values(self.handoff.as_ref().map_or(0, |h| h.held()) as u64);
+        out.extend(self.names.iter().map(|(i, n)| (n.as_str(), own[*i])));
+        for d in &self.dests {
+            let v = d.counters.values(self.held_by(d) as u64);
+            out.extend(d.names.iter().map(|(i, n)| (n.as_str(), v[*i])));
+        }
+        out
+    }
+
+    /// Metric names and whether each is the gauge, for defining them up front.
+    pub fn metric_names(&self) -> impl Iterator<Item = (&str, bool)> {
+        let own = self.names.iter();
+        own.chain(self.dests.iter().flat_map(|d| d.names.iter()))
+            .map(|(i, n)| (n.as_str(), *i == metrics::GAUGE))
+    }
+
+    /// Given up (a configuration replaced too often): what each destination still holds
+    /// is counted as failed to send. Returns how many events that was.
+    pub fn abandon(&mut self) -> usize {
+        let held: Vec<usize> = self.dests.iter().map(|d| self.held_by(d)).collect();
+        for (d, n) in self.dests.iter_mut().zip(&held) {
+            d.counters.dropped_send_failed += *n as u64;
+        }
+        held.into_iter().max().unwrap_or(0)
+    }
+
+    /// The once-per-event counters (captured, llm), and the log-only books.
+    #[cfg(test)]
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// The books of destination `dest`, for the tests.
+    #[cfg(test)]
+    pub fn dest_counters(&self, dest: usize) -> Counters {
+        self.dests[dest].counters
+    }
+
+    /// The events destination `dest` holds, for the tests.
+    #[cfg(test)]
+    pub fn dest_held(&self, dest: usize) -> usize {
+        self.held_by(&self.dests[dest])
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{self, Config};
-    use crate::dispatch::tests::Seq;
-
-    fn config(json: &str) -> Config {
-        config::parse(json.as_bytes(), &|_| None).unwrap()
-    }
-
-    fn local(extra: &str) -> Config {
-        config(&format!(
-            r#"{{"enabled":true,"sinks":["http"],"http":{{"cluster":"c","batch_size":2,"buffer_size":3{extra}}}}}"#
-        ))
-    }
-
-    fn event() -> Event<'static> {
-        Event {
-            api_path: "/v1/x".into(),
-            method: "GET".into(),
-            status_code: 200,
-            ..Default::default()
-        }
-    }
-
-    fn books(d: &Delivery) {
-        let c = d.counters();
-        assert_eq!(
-            c.captured,
-            c.delivered
-                + c.dropped_buffer_full
-                + c.dropped_send_failed
-                + c.dropped_rejected
-                + d.held() as u64,
-            "{c:?} held {}",
-            d.held()
-        );
-    }
-
-    #[test]
-    fn the_role_is_decided_by_the_configuration() {
-        assert_eq!(
-            Delivery::new(&config(r#"{"enabled":true}"#)).role(),
-            Role::LogOnly
-        );
-        assert_eq!(Delivery::new(&local("")).role(), Role::Local);
-    }
-
-    #[test]
-    fn log_only_counts_written_as_delivered() {
-        let mut d = Delivery::new(&config(r#"{"enabled":true}"#));
-        let line = d.finish(&event(), 0).unwrap();
-        assert!(line.to_host_log && !line.to_filter_state);
-        assert!(line.line.starts_with(b"{\"time\":"));
-        assert_eq!(d.counters().delivered, 1);
-        books(&d);
-    }
-
-    #[test]
-    fn the_http_sink_writes_no_log_line_and_counts_every_outcome() {
-        let mut d = Delivery::new(&local(r#","retry":{"max_attempts":2}"#));
-        let mut r = Seq(0);
-        for _ in 0..5 {
-            assert_eq!(d.finish(&event(), 0), None);
-        }
-        assert_eq!(d.counters().dropped_buffer_full, 2);
-        books(&d);
-        let (b, c) = d.next_callout(0, false, &mut r).unwrap();
-        assert_eq!(c.upstream, "c");
-        d.sent(1, b);
-        assert!(matches!(
-            d.on_response(1, Some(503), None, 0, &mut r),
-            Outcome::Retrying { .. }
-        ));
-        books(&d);
-        let (b, _) = d.next_callout(100_000, false, &mut r).unwrap();
-        d.sent(2, b);
-        assert!(matches!(
-            d.on_response(2, Some(503), None, 0, &mut r),
-            Outcome::Exhausted { .. }
-        ));
-        let (b, _) = d.next_callout(200_000, false, &mut r).unwrap();
-        assert!(matches!(
-            d.not_sent(b, 200_000, &mut r),
-            Outcome::Retrying { .. }
-        ));
-        let (b, _) = d.next_callout(300_000, false, &mut r).unwrap();
-        d.sent(3, b);
-        d.on_response(3, Some(200), None, 0, &mut r);
-        let c = d.counters();
-        assert_eq!(
-            (
-                c.captured,
-                c.delivered,
-                c.dropped_send_failed,
-                c.batch_retries
-            ),
-            (5, 1, 2, 2)
-        );
-        assert_eq!((c.batches_sent, c.batches_failed), (1, 1));
-        books(&d);
-    }
-
-    fn queue(service: bool) -> Config {
-        config(&format!(
-            r#"{{"enabled":true,"sinks":["http"],"http":{{"cluster":"c","buffer_size":4,"batch_size":2}},
-                "dispatcher":{{"mode":"shared_queue","service":{service}}}}}"#
-        ))
-    }
-
-    #[test]
-    fn a_worker_hands_over_what_it_holds_and_the_books_balance_across_vms() {
-        let mut worker = Delivery::new(&queue(false));
-        let mut service = Delivery::new(&queue(true));
-        assert_eq!(worker.role(), Role::QueueWorker);
-        assert_eq!(service.role(), Role::QueueService);
-        for _ in 0..6 {
-            worker.finish(&event(), 0);
-        }
-        assert_eq!(worker.counters().dropped_buffer_full, 2);
-        let (msg, n) = worker.handoff_message().unwrap();
-        assert_eq!(n, 4);
-        worker.handed_over(n);
-        assert_eq!(worker.held(), 0);
-        assert!(worker.handoff_message().is_none());
-        service.receive(&msg, 0);
-        assert_eq!(service.held(), 4);
-        let (w, s) = (worker.counters(), service.counters());
-        assert_eq!(
-            w.captured + s.captured,
-            w.dropped_buffer_full + s.dropped_buffer_full + (worker.held() + service.held()) as u64
-        );
-    }
-
-    #[test]
-    fn records_lost_from_a_damaged_message_are_counted() {
-        let mut worker = Delivery::new(&queue(false));
-        let mut service = Delivery::new(&queue(true));
-        for _ in 0..3 {
-            worker.finish(&event(), 0);
-        }
-        let (msg, n) = worker.handoff_message().unwrap();
-        worker.handed_over(n);
-        service.receive(&msg[..msg.len() - 5], 0);
-        assert_eq!(service.held(), 2);
-        assert_eq!(service.counters().dropped_send_failed, 1);
-        let (w, s) = (worker.counters(), service.counters());
-        assert_eq!(
-            w.captured,
-            s.dropped_send_failed + service.held() as u64,
-            "the books balance across the two VMs"
-        );
-        // A corrupt count cannot claim more than the buffer could ever have held.
-        service.receive(&[0xff; 40], 0);
-        assert_eq!(service.counters().dropped_send_failed, 1 + 4);
-    }
-}
+mod tests;

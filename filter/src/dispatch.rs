@@ -111,8 +111,7 @@ impl Dispatcher {
         let batch = self.next_batch(now_ms, flushing, rng)?;
         encode::write_batch_body(
             &mut self.scratch,
-            self.cfg.format,
-            self.cfg.kafka_key.as_deref(),
+            &encode::Shape::of(&self.cfg),
             batch.events.iter(),
             &mut self.seconds,
         );
@@ -283,6 +282,9 @@ pub(crate) mod tests {
             },
             kafka_key: None,
             compression: Compression::None,
+            name: "default".into(),
+            cloudevents_type: "api.usage".into(),
+            cloudevents_source: "usage-filter".into(),
         }
     }
 

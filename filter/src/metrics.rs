@@ -30,6 +30,20 @@ pub const GAUGE: usize = 7;
 /// Index of `usage_filter.callouts_refused` in `NAMES`.
 pub const CALLOUTS_REFUSED: usize = 8;
 
+/// Indices in `NAMES` of what is counted once per event whatever the destinations
+/// (captured, and the two `llm` counters); the rest are each destination's own.
+pub const PER_EVENT: [usize; 3] = [0, 9, 10];
+
+/// The name of metric `i`: `NAMES[i]` itself, or with the destination's name after the
+/// prefix (`usage_filter.<name>.events_delivered`) for a destination of an `http` array.
+pub fn name(i: usize, destination: Option<&str>) -> String {
+    let plain = NAMES.get(i).copied().unwrap_or_default();
+    match (destination, plain.split_once('.')) {
+        (Some(d), Some((prefix, rest))) => format!("{prefix}.{d}.{rest}"),
+        _ => plain.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
     pub captured: u64,
@@ -76,22 +90,6 @@ impl Counters {
         }
     }
 
-    pub fn add(&self, o: &Counters) -> Counters {
-        Counters {
-            captured: self.captured + o.captured,
-            delivered: self.delivered + o.delivered,
-            dropped_buffer_full: self.dropped_buffer_full + o.dropped_buffer_full,
-            dropped_send_failed: self.dropped_send_failed + o.dropped_send_failed,
-            dropped_rejected: self.dropped_rejected + o.dropped_rejected,
-            batches_sent: self.batches_sent + o.batches_sent,
-            batches_failed: self.batches_failed + o.batches_failed,
-            batch_retries: self.batch_retries + o.batch_retries,
-            callouts_refused: self.callouts_refused + o.callouts_refused,
-            llm_unpriced: self.llm_unpriced + o.llm_unpriced,
-            llm_requests_unmodified: self.llm_requests_unmodified + o.llm_requests_unmodified,
-        }
-    }
-
     pub fn values(&self, buffered: u64) -> [u64; COUNT] {
         [
             self.captured,
@@ -110,22 +108,42 @@ impl Counters {
     }
 }
 
-/// What has been published so far; `changes` yields the signed change of each value since.
-/// The gauge is published by increment too: every worker VM and the singleton service
-/// define the same metric, and Envoy sums their increments into one value, where a
-/// `record` from each VM would overwrite the others.
+/// What has been published so far, by metric name; `changes` yields the signed change of
+/// each value since. The gauge is published by increment too: every worker VM and the
+/// singleton service define the same metric, and Envoy sums their increments into one value,
+/// where a `record` from each VM would overwrite the others.
 #[derive(Debug, Default)]
 pub struct Published {
-    last: [u64; COUNT],
+    /// name -> (the host's metric id, the value last published). Sorted by name: at most
+    /// 3 + 8 × 9 metrics, looked up once per tick each.
+    last: std::collections::BTreeMap<String, (Option<u32>, u64)>,
 }
 
 impl Published {
-    pub fn changes(&mut self, now: [u64; COUNT]) -> Vec<(usize, i64)> {
+    /// Whether `name` has its metric id already.
+    pub fn defined(&self, name: &str) -> bool {
+        self.last.contains_key(name)
+    }
+
+    pub fn define(&mut self, name: String, id: Option<u32>) {
+        self.last.entry(name).or_insert((id, 0));
+    }
+
+    /// The change of each defined metric whose value moved, as (id, delta). `now` holds
+    /// every metric's value by name; a name met twice (two deliveries) is summed.
+    pub fn changes<'a>(&mut self, now: impl Iterator<Item = (&'a str, u64)>) -> Vec<(u32, i64)> {
+        let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
+        for (name, v) in now {
+            *sums.entry(name).or_default() += v;
+        }
         let mut out = Vec::new();
-        for (i, (n, last)) in now.iter().zip(self.last.iter_mut()).enumerate() {
-            if n != last {
-                out.push((i, *n as i64 - *last as i64));
-                *last = *n;
+        for (name, (id, last)) in self.last.iter_mut() {
+            let n = sums.get(name.as_str()).copied().unwrap_or(0);
+            if n != *last {
+                if let Some(id) = id {
+                    out.push((*id, n as i64 - *last as i64));
+                }
+                *last = n;
             }
         }
         out
@@ -136,17 +154,51 @@ impl Published {
 mod tests {
     use super::*;
 
+    fn all(c: &Counters, buffered: u64) -> Vec<(&'static str, u64)> {
+        NAMES.iter().copied().zip(c.values(buffered)).collect()
+    }
+
     #[test]
     fn publishes_signed_changes() {
         let mut p = Published::default();
+        for (i, n) in NAMES.iter().enumerate() {
+            p.define(n.to_string(), Some(i as u32));
+        }
         let mut c = Counters {
             captured: 5,
             delivered: 3,
             ..Default::default()
         };
-        assert_eq!(p.changes(c.values(2)), vec![(0, 5), (1, 3), (7, 2)]);
-        assert_eq!(p.changes(c.values(2)), vec![]);
+        let sorted = |v: Vec<(u32, i64)>| {
+            let mut v = v;
+            v.sort();
+            v
+        };
+        assert_eq!(
+            sorted(p.changes(all(&c, 2).into_iter())),
+            vec![(0, 5), (1, 3), (7, 2)]
+        );
+        assert_eq!(p.changes(all(&c, 2).into_iter()), vec![]);
         c.captured = 7;
-        assert_eq!(p.changes(c.values(0)), vec![(0, 2), (7, -2)]);
+        assert_eq!(
+            sorted(p.changes(all(&c, 0).into_iter())),
+            vec![(0, 2), (7, -2)]
+        );
+    }
+
+    #[test]
+    fn a_name_met_twice_is_summed_and_a_destination_names_its_metrics() {
+        assert_eq!(name(1, None), "usage_filter.events_delivered");
+        assert_eq!(
+            name(1, Some("billing")),
+            "usage_filter.billing.events_delivered"
+        );
+        let mut p = Published::default();
+        p.define(name(1, Some("a")), Some(7));
+        let now = [
+            ("usage_filter.a.events_delivered", 2),
+            ("usage_filter.a.events_delivered", 3),
+        ];
+        assert_eq!(p.changes(now.into_iter()), vec![(7, 5)]);
     }
 }

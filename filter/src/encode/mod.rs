@@ -203,8 +203,40 @@ pub fn content_type(f: Format) -> &'static str {
     }
 }
 
-/// CloudEvents `source` of every event this filter emits.
-pub const CLOUDEVENTS_SOURCE: &str = "usage-filter";
+/// What of a destination's configuration the encoding of its bodies reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    pub format: Format,
+    /// `http.kafka_key`: the attribute that keys each `kafka-rest` record; `None`: the
+    /// subscription key.
+    pub kafka_key: Option<&'a str>,
+    /// `http.cloudevents.type` and `.source`.
+    pub ce_type: &'a str,
+    pub ce_source: &'a str,
+}
+
+impl<'a> Shape<'a> {
+    pub fn of(h: &'a crate::config::Http) -> Self {
+        Shape {
+            format: h.format,
+            kafka_key: h.kafka_key.as_deref(),
+            ce_type: &h.cloudevents_type,
+            ce_source: &h.cloudevents_source,
+        }
+    }
+
+    /// `format` with every other key at its default.
+    #[cfg(any(test, feature = "bench"))]
+    pub fn default_for(format: Format) -> Shape<'static> {
+        use crate::config::keys;
+        Shape {
+            format,
+            kafka_key: None,
+            ce_type: keys::CLOUDEVENTS_TYPE.default,
+            ce_source: keys::CLOUDEVENTS_SOURCE.default,
+        }
+    }
+}
 
 /// The body of one batch in the given wire format, each record encoded straight into it.
 /// (The filter reuses one buffer through `write_batch_body`; this is for the tests and `make
@@ -216,7 +248,7 @@ pub fn batch_body<'a>(
     seconds: &mut SecondCache,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    write_batch_body(&mut out, format, None, records, seconds);
+    write_batch_body(&mut out, &Shape::default_for(format), records, seconds);
     out
 }
 
@@ -224,15 +256,14 @@ pub fn batch_body<'a>(
 /// keep only an exactly sized copy: bodies of estimated sizes fragmented the heap of a
 /// long outage.
 ///
-/// `kafka_key` (`http.kafka_key`) names the attribute that keys each `kafka-rest` record;
-/// `None`: the subscription key. A record without that attribute has `"key": null`.
+/// A `kafka-rest` record without the attribute `shape.kafka_key` names has `"key": null`.
 pub fn write_batch_body<'a>(
     out: &mut Vec<u8>,
-    format: Format,
-    kafka_key: Option<&str>,
+    shape: &Shape<'_>,
     records: impl ExactSizeIterator<Item = &'a Record>,
     seconds: &mut SecondCache,
 ) {
+    let (format, kafka_key) = (shape.format, shape.kafka_key);
     out.clear();
     let (open, sep, close): (&[u8], &[u8], &[u8]) = match format {
         Format::Veil => (b"{\"events\":[", b",", b"]}"),
@@ -260,9 +291,11 @@ pub fn write_batch_body<'a>(
             Format::CloudEvents => {
                 out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
                 write_uuid(out, &e.id);
-                out.extend_from_slice(b"\",\"source\":\"");
-                out.extend_from_slice(CLOUDEVENTS_SOURCE.as_bytes());
-                out.extend_from_slice(b"\",\"type\":\"api.usage\",\"time\":\"");
+                out.extend_from_slice(b"\",\"source\":");
+                write_str(out, shape.ce_source);
+                out.extend_from_slice(b",\"type\":");
+                write_str(out, shape.ce_type);
+                out.extend_from_slice(b",\"time\":\"");
                 seconds.write(out, e.completed_unix_ns);
                 out.extend_from_slice(b"\",\"subject\":");
                 write_str(out, &e.subscription_key);

@@ -4,9 +4,10 @@
 //! flushes at shutdown.
 
 use crate::config::{self, Role};
+use crate::delivery::Delivery;
 use crate::dispatch::Outcome;
 use crate::host::{BufferKind, Host, Level, Map};
-use crate::metrics::{self, Counters, Published};
+use crate::metrics::{self, Published};
 use crate::random::Pool;
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -22,10 +23,11 @@ pub struct Root {
     /// Deliveries of earlier configurations: they keep sending what they hold, with the
     /// configuration they were given, until they are empty and no stream uses them.
     retired: Vec<Rc<Shared>>,
-    /// The books of retired deliveries that finished, so metrics stay cumulative.
-    retired_counters: Counters,
-    metric_ids: Vec<Option<u32>>,
+    /// Every metric defined so far, by name, and what was last published of it.
     published: Published,
+    /// Retired deliveries' final counters by metric name (no gauge), so metrics stay
+    /// cumulative.
+    retired_books: Vec<(String, u64)>,
     flushing: bool,
     /// The shared queue: registered (service) or resolved (worker).
     queue: Option<u32>,
@@ -94,13 +96,6 @@ impl Root {
                 return false;
             }
         };
-        if self.metric_ids.is_empty() {
-            self.metric_ids = metrics::NAMES
-                .iter()
-                .enumerate()
-                .map(|(i, n)| host.define_metric(i == metrics::GAUGE, n))
-                .collect();
-        }
         // The queue of an earlier configuration is not this one's: a worker resolves its own
         // (lazily), a service registers its own.
         self.queue = None;
@@ -117,9 +112,10 @@ impl Root {
                 }
             }
         }
-        let tick_ms = match &cfg.http {
+        let shortest = cfg.http.iter().map(|h| h.flush_interval_ms).min();
+        let tick_ms = match shortest {
             _ if !cfg.enabled && role != Role::QueueService => 0,
-            Some(h) => h.flush_interval_ms.clamp(1, 100),
+            Some(ms) => ms.clamp(1, 100),
             None => 1000,
         };
         if tick_ms > 0 && !host.set_tick_period_ms(tick_ms as u32) {
@@ -134,13 +130,13 @@ impl Root {
                 "usage-filter: configured: enabled={} log={} http={} role={role:?}",
                 cfg.enabled,
                 cfg.log_sink,
-                cfg.http.is_some(),
+                !cfg.http.is_empty(),
             )
             .as_bytes(),
         );
         let active = cfg.enabled || role == Role::QueueService;
         if self.vm.unlimited_retries {
-            if let Some(h) = cfg.http.as_mut() {
+            for h in cfg.http.iter_mut() {
                 h.retry.max_attempts = u32::MAX;
             }
         }
@@ -153,6 +149,7 @@ impl Root {
             self.retired.push(old);
         }
         self.shared = active.then(|| Rc::new(Shared::new(cfg, rng)));
+        self.define_metrics(host);
         true
     }
 
@@ -190,23 +187,22 @@ impl Root {
             (status, ra)
         };
         let now = now_ms(host);
-        let outcome = self
-            .live()
-            .map(|sh| {
-                let mut rng = sh.rng.borrow_mut();
-                sh.delivery
-                    .borrow_mut()
-                    .on_response(token, status, retry_after, now, &mut *rng)
-            })
-            .find(|o| *o != Outcome::Unknown)
-            .unwrap_or(Outcome::Unknown);
-        let head = match outcome {
-            Outcome::Rejected { .. } | Outcome::RejectedEvent { .. } => {
-                host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
+        for sh in self.live() {
+            let mut d = sh.delivery.borrow_mut();
+            let mut rng = sh.rng.borrow_mut();
+            let (dest, outcome) = d.on_response(token, status, retry_after, now, &mut *rng);
+            if outcome == Outcome::Unknown {
+                continue;
             }
-            _ => None,
-        };
-        report(host, &outcome, head.as_deref());
+            let head = match outcome {
+                Outcome::Rejected { .. } | Outcome::RejectedEvent { .. } => {
+                    host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
+                }
+                _ => None,
+            };
+            report(host, d.label(dest), &outcome, head.as_deref());
+            break;
+        }
         self.pump(host);
         if self.flushing {
             self.publish(host);
@@ -291,18 +287,18 @@ impl Root {
         for (sh, flushing) in current.chain(retired) {
             let mut rng = sh.rng.borrow_mut();
             let mut d = sh.delivery.borrow_mut();
-            while let Some((batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
+            while let Some((dest, batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
                 match host.http_call(&callout) {
                     Ok(token) => {
-                        d.sent(token, batch);
+                        d.sent(dest, token, batch);
                         if !self.refused.is_empty() {
                             self.refused.retain(|c| *c != callout.upstream);
                         }
                     }
                     Err(status) => {
-                        let outcome = d.not_sent(batch, now, &mut *rng);
+                        let outcome = d.not_sent(dest, batch, now, &mut *rng);
                         refused(host, &mut self.refused, &callout.upstream, status);
-                        report(host, &outcome, None);
+                        report(host, d.label(dest), &outcome, None);
                     }
                 }
             }
@@ -321,19 +317,17 @@ impl Root {
             .partition(|sh| sh.delivery.borrow().held() == 0 && Rc::strong_count(sh) == 1);
         self.retired = keep;
         for sh in done {
-            self.retired_counters = self.retired_counters.add(&sh.delivery.borrow().counters());
+            self.fold(&sh.delivery.borrow());
         }
         while self.retired.len() > MAX_RETIRED {
             let old = self.retired.remove(0);
-            let d = old.delivery.borrow();
-            let mut books = d.counters();
-            books.dropped_send_failed += d.held() as u64;
-            self.retired_counters = self.retired_counters.add(&books);
+            let mut d = old.delivery.borrow_mut();
+            let lost = d.abandon();
+            self.fold(&d);
             warn(
                 host,
                 &format!(
-                    "usage-filter: {} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped",
-                    d.held()
+                    "usage-filter: {lost} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped"
                 ),
             );
         }
@@ -364,15 +358,51 @@ impl Root {
         }
     }
 
-    fn publish(&mut self, host: &dyn Host) {
-        let counters = self.live().fold(self.retired_counters, |c, sh| {
-            c.add(&sh.delivery.borrow().counters())
-        });
-        let values = counters.values(self.held() as u64);
-        for (i, delta) in self.published.changes(values) {
-            if let Some(Some(id)) = self.metric_ids.get(i) {
-                host.increment_metric(*id, delta);
+    /// A finished delivery's counters join the retired books (its gauge is zero or given
+    /// up, and is not kept).
+    fn fold(&mut self, d: &Delivery) {
+        let gauge = metrics::NAMES[metrics::GAUGE];
+        for (name, v) in d.books() {
+            if name.ends_with(&gauge["usage_filter.".len()..]) {
+                continue;
             }
+            match self.retired_books.iter_mut().find(|(n, _)| n == name) {
+                Some((_, sum)) => *sum += v,
+                None => self.retired_books.push((name.to_string(), v)),
+            }
+        }
+    }
+
+    /// Defines the current configuration's metrics that are not defined yet (a host
+    /// defines a name once; a reconfiguration may name new destinations).
+    fn define_metrics(&mut self, host: &dyn Host) {
+        let Some(sh) = &self.shared else { return };
+        let d = sh.delivery.borrow();
+        for (name, gauge) in d.metric_names() {
+            if !self.published.defined(name) {
+                let id = host.define_metric(gauge, name);
+                self.published.define(name.to_string(), id);
+            }
+        }
+    }
+
+    fn publish(&mut self, host: &dyn Host) {
+        let Root {
+            shared,
+            retired,
+            retired_books,
+            published,
+            ..
+        } = self;
+        let live: Vec<std::cell::Ref<'_, Delivery>> = shared
+            .iter()
+            .chain(retired.iter())
+            .map(|sh| sh.delivery.borrow())
+            .collect();
+        let books = live.iter().flat_map(|d| d.books());
+        let old = retired_books.iter().map(|(n, v)| (n.as_str(), *v));
+        for (id, delta) in published.changes(books.chain(old)) {
+            host.increment_metric(id, delta);
         }
     }
 }
