@@ -40,6 +40,8 @@ pub struct Delivery {
     counters: Counters,
     /// (index in `metrics::NAMES`, name) of the metrics `counters` is published under.
     names: Vec<(usize, String)>,
+    /// The slot in the root's `Published` of each metric, in `metric_names` order.
+    slots: Vec<usize>,
     seconds: SecondCache,
     /// The most a damaged hand-over message can be believed to have lost.
     lost_cap: u64,
@@ -65,6 +67,7 @@ impl Delivery {
             handoff: (role == Role::QueueWorker).then(|| Buffer::new(buffer_size)),
             counters: Counters::default(),
             names,
+            slots: Vec::new(),
             seconds: SecondCache::default(),
             lost_cap: buffer_size as u64,
         }
@@ -95,8 +98,12 @@ impl Delivery {
     }
 
     /// Every destination gets the record: a copy for each but the last, which takes it (one
-    /// destination: no copy, as before there were several).
+    /// destination: no copy and no extra move, as before there could be several).
     fn hold(&mut self, rec: Record, now_ms: u64) {
+        // The one-destination case first, and as directly as before there could be more.
+        if let ([only], None) = (self.dests.as_mut_slice(), &self.handoff) {
+            return offer(only, rec, now_ms);
+        }
         if let Some(h) = &mut self.handoff {
             if h.push(rec, now_ms).is_err() {
                 for d in &mut self.dests {
@@ -105,21 +112,13 @@ impl Delivery {
             }
             return;
         }
-        let mut rec = Some(rec);
-        let n = self.dests.len();
-        for (i, d) in self.dests.iter_mut().enumerate() {
-            let r = match i + 1 == n {
-                true => rec.take(),
-                false => rec.clone(),
-            };
-            let held = match (&mut d.dispatcher, r) {
-                (Some(disp), Some(r)) => disp.offer(r, now_ms),
-                _ => false,
-            };
-            if !held {
-                d.counters.dropped_buffer_full += 1;
-            }
+        let Some((last, rest)) = self.dests.split_last_mut() else {
+            return;
+        };
+        for d in rest {
+            offer(d, rec.clone(), now_ms);
         }
+        offer(last, rec, now_ms);
     }
 
     /// The next callout to start now, if any, and the destination it is for (see
@@ -235,19 +234,45 @@ impl Delivery {
         self.counters.llm_requests_unmodified += 1;
     }
 
-    /// Every metric this delivery publishes, by name, with its value now (the gauge
-    /// included). A single `http` object keeps the plain names.
-    pub fn books(&self) -> Vec<(&str, u64)> {
-        let mut out: Vec<(&str, u64)> = Vec::with_capacity(metrics::COUNT * (1 + self.dests.len()));
+    /// Gives each metric, in `metric_names` order, its slot in the root's `Published`.
+    pub fn set_slots(&mut self, slots: Vec<usize>) {
+        self.slots = slots;
+    }
+
+    /// Adds each metric's value now (the gauge included) at its slot in `into`: a tick
+    /// publishes without comparing a name.
+    pub fn add_values(&self, into: &mut [u64]) {
+        self.add_values_at(&self.slots, into);
+    }
+
+    fn add_values_at(&self, slots: &[usize], into: &mut [u64]) {
+        let mut slots = slots.iter();
+        let mut add = |v: u64| {
+            if let Some(x) = slots.next().and_then(|s| into.get_mut(*s)) {
+                *x += v;
+            }
+        };
         let own = self
             .counters
             .values(self.handoff.as_ref().map_or(0, |h| h.held()) as u64);
-        out.extend(self.names.iter().map(|(i, n)| (n.as_str(), own[*i])));
+        for (i, _) in &self.names {
+            add(own[*i]);
+        }
         for d in &self.dests {
             let v = d.counters.values(self.held_by(d) as u64);
-            out.extend(d.names.iter().map(|(i, n)| (n.as_str(), v[*i])));
+            for (i, _) in &d.names {
+                add(v[*i]);
+            }
         }
-        out
+    }
+
+    /// Every metric by name with its value now, for the tests.
+    #[cfg(test)]
+    pub fn books(&self) -> Vec<(String, u64)> {
+        let names: Vec<String> = self.metric_names().map(|(n, _)| n.to_string()).collect();
+        let mut values = vec![0; names.len()];
+        self.add_values_at(&(0..names.len()).collect::<Vec<_>>(), &mut values);
+        names.into_iter().zip(values).collect()
     }
 
     /// Metric names and whether each is the gauge, for defining them up front.
@@ -283,6 +308,17 @@ impl Delivery {
     #[cfg(test)]
     pub fn dest_held(&self, dest: usize) -> usize {
         self.held_by(&self.dests[dest])
+    }
+}
+
+/// Holds `rec` at `d`, or counts it dropped when `d`'s buffer is full.
+fn offer(d: &mut Destination, rec: Record, now_ms: u64) {
+    let held = match &mut d.dispatcher {
+        Some(disp) => disp.offer(rec, now_ms),
+        None => false,
+    };
+    if !held {
+        d.counters.dropped_buffer_full += 1;
     }
 }
 

@@ -108,37 +108,54 @@ impl Counters {
     }
 }
 
-/// What has been published so far, by metric name; `changes` yields the signed change of
-/// each value since. The gauge is published by increment too: every worker VM and the
-/// singleton service define the same metric, and Envoy sums their increments into one value,
-/// where a `record` from each VM would overwrite the others.
+/// Every metric defined so far and what was last published of it; `changes` yields the
+/// signed change of each value since. A delivery adds its values at the slots its names were
+/// given when defined, so a tick compares no names. The gauge is published by increment too:
+/// every worker VM and the singleton service define the same metric, and Envoy sums their
+/// increments into one value, where a `record` from each VM would overwrite the others.
 #[derive(Debug, Default)]
 pub struct Published {
-    /// name -> (the host's metric id, the value last published). Sorted by name: at most
-    /// 3 + 8 × 9 metrics, looked up once per tick each.
-    last: std::collections::BTreeMap<String, (Option<u32>, u64)>,
+    /// (name, the host's metric id, the value last published), append-only: a slot stays
+    /// valid for every delivery that was given it.
+    entries: Vec<(String, Option<u32>, u64)>,
 }
 
 impl Published {
-    /// Whether `name` has its metric id already.
-    pub fn defined(&self, name: &str) -> bool {
-        self.last.contains_key(name)
+    /// The slot of `name`, if it is defined.
+    pub fn slot(&self, name: &str) -> Option<usize> {
+        self.entries.iter().position(|(n, _, _)| n == name)
     }
 
-    pub fn define(&mut self, name: String, id: Option<u32>) {
-        self.last.entry(name).or_insert((id, 0));
-    }
-
-    /// The change of each defined metric whose value moved, as (id, delta). `now` holds
-    /// every metric's value by name; a name met twice (two deliveries) is summed.
-    pub fn changes<'a>(&mut self, now: impl Iterator<Item = (&'a str, u64)>) -> Vec<(u32, i64)> {
-        let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
-        for (name, v) in now {
-            *sums.entry(name).or_default() += v;
+    /// Defines `name` with the host's `id` (once), and returns its slot.
+    pub fn define(&mut self, name: &str, id: impl FnOnce() -> Option<u32>) -> usize {
+        match self.slot(name) {
+            Some(i) => i,
+            None => {
+                self.entries.push((name.to_string(), id(), 0));
+                self.entries.len() - 1
+            }
         }
+    }
+
+    /// How many slots there are: the length of the values `changes` takes.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether slot `i` is the gauge (`buffer_events`, named or not).
+    pub fn is_gauge(&self, i: usize) -> bool {
+        let gauge = NAMES[GAUGE].trim_start_matches("usage_filter.");
+        self.entries
+            .get(i)
+            .is_some_and(|(n, _, _)| n.ends_with(gauge))
+    }
+
+    /// The change of each slot whose value moved, as (metric id, delta); `now` holds each
+    /// slot's value (a slot missing from it is 0).
+    pub fn changes(&mut self, now: &[u64]) -> Vec<(u32, i64)> {
         let mut out = Vec::new();
-        for (name, (id, last)) in self.last.iter_mut() {
-            let n = sums.get(name.as_str()).copied().unwrap_or(0);
+        for (i, (_, id, last)) in self.entries.iter_mut().enumerate() {
+            let n = now.get(i).copied().unwrap_or(0);
             if n != *last {
                 if let Some(id) = id {
                     out.push((*id, n as i64 - *last as i64));
@@ -154,51 +171,34 @@ impl Published {
 mod tests {
     use super::*;
 
-    fn all(c: &Counters, buffered: u64) -> Vec<(&'static str, u64)> {
-        NAMES.iter().copied().zip(c.values(buffered)).collect()
-    }
-
     #[test]
     fn publishes_signed_changes() {
         let mut p = Published::default();
         for (i, n) in NAMES.iter().enumerate() {
-            p.define(n.to_string(), Some(i as u32));
+            assert_eq!(p.define(n, || Some(i as u32)), i);
         }
+        assert_eq!(p.define(NAMES[3], || panic!("defined once")), 3);
         let mut c = Counters {
             captured: 5,
             delivered: 3,
             ..Default::default()
         };
-        let sorted = |v: Vec<(u32, i64)>| {
-            let mut v = v;
-            v.sort();
-            v
-        };
-        assert_eq!(
-            sorted(p.changes(all(&c, 2).into_iter())),
-            vec![(0, 5), (1, 3), (7, 2)]
-        );
-        assert_eq!(p.changes(all(&c, 2).into_iter()), vec![]);
+        assert_eq!(p.changes(&c.values(2)), vec![(0, 5), (1, 3), (7, 2)]);
+        assert_eq!(p.changes(&c.values(2)), vec![]);
         c.captured = 7;
-        assert_eq!(
-            sorted(p.changes(all(&c, 0).into_iter())),
-            vec![(0, 2), (7, -2)]
-        );
+        assert_eq!(p.changes(&c.values(0)), vec![(0, 2), (7, -2)]);
+        assert!(p.is_gauge(GAUGE) && !p.is_gauge(0));
     }
 
     #[test]
-    fn a_name_met_twice_is_summed_and_a_destination_names_its_metrics() {
+    fn a_destination_names_its_metrics() {
         assert_eq!(name(1, None), "usage_filter.events_delivered");
         assert_eq!(
             name(1, Some("billing")),
             "usage_filter.billing.events_delivered"
         );
         let mut p = Published::default();
-        p.define(name(1, Some("a")), Some(7));
-        let now = [
-            ("usage_filter.a.events_delivered", 2),
-            ("usage_filter.a.events_delivered", 3),
-        ];
-        assert_eq!(p.changes(now.into_iter()), vec![(7, 5)]);
+        let g = p.define(&name(GAUGE, Some("billing")), || None);
+        assert!(p.is_gauge(g));
     }
 }

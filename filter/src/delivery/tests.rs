@@ -236,7 +236,7 @@ fn an_array_names_each_destinations_metrics_and_counts_captured_once() {
     let mut d = Delivery::new(&two(""));
     d.finish(&event(), 0);
     let books = d.books();
-    let get = |n: &str| books.iter().find(|(m, _)| *m == n).map(|(_, v)| *v);
+    let get = |n: &str| books.iter().find(|(m, _)| m == n).map(|(_, v)| *v);
     assert_eq!(get("usage_filter.events_captured"), Some(1));
     assert_eq!(get("usage_filter.billing.buffer_events"), Some(1));
     assert_eq!(get("usage_filter.analytics.buffer_events"), Some(1));

@@ -7,7 +7,7 @@ use crate::config::{self, Role};
 use crate::delivery::Delivery;
 use crate::dispatch::Outcome;
 use crate::host::{BufferKind, Host, Level, Map};
-use crate::metrics::{self, Published};
+use crate::metrics::Published;
 use crate::random::Pool;
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -25,9 +25,11 @@ pub struct Root {
     retired: Vec<Rc<Shared>>,
     /// Every metric defined so far, by name, and what was last published of it.
     published: Published,
-    /// Retired deliveries' final counters by metric name (no gauge), so metrics stay
-    /// cumulative.
-    retired_books: Vec<(String, u64)>,
+    /// Retired deliveries' final counters by slot of `published` (no gauge), so metrics
+    /// stay cumulative.
+    retired_books: Vec<u64>,
+    /// Each slot's value this tick (kept to reuse its allocation).
+    now: Vec<u64>,
     flushing: bool,
     /// The shared queue: registered (service) or resolved (worker).
     queue: Option<u32>,
@@ -361,49 +363,44 @@ impl Root {
     /// A finished delivery's counters join the retired books (its gauge is zero or given
     /// up, and is not kept).
     fn fold(&mut self, d: &Delivery) {
-        let gauge = metrics::NAMES[metrics::GAUGE];
-        for (name, v) in d.books() {
-            if name.ends_with(&gauge["usage_filter.".len()..]) {
-                continue;
-            }
-            match self.retired_books.iter_mut().find(|(n, _)| n == name) {
-                Some((_, sum)) => *sum += v,
-                None => self.retired_books.push((name.to_string(), v)),
+        let mut values = vec![0; self.published.len()];
+        d.add_values(&mut values);
+        self.retired_books.resize(values.len(), 0);
+        for (i, (sum, v)) in self.retired_books.iter_mut().zip(values).enumerate() {
+            if !self.published.is_gauge(i) {
+                *sum += v;
             }
         }
     }
 
     /// Defines the current configuration's metrics that are not defined yet (a host
-    /// defines a name once; a reconfiguration may name new destinations).
+    /// defines a name once; a reconfiguration may name new destinations), and gives the
+    /// delivery the slot of each.
     fn define_metrics(&mut self, host: &dyn Host) {
         let Some(sh) = &self.shared else { return };
-        let d = sh.delivery.borrow();
-        for (name, gauge) in d.metric_names() {
-            if !self.published.defined(name) {
-                let id = host.define_metric(gauge, name);
-                self.published.define(name.to_string(), id);
-            }
-        }
+        let mut d = sh.delivery.borrow_mut();
+        let slots = d
+            .metric_names()
+            .map(|(name, gauge)| {
+                self.published
+                    .define(name, || host.define_metric(gauge, name))
+            })
+            .collect();
+        d.set_slots(slots);
     }
 
     fn publish(&mut self, host: &dyn Host) {
-        let Root {
-            shared,
-            retired,
-            retired_books,
-            published,
-            ..
-        } = self;
-        let live: Vec<std::cell::Ref<'_, Delivery>> = shared
-            .iter()
-            .chain(retired.iter())
-            .map(|sh| sh.delivery.borrow())
-            .collect();
-        let books = live.iter().flat_map(|d| d.books());
-        let old = retired_books.iter().map(|(n, v)| (n.as_str(), *v));
-        for (id, delta) in published.changes(books.chain(old)) {
+        let mut now = std::mem::take(&mut self.now);
+        now.clear();
+        now.extend_from_slice(&self.retired_books);
+        now.resize(self.published.len(), 0);
+        for sh in self.live() {
+            sh.delivery.borrow().add_values(&mut now);
+        }
+        for (id, delta) in self.published.changes(&now) {
             host.increment_metric(id, delta);
         }
+        self.now = now;
     }
 }
 
