@@ -45,6 +45,8 @@ pub struct Delivery {
     seconds: SecondCache,
     /// The most a damaged hand-over message can be believed to have lost.
     lost_cap: u64,
+    /// Given up: only its callouts in flight remain.
+    abandoned: bool,
 }
 
 impl Delivery {
@@ -70,6 +72,7 @@ impl Delivery {
             slots: Vec::new(),
             seconds: SecondCache::default(),
             lost_cap: buffer_size as u64,
+            abandoned: false,
         }
     }
 
@@ -282,14 +285,29 @@ impl Delivery {
             .map(|(i, n)| (n.as_str(), *i == metrics::GAUGE))
     }
 
-    /// Given up (a configuration replaced too often): what each destination still holds
-    /// is counted as failed to send. Returns how many events that was.
+    /// Given up (a configuration replaced too often): what each destination holds that is
+    /// not in flight is dropped and counted as failed to send. Batches in flight stay: their
+    /// answers still book them (an event the collector acknowledges is delivered, however
+    /// late). Returns the most events one destination lost.
     pub fn abandon(&mut self) -> usize {
-        let held: Vec<usize> = self.dests.iter().map(|d| self.held_by(d)).collect();
-        for (d, n) in self.dests.iter_mut().zip(&held) {
-            d.counters.dropped_send_failed += *n as u64;
+        let handoff = self.handoff.as_mut().map_or(0, |h| {
+            let n = h.waiting();
+            h.discard_waiting(n);
+            n
+        });
+        let mut most = 0;
+        for d in &mut self.dests {
+            let n = handoff + d.dispatcher.as_mut().map_or(0, |disp| disp.drop_unsent());
+            d.counters.dropped_send_failed += n as u64;
+            most = most.max(n);
         }
-        held.into_iter().max().unwrap_or(0)
+        self.abandoned = true;
+        most
+    }
+
+    /// Whether `abandon` was called.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned
     }
 
     /// The once-per-event counters (captured, llm), and the log-only books.

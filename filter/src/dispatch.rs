@@ -155,6 +155,16 @@ impl Dispatcher {
         })
     }
 
+    /// Forgets every event not in flight (waiting, or waiting for a retry) and returns how
+    /// many: a configuration given up keeps only the answers it is owed.
+    pub fn drop_unsent(&mut self) -> usize {
+        let retrying: usize = self.retrying.drain(..).map(|b| b.events.len()).sum();
+        self.buffer.release(retrying);
+        let waiting = self.buffer.waiting();
+        self.buffer.discard_waiting(waiting);
+        retrying + waiting
+    }
+
     /// The batch went out as callout `token`.
     pub fn sent(&mut self, token: u32, mut batch: Batch) {
         batch.attempts += 1;

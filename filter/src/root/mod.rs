@@ -309,10 +309,33 @@ impl Root {
     }
 
     /// Retired deliveries that hold nothing and serve no stream are folded into the books.
-    /// Beyond `MAX_RETIRED` the oldest is given up: what it still holds is counted as failed
-    /// to send, so memory stays bounded however often the host reconfigures a VM whose old
-    /// events cannot leave (a queue worker whose service never comes).
+    /// Beyond `MAX_RETIRED` still sending, the oldest is given up: what it holds that is not
+    /// in flight is counted as failed to send, so memory stays bounded however often the host
+    /// reconfigures a VM whose old events cannot leave (a queue worker whose service never
+    /// comes). A given-up delivery stays only until its callouts in flight are answered (or
+    /// time out): an event the collector then acknowledges is counted delivered, not lost.
     fn retire_finished(&mut self, host: &dyn Host) {
+        let sending = |r: &[Rc<Shared>]| {
+            r.iter()
+                .filter(|sh| !sh.delivery.borrow().abandoned())
+                .count()
+        };
+        while sending(&self.retired) > MAX_RETIRED {
+            let Some(old) = self
+                .retired
+                .iter()
+                .find(|sh| !sh.delivery.borrow().abandoned())
+            else {
+                break;
+            };
+            let lost = old.delivery.borrow_mut().abandon();
+            warn(
+                host,
+                &format!(
+                    "usage-filter: {lost} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped"
+                ),
+            );
+        }
         let (done, keep): (Vec<_>, Vec<_>) = self
             .retired
             .drain(..)
@@ -320,18 +343,6 @@ impl Root {
         self.retired = keep;
         for sh in done {
             self.fold(&sh.delivery.borrow());
-        }
-        while self.retired.len() > MAX_RETIRED {
-            let old = self.retired.remove(0);
-            let mut d = old.delivery.borrow_mut();
-            let lost = d.abandon();
-            self.fold(&d);
-            warn(
-                host,
-                &format!(
-                    "usage-filter: {lost} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped"
-                ),
-            );
         }
     }
 

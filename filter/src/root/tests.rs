@@ -113,6 +113,36 @@ fn configurations_replaced_again_and_again_hold_bounded_memory_and_keep_the_book
 }
 
 #[test]
+fn a_configuration_given_up_still_books_its_batches_in_flight_as_their_answers_say() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let one = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":1}}"#;
+    let mut tokens = Vec::new();
+    // Each configuration sends one event and is replaced before its callout is answered.
+    for i in 0..MAX_RETIRED + 2 {
+        let cfg = one.replace("\"c\"", &format!("\"c{i}\""));
+        assert!(configure(&mut root, &host, &cfg));
+        request(&root, &host, &format!("/{i}"));
+        root.on_tick(&host);
+        tokens.extend(host.take_callouts().into_iter().map(|(t, _)| t));
+    }
+    assert_eq!(tokens.len(), MAX_RETIRED + 2);
+    // The oldest was given up, yet its callout in flight is still its own to book.
+    assert!(root.retired.len() > MAX_RETIRED);
+    for t in tokens {
+        answer(&mut root, &host, t, b"200");
+    }
+    root.on_tick(&host);
+    assert_eq!(
+        host.metric("usage_filter.events_delivered"),
+        MAX_RETIRED as i64 + 2
+    );
+    assert_eq!(host.metric("usage_filter.events_dropped_send_failed"), 0);
+    assert!(root.retired.is_empty());
+    books(&host);
+}
+
+#[test]
 fn a_callout_the_host_refuses_with_any_status_is_a_failed_attempt_not_a_panic() {
     for status in [1, 2, 10, 12, 99, u32::MAX] {
         let host = FakeHost::default();
