@@ -9,7 +9,7 @@
 use crate::batch::Batch;
 use crate::buffer::Buffer;
 use crate::callout::Callout;
-use crate::config::{Config, LogOutput, Role};
+use crate::config::{Config, Http, LogOutput, Role};
 use crate::destination::Destination;
 use crate::dispatch::Outcome;
 use crate::encode;
@@ -17,7 +17,8 @@ use crate::encode::timestamp::SecondCache;
 use crate::event::Event;
 use crate::metrics::{self, Counters};
 use crate::random::Random;
-use crate::record::{handover, Record};
+use crate::record::{handover, Extra, Record};
+use std::rc::Rc;
 
 /// A log line to write for one event, and where it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +48,9 @@ pub struct Delivery {
     lost_cap: u64,
     /// Given up: only its callouts in flight remain.
     abandoned: bool,
+    /// Each wire shape two or more destinations share (the first one's configuration): an
+    /// event is written in it once, and each of them copies those bytes into its bodies.
+    shared: Vec<Http>,
 }
 
 impl Delivery {
@@ -58,14 +62,35 @@ impl Delivery {
             .filter(|i| role == Role::LogOnly || metrics::PER_EVENT.contains(i))
             .map(|i| (i, metrics::name(i, None)))
             .collect();
+        let mut dests: Vec<Destination> = cfg
+            .http
+            .iter()
+            .map(|h| Destination::new(h, sends, cfg.http_named))
+            .collect();
+        let mut shared: Vec<Http> = Vec::new();
+        if sends {
+            for (i, h) in cfg.http.iter().enumerate() {
+                let twin = cfg.http[..i]
+                    .iter()
+                    .chain(&cfg.http[i + 1..])
+                    .any(|o| Destination::same_shape(h, o));
+                if !twin {
+                    continue;
+                }
+                let g = match shared.iter().position(|s| Destination::same_shape(s, h)) {
+                    Some(g) => g,
+                    None => {
+                        shared.push(h.clone());
+                        shared.len() - 1
+                    }
+                };
+                dests[i].share = Some(g);
+            }
+        }
         Delivery {
             role,
             log: cfg.log_sink.then_some(cfg.log_output),
-            dests: cfg
-                .http
-                .iter()
-                .map(|h| Destination::new(h, sends, cfg.http_named))
-                .collect(),
+            dests,
             handoff: (role == Role::QueueWorker).then(|| Buffer::new(buffer_size)),
             counters: Counters::default(),
             names,
@@ -73,6 +98,7 @@ impl Delivery {
             seconds: SecondCache::default(),
             lost_cap: buffer_size as u64,
             abandoned: false,
+            shared,
         }
     }
 
@@ -115,6 +141,9 @@ impl Delivery {
             }
             return;
         }
+        if !self.shared.is_empty() {
+            return self.hold_shared(rec, now_ms);
+        }
         let Some((last, rest)) = self.dests.split_last_mut() else {
             return;
         };
@@ -122,6 +151,29 @@ impl Delivery {
             offer(d, rec.clone(), now_ms);
         }
         offer(last, rec, now_ms);
+    }
+
+    /// `hold` when destinations share a wire shape: the copies of the record for the
+    /// destinations of one shape share one place for its element, which the first of them to
+    /// cut a batch fills and the others copy (`encode::write_batch_body`): written once per
+    /// format, off the request path.
+    fn hold_shared(&mut self, rec: Record, now_ms: u64) {
+        let elements: Vec<Rc<Extra>> = self.shared.iter().map(|_| rec.with_element()).collect();
+        let Some((last, rest)) = self.dests.split_last_mut() else {
+            return;
+        };
+        let with = |mut r: Record, d: &Destination| {
+            if let Some(e) = d.share.and_then(|g| elements.get(g)) {
+                r.set_extra(e.clone());
+            }
+            r
+        };
+        for d in rest {
+            let r = with(rec.clone(), d);
+            offer(d, r, now_ms);
+        }
+        let r = with(rec, last);
+        offer(last, r, now_ms);
     }
 
     /// The next callout to start now, if any, and the destination it is for (see

@@ -18,6 +18,9 @@ pub struct Destination {
     pub names: Vec<(usize, String)>,
     /// Named when `http` was an array; `None` keeps the plain names (and log lines).
     pub label: Option<String>,
+    /// The index in `Delivery`'s shared shapes when another destination writes the same wire
+    /// format: then its events come with their element written already.
+    pub share: Option<usize>,
 }
 
 impl Destination {
@@ -31,7 +34,16 @@ impl Destination {
                 .map(|i| (i, metrics::name(i, label.as_deref())))
                 .collect(),
             label,
+            share: None,
         }
+    }
+
+    /// Whether `a` and `b` write an event into the same bytes.
+    pub fn same_shape(a: &Http, b: &Http) -> bool {
+        a.format == b.format
+            && a.kafka_key == b.kafka_key
+            && a.cloudevents_type == b.cloudevents_type
+            && a.cloudevents_source == b.cloudevents_source
     }
 
     /// Events its dispatcher holds: waiting, in flight, waiting for a retry.

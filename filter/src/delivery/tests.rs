@@ -285,3 +285,54 @@ fn a_worker_hands_each_event_over_once_and_the_service_gives_it_to_every_destina
     assert_eq!(service.dest_counters(0).dropped_send_failed, 1);
     assert_eq!(service.dest_counters(1).dropped_send_failed, 1);
 }
+
+#[test]
+fn destinations_sharing_a_format_get_the_event_written_once_and_the_same_bytes() {
+    let cfg = config(
+        r#"{"enabled":true,"sinks":["http"],"http":[
+            {"name":"a","cluster":"a","format":"ndjson","batch_size":1},
+            {"name":"b","cluster":"b","format":"veil","batch_size":1},
+            {"name":"c","cluster":"c","format":"ndjson","batch_size":1,"compression":"gzip"},
+            {"name":"d","cluster":"d","format":"cloudevents","batch_size":1},
+            {"name":"e","cluster":"e","format":"cloudevents","batch_size":1,
+             "cloudevents":{"type":"other"}}]}"#,
+    );
+    let mut d = Delivery::new(&cfg);
+    // Only a and c share a shape: same format, same kafka key and CloudEvents attributes.
+    let shares: Vec<Option<usize>> = d.dests.iter().map(|x| x.share).collect();
+    assert_eq!(shares, [Some(0), None, Some(0), None, None]);
+    d.finish(&event(), 0);
+    let mut r = Seq(0);
+    let mut bodies = std::collections::HashMap::new();
+    while let Some((i, b, c)) = d.next_callout(0, false, &mut r) {
+        let shared = b.events[0].element().map(|e| e.get().unwrap().as_ptr());
+        bodies.insert(i, (c, shared));
+    }
+    assert_eq!(bodies.len(), 5);
+    // a and c hold one element, written once (by whichever cut its batch first: the same
+    // allocation), and send its bytes.
+    let (a, c) = (&bodies[&0], &bodies[&2]);
+    assert!(a.1.is_some() && a.1 == c.1, "one element for both");
+    assert!(bodies[&1].1.is_none() && bodies[&3].1.is_none());
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&c.0.body[..]), &mut plain)
+        .unwrap();
+    assert_eq!(a.0.body, plain);
+    // and those bytes are what the destination would have written itself.
+    let mut own = Vec::new();
+    let rec = Record::from_event(&event());
+    encode::write_batch_body(
+        &mut own,
+        &encode::Shape::of(&cfg.http[0]),
+        [&rec].into_iter(),
+        &mut Default::default(),
+    );
+    let strip_id = |b: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(b).unwrap();
+        let mut v = v.as_object().unwrap().clone();
+        v.remove("id");
+        v.remove("timestamp");
+        v
+    };
+    assert_eq!(strip_id(&a.0.body), strip_id(&own));
+}

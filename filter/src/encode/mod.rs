@@ -263,9 +263,8 @@ pub fn write_batch_body<'a>(
     records: impl ExactSizeIterator<Item = &'a Record>,
     seconds: &mut SecondCache,
 ) {
-    let (format, kafka_key) = (shape.format, shape.kafka_key);
     out.clear();
-    let (open, sep, close): (&[u8], &[u8], &[u8]) = match format {
+    let (open, sep, close): (&[u8], &[u8], &[u8]) = match shape.format {
         Format::Veil => (b"{\"events\":[", b",", b"]}"),
         Format::Json | Format::CloudEvents => (b"[", b",", b"]"),
         Format::Ndjson => (b"", b"", b""),
@@ -276,49 +275,70 @@ pub fn write_batch_body<'a>(
         if i > 0 {
             out.extend_from_slice(sep);
         }
-        let e = r.event();
-        match format {
-            Format::Veil => {
-                write_event(out, &e, seconds, true);
+        // Destinations that share this format write an event once, whichever cuts its batch
+        // first, and the others copy those bytes (`Delivery::hold_shared`).
+        match r.element() {
+            Some(cell) => {
+                let element = cell.get_or_init(|| {
+                    let mut one = Vec::with_capacity(r.weight());
+                    write_element(&mut one, shape, &r.event(), seconds);
+                    one
+                });
+                out.extend_from_slice(element);
             }
-            Format::Json => {
-                write_event(out, &e, seconds, false);
-            }
-            Format::Ndjson => {
-                write_event(out, &e, seconds, false);
-                out.push(b'\n');
-            }
-            Format::CloudEvents => {
-                out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
-                write_uuid(out, &e.id);
-                out.extend_from_slice(b"\",\"source\":");
-                write_str(out, shape.ce_source);
-                out.extend_from_slice(b",\"type\":");
-                write_str(out, shape.ce_type);
-                out.extend_from_slice(b",\"time\":\"");
-                seconds.write(out, e.completed_unix_ns);
-                out.extend_from_slice(b"\",\"subject\":");
-                write_str(out, &e.subscription_key);
-                out.extend_from_slice(b",\"datacontenttype\":\"application/json\",\"data\":");
-                write_event(out, &e, seconds, false);
-                out.push(b'}');
-            }
-            Format::KafkaRest => {
-                out.extend_from_slice(b"{\"key\":");
-                match kafka_key {
-                    None => write_str(out, &e.subscription_key),
-                    Some(name) => match e.attributes.iter().find(|(n, _)| *n == name) {
-                        Some((_, v)) => write_attr(out, v),
-                        None => out.extend_from_slice(b"null"),
-                    },
-                }
-                out.extend_from_slice(b",\"value\":");
-                write_event(out, &e, seconds, false);
-                out.push(b'}');
-            }
+            None => write_element(out, shape, &r.event(), seconds),
         }
     }
     out.extend_from_slice(close);
+}
+
+/// One event as one element of a batch body in `shape`'s format (without the separator).
+pub fn write_element(
+    out: &mut Vec<u8>,
+    shape: &Shape<'_>,
+    e: &Event<'_>,
+    seconds: &mut SecondCache,
+) {
+    match shape.format {
+        Format::Veil => {
+            write_event(out, e, seconds, true);
+        }
+        Format::Json => {
+            write_event(out, e, seconds, false);
+        }
+        Format::Ndjson => {
+            write_event(out, e, seconds, false);
+            out.push(b'\n');
+        }
+        Format::CloudEvents => {
+            out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+            write_uuid(out, &e.id);
+            out.extend_from_slice(b"\",\"source\":");
+            write_str(out, shape.ce_source);
+            out.extend_from_slice(b",\"type\":");
+            write_str(out, shape.ce_type);
+            out.extend_from_slice(b",\"time\":\"");
+            seconds.write(out, e.completed_unix_ns);
+            out.extend_from_slice(b"\",\"subject\":");
+            write_str(out, &e.subscription_key);
+            out.extend_from_slice(b",\"datacontenttype\":\"application/json\",\"data\":");
+            write_event(out, e, seconds, false);
+            out.push(b'}');
+        }
+        Format::KafkaRest => {
+            out.extend_from_slice(b"{\"key\":");
+            match shape.kafka_key {
+                None => write_str(out, &e.subscription_key),
+                Some(name) => match e.attributes.iter().find(|(n, _)| *n == name) {
+                    Some((_, v)) => write_attr(out, v),
+                    None => out.extend_from_slice(b"null"),
+                },
+            }
+            out.extend_from_slice(b",\"value\":");
+            write_event(out, e, seconds, false);
+            out.push(b'}');
+        }
+    }
 }
 
 /// gzip with flate2's pure-Rust backend. Level 6 (the default) is a fair trade here: the

@@ -132,6 +132,7 @@ fn destinations(wasm: &str) -> Result<Value> {
     let d =
         |name: &str, format: &str| json!({"name": name, "cluster": "collector", "format": format});
     let runs = [
+        ("no http (log sink)", Value::Null),
         ("object veil", json!({"cluster": "collector"})),
         ("array [veil]", json!([d("a", "veil")])),
         (
@@ -150,7 +151,12 @@ fn destinations(wasm: &str) -> Result<Value> {
     ];
     let mut out = serde_json::Map::new();
     for (label, http) in runs {
-        let cfg = json!({"enabled": true, "sinks": ["http"], "http": http});
+        let cfg = match http {
+            Value::Null => {
+                json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"})
+            }
+            http => json!({"enabled": true, "sinks": ["http"], "http": http}),
+        };
         // A build from before `http` could be an array refuses those: its row stays empty.
         let Ok(r) = per_request(wasm, cfg) else {
             eprintln!("  {label:<36} (refused by this build)");
