@@ -481,3 +481,43 @@ fn llm_prices_give_cost_and_currency_and_count_the_unpriced() {
     root.on_tick(&host);
     assert_eq!(host.metric("usage_filter.llm_unpriced"), 1);
 }
+
+#[test]
+fn a_reconfiguration_from_one_destination_to_several_keeps_every_count_cumulative() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let one = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":1}}"#;
+    let two = r#"{"enabled":true,"sinks":["http"],"http":[
+        {"name":"a","cluster":"a","batch_size":1},{"name":"b","cluster":"b","batch_size":1}]}"#;
+    let deliver_all = |root: &mut Root| {
+        root.on_tick(&host);
+        for (t, _) in host.take_callouts() {
+            answer(root, &host, t, b"200");
+        }
+        root.on_tick(&host);
+    };
+    assert!(configure(&mut root, &host, one));
+    for i in 0..3 {
+        request(&root, &host, &format!("/{i}"));
+    }
+    deliver_all(&mut root);
+    assert!(configure(&mut root, &host, two));
+    for i in 0..2 {
+        request(&root, &host, &format!("/n{i}"));
+    }
+    deliver_all(&mut root);
+    assert!(configure(&mut root, &host, one));
+    request(&root, &host, "/last");
+    deliver_all(&mut root);
+    let m = |n: &str| host.metric(n);
+    assert_eq!(m("usage_filter.events_captured"), 6);
+    assert_eq!(
+        m("usage_filter.events_delivered"),
+        4,
+        "the single object's, before and after"
+    );
+    assert_eq!(m("usage_filter.a.events_delivered"), 2);
+    assert_eq!(m("usage_filter.b.events_delivered"), 2);
+    assert_eq!(m("usage_filter.a.buffer_events"), 0);
+    assert_eq!(m("usage_filter.buffer_events"), 0);
+}
