@@ -96,3 +96,18 @@ def expected_counters(n_fan_sound, n_fan, n_poisoned):
             "billing.buffer_events": 0, "analytics.events_delivered": n_fan,
             "analytics.events_dropped_rejected": 0, "analytics.events_dropped_send_failed": 0,
             "analytics.events_dropped_buffer_full": 0, "analytics.buffer_events": 0}
+
+
+def check(procs, ch, expected_fan, want_named):
+    """Both receivers after the run: every fan-out event once in ClickHouse, every sound one
+    once at the collector with the same id, the poisoned ones refused there (400)."""
+    n_fan, n_sound = len(expected_fan), len(sound(expected_fan))
+    ch_ids = {r["api_path"]: r["id"] for r in ch.rows(
+        "SELECT api_path, id FROM usage.events FINAL WHERE api_path LIKE '/v1/fan%'")}
+    assert len(ch_ids) == n_fan, f"ClickHouse has {len(ch_ids)} fan-out events, sent {n_fan}"
+    n_coll = check_collector(procs.collector_events(), expected_fan, ch_ids)
+    refused = [a for a in procs.collector_attempts() if a["status"] == 400]
+    assert len(refused) >= n_fan - n_sound, refused
+    print(f"  fan-out (local and shared_queue): {n_fan} events once each in ClickHouse, the "
+          f"{n_coll} sound ones once each at the collector with the same ids, the "
+          f"{n_fan - n_sound} poisoned refused there alone; named counters {want_named}")
