@@ -152,18 +152,25 @@ impl Published {
 
     /// The change of each slot whose value moved, as (metric id, delta); `now` holds each
     /// slot's value (a slot missing from it is 0).
+    #[cfg(test)]
     pub fn changes(&mut self, now: &[u64]) -> Vec<(u32, i64)> {
         let mut out = Vec::new();
+        self.publish(now, |id, delta| out.push((id, delta)));
+        out
+    }
+
+    /// Hands `emit` the change of each slot whose value moved (no allocation: a tick's
+    /// publication is one pass).
+    pub fn publish(&mut self, now: &[u64], mut emit: impl FnMut(u32, i64)) {
         for (i, (_, id, last)) in self.entries.iter_mut().enumerate() {
             let n = now.get(i).copied().unwrap_or(0);
             if n != *last {
                 if let Some(id) = id {
-                    out.push((*id, n as i64 - *last as i64));
+                    emit(*id, n as i64 - *last as i64);
                 }
                 *last = n;
             }
         }
-        out
     }
 }
 

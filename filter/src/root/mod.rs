@@ -408,9 +408,8 @@ impl Root {
         for sh in self.live() {
             sh.delivery.borrow().add_values(&mut now);
         }
-        for (id, delta) in self.published.changes(&now) {
-            host.increment_metric(id, delta);
-        }
+        self.published
+            .publish(&now, |id, delta| host.increment_metric(id, delta));
         self.now = now;
     }
 }

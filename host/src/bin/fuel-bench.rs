@@ -134,6 +134,12 @@ fn destinations(wasm: &str) -> Result<Value> {
     let runs = [
         ("no http (log sink)", Value::Null),
         ("object veil", json!({"cluster": "collector"})),
+        // No batch falls due: the root's share is its ticks alone (on_tick fuel / ticks).
+        (
+            "object veil, ticks only",
+            json!({"cluster": "collector", "batch_size": 100_000, "buffer_size": 100_000,
+                   "flush_interval_ms": 3_600_000}),
+        ),
         ("array [veil]", json!([d("a", "veil")])),
         (
             "array [veil, ndjson]",
