@@ -304,3 +304,40 @@ fn a_bad_array_is_refused_at_configure_time_naming_key_and_rule() {
         assert!(e.logs.iter().any(|l| l.message.contains(&said)), "{e}");
     }
 }
+
+#[test]
+fn two_destinations_of_one_format_send_the_same_bytes_for_each_event() {
+    let d = |name: &str, cluster: &str, batch: u32| json!({"name": name, "cluster": cluster, "format": "ndjson", "batch_size": batch});
+    let mut vm = start(
+        json!({"enabled": true, "sinks": ["http"],
+               "http": [d("billing", "veil", 7), d("analytics", "clickhouse", 20)]}),
+        None,
+    );
+    send(&mut vm, 21);
+    // Different batches (7 and 20 events, then the rest), the same line for each event at both.
+    let mut lines: HashMap<String, HashMap<String, Vec<u8>>> = HashMap::new();
+    for _ in 0..15 {
+        vm.advance_ms(100).unwrap();
+        for c in vm.pending() {
+            for l in c
+                .plain_body()
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
+                let id = serde_json::from_slice::<Value>(l).unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_string();
+                lines
+                    .entry(c.upstream.clone())
+                    .or_default()
+                    .insert(id, l.to_vec());
+            }
+            vm.reply(c.token, 200, &[], b"").unwrap();
+        }
+    }
+    assert_eq!((lines["veil"].len(), lines["clickhouse"].len()), (21, 21));
+    for (id, line) in &lines["clickhouse"] {
+        assert_eq!(&lines["veil"][id], line, "{id}");
+    }
+}
