@@ -315,6 +315,10 @@ impl Root {
     /// comes). A given-up delivery stays only until its callouts in flight are answered (or
     /// time out): an event the collector then acknowledges is counted delivered, not lost.
     fn retire_finished(&mut self, host: &dyn Host) {
+        // The common case, every tick: nothing retired.
+        if self.retired.is_empty() {
+            return;
+        }
         let sending = |r: &[Rc<Shared>]| {
             r.iter()
                 .filter(|sh| !sh.delivery.borrow().abandoned())
