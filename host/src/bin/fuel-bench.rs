@@ -2,6 +2,7 @@
 //! (about one unit per wasm instruction), printed as JSON for `bench/report.py`.
 //!
 //! usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm> [<before.wasm>]
+//!        fuel-bench --destinations <usage_filter.wasm> [<another build>...]
 //!
 //! With a fourth argument (another build of the filter, e.g. the last release), the per-callback
 //! fuel and the host calls of both builds are measured the same way and printed side by side
@@ -89,6 +90,11 @@ fn per_request(wasm: &str, config: Value) -> Result<Value> {
         .filter_map(|k| all.get(k))
         .map(|(_, f)| f)
         .sum();
+    // (calls, fuel) of each root callback over the run
+    let root_callbacks: serde_json::Map<String, Value> = ["on_tick", "on_http_call_response"]
+        .iter()
+        .map(|k| (k.to_string(), json!(all.get(k).copied().unwrap_or((0, 0)))))
+        .collect();
     let n = MEASURED as u64;
     let avg: BTreeMap<&str, u64> = per_cb.iter().map(|(k, v)| (*k, v / n)).collect();
     let g = |k: &str| avg.get(k).copied().unwrap_or(0);
@@ -104,6 +110,7 @@ fn per_request(wasm: &str, config: Value) -> Result<Value> {
         "lifecycle": lifecycle,
         "on_log": on_log,
         "batch_share": root / n,
+        "root_callbacks": root_callbacks,
         "total": capture + lifecycle + on_log + root / n,
         "delivered": vm.metric(EVENTS_DELIVERED),
         "host_calls": host_calls,
@@ -115,6 +122,62 @@ fn sinks(wasm: &str) -> Result<(Value, Value)> {
     let http = json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
     let log = json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"});
     Ok((per_request(wasm, http)?, per_request(wasm, log)?))
+}
+
+/// `http` as one object and as arrays of destinations: the per-request fuel (capture, on_log,
+/// the batch share) and host calls of each, so a single destination can be held to the cost
+/// it had before there could be several, and the cost of each more one seen. The
+/// collector-facing encoding shows in the batch share.
+fn destinations(wasm: &str) -> Result<Value> {
+    let d =
+        |name: &str, format: &str| json!({"name": name, "cluster": "collector", "format": format});
+    let runs = [
+        ("no http (log sink)", Value::Null),
+        ("object veil", json!({"cluster": "collector"})),
+        // No batch falls due: the root's share is its ticks alone (on_tick fuel / ticks).
+        (
+            "object veil, ticks only",
+            json!({"cluster": "collector", "batch_size": 100_000, "buffer_size": 100_000,
+                   "flush_interval_ms": 3_600_000}),
+        ),
+        ("array [veil]", json!([d("a", "veil")])),
+        (
+            "array [veil, ndjson]",
+            json!([d("a", "veil"), d("b", "ndjson")]),
+        ),
+        ("array [ndjson]", json!([d("a", "ndjson")])),
+        (
+            "array [ndjson, ndjson]",
+            json!([d("a", "ndjson"), d("b", "ndjson")]),
+        ),
+        (
+            "array [veil, ndjson, cloudevents]",
+            json!([d("a", "veil"), d("b", "ndjson"), d("c", "cloudevents")]),
+        ),
+    ];
+    let mut out = serde_json::Map::new();
+    for (label, http) in runs {
+        let cfg = match http {
+            Value::Null => {
+                json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"})
+            }
+            http => json!({"enabled": true, "sinks": ["http"], "http": http}),
+        };
+        // A build from before `http` could be an array refuses those: its row stays empty.
+        let Ok(r) = per_request(wasm, cfg) else {
+            eprintln!("  {label:<36} (refused by this build)");
+            continue;
+        };
+        let calls: u64 = r["host_calls"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum());
+        eprintln!(
+            "  {label:<36} on_log {:>6}  batch share {:>6}  total {:>6}  host calls {calls}  {}",
+            r["on_log"], r["batch_share"], r["total"], r["root_callbacks"]
+        );
+        out.insert(label.to_string(), r);
+    }
+    Ok(Value::Object(out))
 }
 
 /// `head`, then `delta` repeated, then `tail`: about `kb` KB.
@@ -378,6 +441,16 @@ fn print_comparison(before: &Value, after: &Value) {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // `fuel-bench --destinations <wasm>...`: only the destinations table, for each build.
+    if let Some(("--destinations", builds)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
+        let mut all = serde_json::Map::new();
+        for w in builds {
+            eprintln!("{w}");
+            all.insert(w.clone(), destinations(w)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
     let (wasm, bench_wasm, null_wasm, before_wasm) = match args.as_slice() {
         [w, b, n] => (w, b, n, None),
         [w, b, n, before] => (w, b, n, Some(before)),
@@ -494,7 +567,11 @@ fn main() -> Result<()> {
         .map(|shape| llm(wasm, shape, 1024))
         .collect::<Result<Vec<_>>>()?;
 
+    eprintln!("destinations");
+    let destinations = destinations(wasm)?;
+
     let out = json!({
+        "destinations": destinations,
         "llm": llm_runs,
         "llm_shapes": llm_shapes,
         "force_stream_usage": force(wasm)?,
