@@ -421,6 +421,8 @@ impl Root {
 #[cfg(test)]
 mod identity_tests;
 #[cfg(test)]
+mod llm_read_tests;
+#[cfg(test)]
 mod llm_tests;
 mod messages;
 #[cfg(test)]
