@@ -136,18 +136,7 @@ pub(crate) fn llm(wasm: &str, shape: &Shape, chunk: u64) -> Result<Value> {
                 .chunk_size(chunk)
                 .respond(200)
         };
-        for _ in 0..20 {
-            one(&mut vm)?;
-        }
-        let n = 200;
-        let mut total = 0;
-        for _ in 0..n {
-            total += one(&mut vm)?.total_fuel();
-        }
-        let before = vm.host_calls().values().sum::<u64>();
-        one(&mut vm)?;
-        let calls = vm.host_calls().values().sum::<u64>() - before;
-        Ok((total / n, calls))
+        steady(&mut vm, one)
     };
     let (on, calls_on) = run(true)?;
     let (off, calls_off) = run(false)?;
@@ -193,18 +182,7 @@ pub(crate) fn force(wasm: &str) -> Result<Value> {
                 .chunk_size(1024)
                 .respond(200)
         };
-        for _ in 0..20 {
-            one(&mut vm)?;
-        }
-        let n = 200;
-        let mut total = 0;
-        for _ in 0..n {
-            total += one(&mut vm)?.total_fuel();
-        }
-        let before = vm.host_calls().values().sum::<u64>();
-        one(&mut vm)?;
-        let calls = vm.host_calls().values().sum::<u64>() - before;
-        Ok((total / n, calls))
+        steady(&mut vm, one)
     };
     let (on, calls_on) = run(true)?;
     let (off, calls_off) = run(false)?;
@@ -219,4 +197,23 @@ pub(crate) fn force(wasm: &str) -> Result<Value> {
         json!({"request_bytes": request.len(), "answer_bytes": answer.len(), "fuel_on": on, "fuel_off": off,
               "host_calls_on": calls_on, "host_calls_off": calls_off}),
     )
+}
+
+/// A request's fuel averaged over 200 after 20 to warm up, and the host calls of one more.
+fn steady(
+    vm: &mut Vm,
+    one: impl Fn(&mut Vm) -> Result<proxy_wasm_host::Outcome>,
+) -> Result<(u64, u64)> {
+    for _ in 0..20 {
+        one(vm)?;
+    }
+    let n = 200;
+    let mut total = 0;
+    for _ in 0..n {
+        total += one(vm)?.total_fuel();
+    }
+    let before = vm.host_calls().values().sum::<u64>();
+    one(vm)?;
+    let calls = vm.host_calls().values().sum::<u64>() - before;
+    Ok((total / n, calls))
 }
