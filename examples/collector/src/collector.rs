@@ -183,6 +183,20 @@ fn ingest(
         Ok(candidates) => candidates,
         Err(message) => return reject(message),
     };
+    // A receiver's batch limit comes before looking at the events themselves.
+    let limit = state.faults().too_many(candidates.len());
+    if let Some(limit) = limit {
+        let events = candidates.len();
+        eprintln!(
+            "collector: refused batch {} of {events} events with 413: more than {limit}",
+            batch_id.unwrap_or("-")
+        );
+        state.store().count_too_large(batch_id, events as u64);
+        return error(
+            413,
+            &format!("batch of {events} events, more than the {limit} accepted"),
+        );
+    }
     let poison = state.faults().poison().map(str::to_string);
     if let Some(marker) = poison {
         let texts = candidates
@@ -241,7 +255,7 @@ async fn add_faults(state: &Collector, req: Request<Incoming>) -> Response<Body>
             Ok(FaultRequest::Many(faults)) => faults,
             Ok(FaultRequest::RejectWhen(r)) => {
                 let mut faults = state.faults();
-                return match faults.set_poison(r.reject_when_path_contains) {
+                return match faults.set_reject_when(r) {
                     Ok(()) => json(200, &faults.list()),
                     Err(message) => error(400, &message),
                 };

@@ -18,6 +18,11 @@
 //! `{"reject_when_path_contains": "poison"}` is not queued: until `DELETE /faults`, every
 //! batch holding an event whose `api_path` contains that text is refused whole with 400, as
 //! billing APIs refuse a batch over one invalid event.
+//!
+//! `{"reject_when_events_above": 30}` is not queued either: until `DELETE /faults`, every
+//! batch of more than 30 events is refused whole with 413, as receivers with a batch limit
+//! answer. The two markers are set independently (one request may set both); the queue
+//! still applies first.
 
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +79,7 @@ impl Fault {
     }
 }
 
-/// The request body of `POST /faults`: one fault or several, or the poison marker.
+/// The request body of `POST /faults`: one fault or several, or the refusal markers.
 #[derive(Deserialize)]
 #[serde(untagged)]
 pub enum FaultRequest {
@@ -83,17 +88,22 @@ pub enum FaultRequest {
     RejectWhen(RejectWhen),
 }
 
+/// The markers that refuse batches for what they hold; a marker left out stays as it was.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RejectWhen {
-    pub reject_when_path_contains: String,
+    #[serde(default)]
+    pub reject_when_path_contains: Option<String>,
+    #[serde(default)]
+    pub reject_when_events_above: Option<u64>,
 }
 
-/// The fault queue, and the poison marker.
+/// The fault queue, the poison marker and the batch limit.
 #[derive(Debug, Default)]
 pub struct Faults {
     queue: Vec<Fault>,
     poison: Option<String>,
+    events_above: Option<u64>,
 }
 
 /// What `POST /faults`, `GET /faults` and `DELETE /faults` answer.
@@ -102,6 +112,8 @@ pub struct FaultList<'a> {
     pub faults: &'a [Fault],
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_when_path_contains: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_when_events_above: Option<u64>,
 }
 
 /// The `id` of the first event whose `api_path` contains `marker` (events as JSON texts).
@@ -131,6 +143,7 @@ impl Faults {
     pub fn clear(&mut self) {
         self.queue.clear();
         self.poison = None;
+        self.events_above = None;
     }
 
     pub fn set_poison(&mut self, marker: String) -> Result<(), String> {
@@ -141,14 +154,42 @@ impl Faults {
         Ok(())
     }
 
+    /// Sets the markers `r` names, all or none: an invalid one sets nothing.
+    pub fn set_reject_when(&mut self, r: RejectWhen) -> Result<(), String> {
+        if r.reject_when_path_contains.is_none() && r.reject_when_events_above.is_none() {
+            return Err(
+                "expected `reject_when_path_contains` or `reject_when_events_above`".to_string(),
+            );
+        }
+        if r.reject_when_events_above == Some(0) {
+            return Err(
+                "`reject_when_events_above` must be at least 1 (a batch holds one event or more)"
+                    .to_string(),
+            );
+        }
+        if let Some(marker) = r.reject_when_path_contains {
+            self.set_poison(marker)?;
+        }
+        if let Some(n) = r.reject_when_events_above {
+            self.events_above = Some(n);
+        }
+        Ok(())
+    }
+
     pub fn poison(&self) -> Option<&str> {
         self.poison.as_deref()
+    }
+
+    /// `Some(limit)` when a batch of `events` is too large for the batch limit set.
+    pub fn too_many(&self, events: usize) -> Option<u64> {
+        self.events_above.filter(|&limit| events as u64 > limit)
     }
 
     pub fn list(&self) -> FaultList<'_> {
         FaultList {
             faults: &self.queue,
             reject_when_path_contains: self.poison.as_deref(),
+            reject_when_events_above: self.events_above,
         }
     }
 
@@ -187,7 +228,7 @@ mod tests {
         };
         let mut faults = Faults::default();
         assert!(faults.set_poison(String::new()).is_err());
-        faults.set_poison(r.reject_when_path_contains).unwrap();
+        faults.set_reject_when(r).unwrap();
         assert_eq!(
             serde_json::to_string(&faults.list()).unwrap(),
             r#"{"faults":[],"reject_when_path_contains":"poison"}"#
@@ -199,6 +240,68 @@ mod tests {
         assert_eq!(poisoned(m, [ok, bad]).as_deref(), Some("\"b\""));
         faults.clear();
         assert_eq!(faults.poison(), None);
+    }
+
+    fn reject_when(text: &str) -> RejectWhen {
+        match serde_json::from_str(text).unwrap() {
+            FaultRequest::RejectWhen(r) => r,
+            _ => panic!("parsed as a queued fault: {text}"),
+        }
+    }
+
+    #[test]
+    fn the_batch_limit_refuses_only_more_than_n_events_and_is_cleared() {
+        let mut faults = Faults::default();
+        assert_eq!(faults.too_many(1_000), None, "no limit until one is set");
+        faults
+            .set_reject_when(reject_when(r#"{"reject_when_events_above": 30}"#))
+            .unwrap();
+        assert_eq!(faults.too_many(1), None);
+        assert_eq!(faults.too_many(30), None, "exactly N events fit");
+        assert_eq!(faults.too_many(31), Some(30));
+        assert_eq!(faults.too_many(100), Some(30));
+        assert_eq!(
+            serde_json::to_string(&faults.list()).unwrap(),
+            r#"{"faults":[],"reject_when_events_above":30}"#
+        );
+        // Setting the poison marker keeps the limit, and the other way round.
+        faults
+            .set_reject_when(reject_when(r#"{"reject_when_path_contains": "/p/"}"#))
+            .unwrap();
+        faults
+            .set_reject_when(reject_when(r#"{"reject_when_events_above": 5}"#))
+            .unwrap();
+        assert_eq!(
+            serde_json::to_string(&faults.list()).unwrap(),
+            r#"{"faults":[],"reject_when_path_contains":"/p/","reject_when_events_above":5}"#
+        );
+        faults.clear();
+        assert_eq!(faults.too_many(100), None);
+        assert_eq!(faults.poison(), None);
+    }
+
+    #[test]
+    fn a_batch_limit_of_zero_or_nothing_set_is_refused_and_changes_nothing() {
+        let mut faults = Faults::default();
+        for bad in [
+            r#"{"reject_when_events_above": 0}"#,
+            r#"{"reject_when_events_above": 0, "reject_when_path_contains": "/p/"}"#,
+            r#"{"reject_when_events_above": 3, "reject_when_path_contains": ""}"#,
+        ] {
+            assert!(faults.set_reject_when(reject_when(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(faults.too_many(100), None);
+        assert_eq!(faults.poison(), None);
+        for unparsable in [
+            r#"{"reject_when_events_above": -1}"#,
+            r#"{"reject_when_events_above": "30"}"#,
+            r#"{"reject_when_events_over": 30}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<FaultRequest>(unparsable).is_err(),
+                "{unparsable}"
+            );
+        }
     }
 
     #[test]

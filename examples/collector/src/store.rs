@@ -45,7 +45,8 @@ pub struct Stats {
     pub duplicate_batches: u64,
     /// Valid events not written again because their `id` was already stored.
     pub duplicate_events: u64,
-    /// Batches that met an injected fault (status, delay or close).
+    /// Batches that met an injected fault (status, delay or close), or were refused with 413
+    /// by the `reject_when_events_above` limit.
     pub faulted_batches: u64,
     /// Accepted batches that carried no `x-usage-batch-id`.
     pub batches_without_id: u64,
@@ -58,7 +59,8 @@ pub struct Attempt {
     pub batch_id: Option<String>,
     /// The status answered; 0 when the connection was closed without an answer.
     pub status: u16,
-    /// Valid events in the batch (0 when it was not decoded).
+    /// Valid events in the batch (0 when it was not decoded); for a batch refused with 413
+    /// by the `reject_when_events_above` fault, every event it held.
     pub events: u64,
     /// Of those, the ones written (not seen before).
     pub new_events: u64,
@@ -130,6 +132,13 @@ impl Store {
         if let Some(status) = answered {
             self.record(batch_id, status, 0, 0);
         }
+    }
+
+    /// A batch of `events` refused with 413 by the `reject_when_events_above` fault: an
+    /// injected fault, recorded with its size.
+    pub fn count_too_large(&mut self, batch_id: Option<&str>, events: u64) {
+        self.stats.faulted_batches += 1;
+        self.record(batch_id, 413, events, 0);
     }
 
     fn record(&mut self, batch_id: Option<&str>, status: u16, events: u64, new_events: u64) {

@@ -876,3 +876,85 @@ fn a_batch_holding_a_poisoned_path_is_refused_whole_until_cleared() {
         200
     );
 }
+
+#[test]
+fn a_batch_of_more_than_n_events_is_refused_with_413_until_cleared() {
+    let out = out_file("limit.ndjson");
+    let server = Server::collector(&out);
+    let addr = server.addr;
+    let res = request(
+        addr,
+        "POST",
+        "/faults",
+        &[],
+        br#"{"reject_when_events_above": 3}"#,
+    );
+    assert_eq!(
+        res.json(),
+        json!({"faults": [], "reject_when_events_above": 3})
+    );
+    let batch = |names: &[&str]| {
+        Value::Array(names.iter().map(|n| event(n)).collect())
+            .to_string()
+            .into_bytes()
+    };
+    let res = post_batch(
+        addr,
+        "application/json",
+        "l-4",
+        &batch(&["l1", "l2", "l3", "l4"]),
+    );
+    assert_eq!(res.status, 413);
+    assert_eq!(
+        res.json(),
+        json!({"success": false, "error": "batch of 4 events, more than the 3 accepted"})
+    );
+    assert!(
+        std::fs::read_to_string(&out).unwrap().is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    // Exactly N events fit, in every format.
+    let res = post_batch(addr, "application/json", "l-3", &batch(&["l1", "l2", "l3"]));
+    assert_eq!(res.status, 200);
+    let ndjson: String = ["n1", "n2", "n3", "n4"]
+        .iter()
+        .map(|n| format!("{}\n", event(n)))
+        .collect();
+    let res = post_batch(addr, "application/x-ndjson", "l-n", ndjson.as_bytes());
+    assert_eq!(res.status, 413);
+    let stats = request(addr, "GET", "/stats", &[], b"").json();
+    assert_eq!(
+        (
+            stats["faulted_batches"].clone(),
+            stats["rejected_batches"].clone(),
+            stats["events"].clone()
+        ),
+        (json!(2), json!(0), json!(3)),
+        "{stats}"
+    );
+    // Each attempt says how many events it held, refused or not.
+    let attempts = request(addr, "GET", "/attempts", &[], b"").json();
+    let seen: Vec<(Value, Value)> = attempts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["status"].clone(), a["events"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (json!(413), json!(4)),
+            (json!(200), json!(3)),
+            (json!(413), json!(4))
+        ]
+    );
+    request(addr, "DELETE", "/faults", &[], b"");
+    let res = post_batch(
+        addr,
+        "application/json",
+        "l-4b",
+        &batch(&["l5", "l6", "l7", "l8"]),
+    );
+    assert_eq!(res.status, 200);
+    assert_eq!(file_events(&out).len(), 7);
+}
