@@ -5,8 +5,9 @@ all over loopback. Every scenario derives its Envoy configuration from envoy/env
 envoy/envoy-singleton.yaml, envoy/envoy-ecds.yaml), the files README and docs/hosts/envoy.md
 document, changing only ports and the filter's `configuration` value.
 
-The suite is this file (delivery, faults, TLS) and envoy/e2e_lifecycle.py (shutdown, drain,
-reconfiguration, shared_queue); envoy/fixtures.py holds the Front and the other
+The suite is this file (delivery, faults, TLS), envoy/e2e_lifecycle.py (shutdown, drain,
+reconfiguration, shared_queue) and envoy/e2e_too_large.py (a receiver answering 413 above 30
+events, alone and beside a second destination); envoy/fixtures.py holds the Front and the other
 configurations. Processes, ports, waiting and the runner come from tests/e2e_lib (each
 scenario is one `with EnvoyStack(...) as st:`; everything binds port 0; a scenario's files
 are removed when it passes and named when it fails, kept always with ENVOY_E2E_KEEP=1).
@@ -33,6 +34,7 @@ from e2e_lib.envoy import (TOKEN, UUID_RE, VEIL_FIELDS, EnvoyStack, accounting_h
 from e2e_lib.procs import ROOT  # noqa: E402
 
 import e2e_lifecycle  # noqa: E402  (envoy/, beside this file)
+import e2e_too_large  # noqa: E402  (envoy/, beside this file)
 from fixtures import TLS_TRANSPORT, Front, make_certs, singleton_config  # noqa: E402
 
 
@@ -401,7 +403,7 @@ def test_poisoned_events_cost_only_themselves():
 TESTS = [test_exact_delivery, test_exact_delivery_four_workers, test_collector_killed_under_load,
          test_collector_503_then_200, test_bad_plugin_config_is_refused, test_log_sink_lines_on_stdout,
          *e2e_lifecycle.TESTS, test_misbehaving_collectors, test_collector_over_tls,
-         test_poisoned_events_cost_only_themselves]
+         test_poisoned_events_cost_only_themselves, *e2e_too_large.TESTS]
 
 if __name__ == "__main__":
     envoy_binary()
