@@ -1,9 +1,10 @@
 //! What must hold after every step: delivered bodies valid in their format, each event id
 //! acknowledged in one batch only, and the books.
 
+use crate::oracle::{Fields, Seen};
 use proxy_wasm_host::Callout;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 type Check = Result<(), String>;
 
@@ -61,14 +62,19 @@ const CORE: [&str; 10] = [
 pub static WITH_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 thread_local! {
-    /// Events may come from a hand-over message damaged on the way: then only their shape is
-    /// checked, not the values (a flipped bit makes any id, status or size).
-    pub static DAMAGED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The ids that damaged hand-over messages brought (`oracle::message_ids`): of those
+    /// events only the shape is checked, not the values (a flipped bit makes any id, status or
+    /// size). Every other event is checked in full, before and after such a message.
+    pub static DAMAGED: std::cell::RefCell<HashSet<String>> = std::cell::RefCell::new(HashSet::new());
 }
 
-/// One event object; its id.
-pub fn event(v: &Value, veil: bool) -> Result<String, String> {
-    let lenient = DAMAGED.with(|d| d.get());
+/// Whether event `id` came in a damaged hand-over message.
+pub fn damaged(id: &str) -> bool {
+    DAMAGED.with(|d| d.borrow().contains(id))
+}
+
+/// One event object: its id and the fields the oracle predicts.
+pub fn event(v: &Value, veil: bool) -> Result<Seen, String> {
     let Some(o) = v.as_object() else {
         return fail(format!("event is not an object: {v}"));
     };
@@ -82,10 +88,11 @@ pub fn event(v: &Value, veil: bool) -> Result<String, String> {
     }
     let str_of = |k: &str| o[k].as_str();
     let id = str_of("id").unwrap_or("");
+    let lenient = damaged(id);
     if !(uuid_ok(id) || (lenient && id.len() == 36)) {
         return fail(format!("bad id: {v}"));
     }
-    let (Some(path), Some(_), Some(_), Some(ts)) = (
+    let (Some(path), Some(key), Some(method), Some(ts)) = (
         str_of("api_path"),
         str_of("subscription_key"),
         str_of("method"),
@@ -100,7 +107,7 @@ pub fn event(v: &Value, veil: bool) -> Result<String, String> {
         return fail(format!("bad timestamp: {v}"));
     }
     let status = o["status_code"].as_u64();
-    let (Some(status), Some(_), Some(_), Some(_)) = (
+    let (Some(status), Some(_), Some(request_size), Some(response_size)) = (
         status,
         o["response_time_ms"].as_u64(),
         o["request_size"].as_u64(),
@@ -140,11 +147,21 @@ pub fn event(v: &Value, veil: bool) -> Result<String, String> {
             }
         }
     }
-    Ok(id.to_string())
+    Ok(Seen {
+        id: id.to_string(),
+        fields: Fields {
+            path: path.to_string(),
+            key: key.to_string(),
+            method: method.to_string(),
+            status,
+            request_size,
+            response_size,
+        },
+    })
 }
 
-/// A callout's body in its wire format: (batch id, event ids).
-pub fn body(c: &Callout) -> Result<(String, Vec<String>), String> {
+/// A callout's body in its wire format: (batch id, events).
+pub fn body(c: &Callout) -> Result<(String, Vec<Seen>), String> {
     let batch = c.header("x-usage-batch-id").unwrap_or_default();
     if !uuid_ok(&batch) {
         return fail(format!("bad x-usage-batch-id {batch:?}"));
@@ -204,7 +221,7 @@ pub fn body(c: &Callout) -> Result<(String, Vec<String>), String> {
                 if ce["specversion"] != "1.0"
                     || (ce["type"] != "api.usage" && ce["type"] != "fuzz.usage")
                     || ce["source"].as_str().is_none_or(|s| s.is_empty())
-                    || ce["id"] != id.as_str()
+                    || ce["id"] != id.id.as_str()
                     || ce["subject"] != ce["data"]["subscription_key"]
                     || ce["time"] != ce["data"]["timestamp"]
                 {
@@ -242,30 +259,34 @@ pub fn body(c: &Callout) -> Result<(String, Vec<String>), String> {
 pub struct Acks {
     by_id: HashMap<String, String>,
     pub events: u64,
-    refused_alone: std::collections::HashSet<String>,
+    refused_alone: HashSet<String>,
 }
 
 impl Acks {
     /// The collector refused a batch with `status`: a one-event batch refused for its content
-    /// is the filter's to drop.
-    pub fn refuse(&mut self, status: u32, ids: &[String]) -> Check {
-        if let ([id], 400 | 413 | 422) = (ids, status) {
-            if self.by_id.contains_key(id) {
+    /// is the filter's to drop. True when it was such a single refusal.
+    pub fn refuse(&mut self, status: u32, events: &[Seen]) -> Result<bool, String> {
+        if let ([e], 400 | 413 | 422) = (events, status) {
+            if self.by_id.contains_key(&e.id) {
                 return fail(format!(
-                    "event {id} refused alone after it was acknowledged"
+                    "event {} refused alone after it was acknowledged",
+                    e.id
                 ));
             }
-            self.refused_alone.insert(id.clone());
+            if !self.refused_alone.insert(e.id.clone()) {
+                return fail(format!("event {} refused alone twice", e.id));
+            }
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     pub fn refused_alone(&self) -> u64 {
         self.refused_alone.len() as u64
     }
 
-    pub fn ack(&mut self, batch: &str, ids: &[String]) -> Check {
-        for id in ids {
+    pub fn ack(&mut self, batch: &str, events: &[Seen]) -> Check {
+        for Seen { id, .. } in events {
             if self.refused_alone.contains(id) {
                 return fail(format!(
                     "event {id} acknowledged in batch {batch} after it was refused alone"
@@ -280,7 +301,7 @@ impl Acks {
                 return fail(format!("event {id} twice in batch {batch}"));
             }
         }
-        self.events += ids.len() as u64;
+        self.events += events.len() as u64;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@
 mod check;
 mod configs;
 mod gen;
+mod oracle;
 mod plan;
 mod queue;
 mod rng;
@@ -140,7 +141,8 @@ fn main() {
          destinations), {} requests, \
          {} collector answers, {} clock jumps, {} queue messages, {} configurations ({} accepted), \
          {} events acknowledged ({} checked with llm fields), max linear memory {} KiB; no trap, books balanced, bodies valid, \
-         no event acknowledged twice",
+         no event acknowledged twice; the oracle predicted {} requests' events, collectors took {} as predicted, \
+         {} from damaged hand-over messages, {} under configurations it does not read",
         total.cases,
         total.cases as f64 / secs,
         total.scenarios,
@@ -153,7 +155,11 @@ fn main() {
         total.configs_accepted,
         total.events_acked,
         check::WITH_TOKENS.load(Ordering::Relaxed),
-        total.max_memory / 1024
+        total.max_memory / 1024,
+        total.predicted,
+        total.matched,
+        total.from_damaged,
+        total.from_unread
     );
     println!(
         "fuzz: digest {digest:#018x} of the {scenarios} scenarios run (seed, steps and counts of each; \

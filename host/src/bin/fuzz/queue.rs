@@ -2,6 +2,7 @@
 //! service, or one nobody sent; the books then allow for what it claimed.
 
 use crate::check::{self, trap, R};
+use crate::oracle;
 use crate::rng::Rng;
 use crate::sim::Sim;
 
@@ -24,6 +25,21 @@ impl Sim {
                 "request",
                 self.vms[w].request().path(&path).key(&key).respond(200),
             )?;
+            // The harness's request: GET, `:path`, `:authority`, `:scheme`, the key header.
+            let headers: Vec<(String, Vec<u8>)> = [
+                (":method", "GET"),
+                (":path", &path),
+                (":authority", "api.example.com"),
+                (":scheme", "http"),
+                ("x-subscription-key", &key),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect();
+            let p = self.expect[w]
+                .as_ref()
+                .map(|x| x.event(&headers, Some(b"200"), 0, 0));
+            self.oracle.request(p, false);
         }
         let books_before = self.settled_now();
         for w in 0..n - 1 {
@@ -34,6 +50,7 @@ impl Sim {
         };
         let hub = self.vms[0].hub();
         let what = r.below(4);
+        let mut damaged_ids = Vec::new();
         let genuine = {
             let mut hub = hub.borrow_mut();
             let queue = &mut hub.queues[q];
@@ -51,6 +68,10 @@ impl Sim {
                 }
                 1 => {
                     if let Some(mut m) = queue.items.pop_back() {
+                        // The events it carried may now be lost, or arrive changed.
+                        for (_, f) in oracle::message_records(&m) {
+                            self.oracle.make_optional(&f);
+                        }
                         for _ in 0..r.range(1, 4) {
                             if m.is_empty() {
                                 break;
@@ -62,6 +83,7 @@ impl Sim {
                             let cut = r.below(m.len() as u64 + 1) as usize;
                             m.truncate(cut);
                         }
+                        damaged_ids.extend(oracle::message_ids(&m));
                         queue.items.push_back(m);
                     }
                     false
@@ -71,6 +93,7 @@ impl Sim {
                     if r.chance(50) && m.len() >= 4 {
                         m[..4].copy_from_slice(&(r.size(5000) as u32).to_le_bytes());
                     }
+                    damaged_ids.extend(oracle::message_ids(&m));
                     queue.items.push_back(m);
                     false
                 }
@@ -81,7 +104,9 @@ impl Sim {
             .push(format!("queue message {what}, genuine {genuine}"));
         trap("service tick", self.vms[n - 1].tick())?;
         if !genuine {
-            check::DAMAGED.with(|d| d.set(true));
+            // Only the events this message brought are held to their shape alone.
+            check::DAMAGED.with(|d| d.borrow_mut().extend(damaged_ids));
+            self.damaged = true;
             let books_after = self.books()?;
             // What the damaged message claimed reached every destination alike (the check
             // after this step holds each destination's books to the same phantom).

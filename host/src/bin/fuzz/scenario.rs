@@ -38,7 +38,7 @@ pub fn run(seed: u64, budget: u64, stats: &mut Stats, config_vm: &mut ConfigVm) 
     if kind == Kind::Configs {
         return configs(&mut r, steps, stats, config_vm);
     }
-    check::DAMAGED.with(|d| d.set(false));
+    check::DAMAGED.with(|d| d.borrow_mut().clear());
     let mut sim = Sim::new(&mut r, kind)?;
     stats.several += u64::from(sim.dests > 0);
     for _ in 0..steps {
@@ -47,6 +47,10 @@ pub fn run(seed: u64, budget: u64, stats: &mut Stats, config_vm: &mut ConfigVm) 
     }
     sim.drain(&mut r)?;
     stats.events_acked += sim.acks.iter().map(|a| a.events).sum::<u64>();
+    stats.predicted += sim.oracle.predicted;
+    stats.matched += sim.oracle.matched;
+    stats.from_damaged += sim.oracle.from_damaged;
+    stats.from_unread += sim.oracle.from_unread;
     Ok(())
 }
 

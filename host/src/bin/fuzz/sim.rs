@@ -4,6 +4,7 @@
 
 use crate::check::{one_refusal_line, trap, Acks, R};
 use crate::gen;
+use crate::oracle::{Expect, Oracle, Seen};
 use crate::rng::Rng;
 use crate::stats::Stats;
 use proxy_wasm_host::state::SharedHub;
@@ -24,8 +25,8 @@ pub enum Kind {
 }
 
 /// A callout not yet answered: its destination (index as `gen::CLUSTERS`), batch id and
-/// event ids.
-pub(crate) type Sent = (usize, String, Vec<String>);
+/// events.
+pub(crate) type Sent = (usize, String, Vec<Seen>);
 
 pub(crate) struct Sim {
     /// Workers first; in `Queue` the service is last.
@@ -48,6 +49,14 @@ pub(crate) struct Sim {
     pub(crate) exact_acks: bool,
     /// A reconfiguration made the VM a queue worker with no service: it cannot drain.
     pub(crate) stranded: bool,
+    /// Per VM: what of its configuration says which requests are metered, and how (`None`:
+    /// one the oracle does not read).
+    pub(crate) expect: Vec<Option<Expect>>,
+    /// The events the requests must have become, per destination.
+    pub(crate) oracle: Oracle,
+    /// A hand-over message was damaged: events may have been lost without a request's
+    /// prediction being wrong (they are counted lost by the filter, or arrive changed).
+    pub(crate) damaged: bool,
 }
 
 fn vm_with(hub: &SharedHub, cfg: &Value, vm_id: &str) -> R<Vm> {
@@ -73,16 +82,19 @@ impl Sim {
             Kind::Local | Kind::Queue if r.chance(30) => r.range(2, 3) as usize,
             _ => 0,
         };
+        let mut expect = Vec::new();
         let vms = match kind {
             Kind::Local => {
                 let (h, with_log) = (gen::http_value(r, dests), r.chance(20));
                 let cfg = gen::top(r, Some(h), with_log);
                 log.push(format!("local {cfg}"));
+                expect.push(Expect::of(&cfg));
                 vec![vm_with(&hub, &cfg, "usage_filter")?]
             }
             Kind::LogOnly => {
                 let cfg = gen::top(r, None, true);
                 log.push(format!("log only {cfg}"));
+                expect.push(Expect::of(&cfg));
                 vec![vm_with(&hub, &cfg, "usage_filter")?]
             }
             _ => {
@@ -96,9 +108,14 @@ impl Sim {
                     let mut w = gen::top(r, Some(http.clone()), with_log);
                     w["dispatcher"] = json!({"mode": "shared_queue"});
                     log.push(format!("worker {w}"));
+                    let mut read = w.clone();
+                    read.as_object_mut().map(|o| o.remove("dispatcher"));
+                    expect.push(Expect::of(&read));
                     vms.push(vm_with(&hub, &w, "usage_filter")?);
                 }
                 log.push(format!("service {service}"));
+                // The service meters no request of its own.
+                expect.push(None);
                 vms.push(service_vm);
                 vms
             }
@@ -115,6 +132,9 @@ impl Sim {
             log,
             exact_acks: true,
             stranded: false,
+            expect,
+            oracle: Oracle::new(dests.max(1)),
+            damaged: false,
         })
     }
 
@@ -256,10 +276,13 @@ impl Sim {
         self.log.push(format!("reconfigure {cfg}"));
         let vm = &mut self.vms[0];
         vm.take_logs();
-        let accepted = trap("reconfigure", vm.reconfigure(cfg))?;
+        let accepted = trap("reconfigure", vm.reconfigure(cfg.clone()))?;
         let logs = vm.take_logs();
         if let Some(l) = logs.iter().find(|l| l.message.contains("configured:")) {
             self.log.push(l.message.clone());
+        }
+        if accepted {
+            self.expect[0] = Expect::of(&cfg);
         }
         if !accepted {
             one_refusal_line(&logs)?;

@@ -14,6 +14,12 @@ pub struct Stats {
     /// Scenarios whose `http` was an array of several destinations.
     pub several: u64,
     pub max_memory: usize,
+    /// Requests whose event the oracle predicted; events taken as predicted, from damaged
+    /// hand-over messages, and unpredicted under a configuration the oracle does not read.
+    pub predicted: u64,
+    pub matched: u64,
+    pub from_damaged: u64,
+    pub from_unread: u64,
 }
 
 impl Stats {
@@ -29,10 +35,14 @@ impl Stats {
         self.events_acked += o.events_acked;
         self.several += o.several;
         self.max_memory = self.max_memory.max(o.max_memory);
+        self.predicted += o.predicted;
+        self.matched += o.matched;
+        self.from_damaged += o.from_damaged;
+        self.from_unread += o.from_unread;
     }
 
     /// Every count, in a fixed order (what the run's digest is made of).
-    pub fn fields(&self) -> [u64; 11] {
+    pub fn fields(&self) -> [u64; 15] {
         [
             self.cases,
             self.scenarios,
@@ -45,6 +55,10 @@ impl Stats {
             self.events_acked,
             self.several,
             self.max_memory as u64,
+            self.predicted,
+            self.matched,
+            self.from_damaged,
+            self.from_unread,
         ]
     }
 }

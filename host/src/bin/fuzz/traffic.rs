@@ -89,6 +89,8 @@ impl Sim {
             "request on vm {i}: {} headers, body {body}, response {response}, chunk {chunk}, upstream {upstream} ms, ending {ending}",
             headers.len()
         ));
+        let expect = self.expect[i].clone();
+        let seen_headers = expect.as_ref().map(|_| headers.clone());
         let vm = &mut self.vms[i];
         let mut req = vm
             .request()
@@ -114,12 +116,37 @@ impl Sim {
         } else if r.chance(20) {
             req = req.response_header("content-type", "application/json");
         }
-        let out = match ending {
-            0..=69 => req.respond(gen::answer_status(r)),
-            70..=79 => req.respond_raw_status(&r.text_upto(8)),
-            80..=89 => req.local_reply(*r.pick(&[503, 404, 429, 500, 200])),
-            _ => req.abort(),
+        // The event the oracle predicts, from the request as sent and the VM's configuration.
+        let predict = |status: Option<&[u8]>, response: u64| {
+            expect.as_ref().map(|x| {
+                x.event(
+                    seen_headers.as_deref().unwrap_or_default(),
+                    status,
+                    body,
+                    response,
+                )
+            })
         };
+        let (out, prediction) = match ending {
+            0..=69 => {
+                let status = gen::answer_status(r);
+                let p = predict(Some(status.to_string().as_bytes()), response);
+                (req.respond(status), p)
+            }
+            70..=79 => {
+                let raw = r.text_upto(8);
+                let p = predict(Some(&raw), response);
+                (req.respond_raw_status(&raw), p)
+            }
+            80..=89 => {
+                let status = *r.pick(&[503, 404, 429, 500, 200]);
+                // Envoy's own answer: `no healthy upstream`, 19 bytes.
+                let p = predict(Some(status.to_string().as_bytes()), 19);
+                (req.local_reply(status), p)
+            }
+            _ => (req.abort(), predict(None, 0)),
+        };
+        self.oracle.request(prediction, false);
         let out = trap("request", out)?;
         if let Some(line) = out.filter_state.get("usage_event") {
             log_line(line)?;
@@ -148,12 +175,8 @@ impl Sim {
                     r.text_upto(300)
                 };
                 trap("answer", vm.reply(c.token, status, &h, &body))?;
-                if let Some((d, batch, ids)) = self.sent[s].remove(&c.token) {
-                    if (200..300).contains(&status) {
-                        self.acks[d].ack(&batch, &ids)?;
-                    } else {
-                        self.acks[d].refuse(status, &ids)?;
-                    }
+                if let Some((d, batch, events)) = self.sent[s].remove(&c.token) {
+                    self.collected(d, status, &batch, &events)?;
                 }
             }
             80..=89 => {

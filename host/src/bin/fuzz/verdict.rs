@@ -3,6 +3,7 @@
 //! then the drain, after which nothing may be held.
 
 use crate::check::{self, log_line, trap, R};
+use crate::oracle::Seen;
 use crate::rng::Rng;
 use crate::sim::{Kind, Sim, MEMORY_LIMIT};
 use proxy_wasm_host::metrics::*;
@@ -76,7 +77,7 @@ impl Sim {
                 return Err(format!("vm {i} linear memory {mem} bytes"));
             }
             for c in vm.take_new_callouts() {
-                let (batch, ids) =
+                let (batch, events) =
                     check::body(&c).map_err(|e| format!("callout {}: {e}", c.token))?;
                 let Some(d) = crate::gen::CLUSTERS.iter().position(|u| *u == c.upstream) else {
                     return Err(format!(
@@ -90,7 +91,7 @@ impl Sim {
                         c.token, c.upstream
                     ));
                 }
-                self.sent[i].insert(c.token, (d, batch, ids));
+                self.sent[i].insert(c.token, (d, batch, events));
             }
             let pending: Vec<u32> = vm.pending().iter().map(|c| c.token).collect();
             self.sent[i].retain(|t, _| pending.contains(t));
@@ -125,6 +126,53 @@ impl Sim {
         Ok(())
     }
 
+    /// Destination `d`'s collector answered `status` to a batch of `events`: acknowledged
+    /// ones, and one refused alone (the filter drops it), must each be an event the oracle
+    /// predicted from a request and no collector took before.
+    pub(crate) fn collected(&mut self, d: usize, status: u32, batch: &str, events: &[Seen]) -> R {
+        let taken = if (200..300).contains(&status) {
+            self.acks[d].ack(batch, events)?;
+            true
+        } else {
+            self.acks[d].refuse(status, events)?
+        };
+        if taken {
+            for e in events {
+                self.oracle.took(d, e, check::damaged(&e.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After the drain: every event the oracle predicted was taken by each destination's
+    /// collector, or is among those the filter declares lost (dropped for a full buffer or
+    /// after its retries, or still held by a stranded worker), which the oracle cannot
+    /// foresee. With no damaged message, no configuration it does not read and no log-only
+    /// spell, the two are equal.
+    fn owed(&self) -> R {
+        if self.kind == Kind::LogOnly {
+            return Ok(());
+        }
+        let exact = !self.damaged && !self.oracle.any_unread() && self.exact_acks;
+        for d in 0..self.acks.len() {
+            let (missing, example) = self.oracle.missing(d);
+            let lost: i64 = [
+                EVENTS_DROPPED_BUFFER_FULL,
+                EVENTS_DROPPED_SEND_FAILED,
+                BUFFER_EVENTS,
+            ]
+            .iter()
+            .map(|m| self.total(&self.metric_of(d, m)))
+            .sum();
+            if missing as i64 > lost || (exact && missing as i64 != lost) {
+                return Err(format!(
+                    "destination {d}: {missing} predicted events never reached its collector (e.g. {example:?}), while the filter declares {lost} lost or held"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The end: the host stops refusing, the collector answers 200 until nothing is held,
     /// the proxy shuts down; then the books must balance with nothing held.
     pub(crate) fn drain(&mut self, r: &mut Rng) -> R {
@@ -146,7 +194,7 @@ impl Sim {
                     for c in pending {
                         trap("drain answer", self.vms[s].reply(c.token, 200, &[], b"{}"))?;
                         match self.sent[s].remove(&c.token) {
-                            Some((d, batch, ids)) => self.acks[d].ack(&batch, &ids)?,
+                            Some((d, batch, events)) => self.collected(d, 200, &batch, &events)?,
                             None => return Err(format!("callout {} was never checked", c.token)),
                         }
                     }
@@ -170,7 +218,7 @@ impl Sim {
                     return Err("on_done with nothing held did not finish at once".into());
                 }
             }
-            Ok(())
+            self.owed()
         })();
         res.map_err(|e| self.context(format!("drain: {e}")))
     }
