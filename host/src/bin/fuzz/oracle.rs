@@ -206,10 +206,11 @@ impl Oracle {
         ))
     }
 
-    /// At the end: events predicted for destination `d` that no collector took.
-    pub fn missing(&self, d: usize) -> (u64, Option<&Fields>) {
+    /// At the end: how many events predicted for destination `d` no collector took, and a
+    /// few of them.
+    pub fn missing(&self, d: usize) -> (u64, Vec<&Fields>) {
         let n = self.strict[d].values().map(|n| u64::from(*n)).sum();
-        (n, self.strict[d].keys().next())
+        (n, self.strict[d].keys().take(3).collect())
     }
 
     /// Whether some request's configuration was not read.

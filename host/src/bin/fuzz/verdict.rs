@@ -155,7 +155,7 @@ impl Sim {
         }
         let exact = !self.damaged && !self.oracle.any_unread() && self.exact_acks;
         for d in 0..self.acks.len() {
-            let (missing, example) = self.oracle.missing(d);
+            let (missing, some) = self.oracle.missing(d);
             let lost: i64 = [
                 EVENTS_DROPPED_BUFFER_FULL,
                 EVENTS_DROPPED_SEND_FAILED,
@@ -166,7 +166,7 @@ impl Sim {
             .sum();
             if missing as i64 > lost || (exact && missing as i64 != lost) {
                 return Err(format!(
-                    "destination {d}: {missing} predicted events never reached its collector (e.g. {example:?}), while the filter declares {lost} lost or held"
+                    "destination {d}: {missing} predicted events never reached its collector, while the filter declares {lost} lost or held; some of them: {some:?}"
                 ));
             }
         }
