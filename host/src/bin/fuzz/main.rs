@@ -6,7 +6,10 @@
 //! ticks) and checked: no trap, the books balance across the VMs of a proxy for each
 //! destination, every delivered body is valid in its format, no event id is acknowledged in
 //! two batches of one destination, each destination's delivered and refused-alone counts are
-//! what its collector acknowledged and refused, linear memory stays bounded.
+//! what its collector acknowledged and refused, linear memory stays bounded; and the oracle
+//! (`oracle`): each event a collector takes is one a request must have become, with the
+//! fields its request and configuration give, and no more go missing than the filter
+//! declares lost.
 //!
 //! `FUZZ_CASES` (default 10,000,000), `FUZZ_SEED` (default: from the clock; always printed),
 //! `FUZZ_THREADS` (default: the CPUs). The cases are a function of the seed and the count
