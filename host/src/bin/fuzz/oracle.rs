@@ -180,14 +180,16 @@ impl Oracle {
 
     /// Destination `d`'s collector took `e` (acknowledged it, or refused it alone): it must be
     /// a predicted event not taken before. `damaged`: its id came in a damaged hand-over
-    /// message, so its fields may be anything.
+    /// message, so its fields may be anything: it may stand for one of that message's events,
+    /// never for another request's (a flipped bit can make it look like a later one).
     pub fn took(&mut self, d: usize, e: &Seen, damaged: bool) -> Result<(), String> {
-        if take(&mut self.strict[d], &e.fields) || take(&mut self.optional[d], &e.fields) {
-            self.matched += 1;
+        if damaged {
+            take(&mut self.optional[d], &e.fields);
+            self.from_damaged += 1;
             return Ok(());
         }
-        if damaged {
-            self.from_damaged += 1;
+        if take(&mut self.strict[d], &e.fields) {
+            self.matched += 1;
             return Ok(());
         }
         if self.unread[d] > 0 {
