@@ -143,7 +143,8 @@ def main():
             row["step"] = {"from": PREV[kind], "median": statistics.median(d), "min": min(d), "max": max(d),
                            "positive_rounds": sum(1 for x in d if x > 0)}
         rows[kind] = row
-    out = {"rounds": ROUNDS, "batches_per_measurement": N, "rows": rows, "raw": results, "cluster_stats": clusters,
+    per_round = {k: [per_batch(k, n) for n in range(ROUNDS)] for k in STEPS}
+    out = {"rounds": ROUNDS, "per_round": per_round, "batches_per_measurement": N, "rows": rows, "raw": results, "cluster_stats": clusters,
            "load_average": os.getloadavg()[0], "finished_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
     with open(os.path.join(eb.OUT, "callouts.json"), "w") as f:
         json.dump(out, f, indent=2)
