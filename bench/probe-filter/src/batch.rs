@@ -13,6 +13,7 @@
 //! | `post_answer` | the answer read as the filter does: `:status`, and a clock read in the answer and one in the pump that follows |
 //! | `post_handback` | the records kept with their callout and handed back (released, dropped) at its answer, as `Dispatcher::on_response` |
 //! | `post_bodyread` | (beside `post_handback`, on `post_answer`) the answer's body read (`proxy_get_buffer_bytes`) |
+//! | `post_cut` | `post_handback` with issue 22's cuts: the body sent from the reused scratch buffer (no copy at its size), one clock read per answer (the pump reuses it) |
 //!
 //! The encoder, record and buffer are the filter's own source files (`#[path]`), not copies.
 //!
@@ -175,7 +176,7 @@ pub fn answer(root: &dyn Context, token: u32, num_headers: usize, body_size: usi
 }
 
 fn pump(root: &dyn Context) {
-    if cfg!(feature = "post_answer") {
+    if cfg!(feature = "post_answer") && !cfg!(feature = "post_cut") {
         let _ = proxy_wasm::hostcalls::get_current_time();
     }
     STATE.with(|s| {
@@ -201,7 +202,11 @@ fn pump(root: &dyn Context) {
                     records.iter(),
                     &mut st.seconds,
                 );
-                st.scratch.clone()
+                if cfg!(feature = "post_cut") {
+                    std::mem::take(&mut st.scratch)
+                } else {
+                    st.scratch.clone()
+                }
             } else {
                 st.body.clone()
             };
@@ -249,6 +254,10 @@ fn pump(root: &dyn Context) {
                     TIMEOUT,
                 )
             };
+            if cfg!(feature = "post_cut") {
+                // the host copied the body during the call: the buffer is the next scratch
+                st.scratch = body;
+            }
             match token {
                 Ok(t) => st.in_flight.push((t, records)),
                 Err(_) => {
