@@ -19,7 +19,7 @@ cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm
 $opt $out/probe_filter.wasm -o dist/null_filter.wasm
 cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
 $opt $out/floor_filter.wasm -o dist/floor_filter.wasm
-for kind in header clock map set_property log cel callout tick post_bare post_headers post_encode post_tickwork post_answer post_handback post_bodyread post_cut; do
+for kind in header clock map set_property log cel callout tick post_bare post_headers post_hold post_encode post_tickwork post_answer post_handback post_bodyread post_cut; do
   cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$kind"
   $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
 done

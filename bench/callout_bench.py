@@ -30,9 +30,9 @@ import envoy_bench as eb  # noqa: E402
 ROUNDS = int(os.environ.get("CALLOUT_ROUNDS", "15"))
 N = int(os.environ.get("CALLOUT_BATCHES", "1000"))
 STEPS = [s for s in os.environ.get(
-    "CALLOUT_STEPS", "post_bare,post_headers,post_encode,post_tickwork,post_answer,post_handback,post_bodyread,post_cut").split(",") if s]
+    "CALLOUT_STEPS", "post_bare,post_headers,post_hold,post_encode,post_tickwork,post_answer,post_handback,post_bodyread,post_cut").split(",") if s]
 # each step's predecessor (post_bodyread branches off post_answer)
-PREV = {"post_headers": "post_bare", "post_encode": "post_headers", "post_tickwork": "post_encode",
+PREV = {"post_headers": "post_bare", "post_hold": "post_headers", "post_encode": "post_hold", "post_tickwork": "post_encode",
         "post_answer": "post_tickwork", "post_handback": "post_answer", "post_bodyread": "post_answer",
         "post_cut": "post_handback"}
 

@@ -86,11 +86,13 @@ BISECTION = {
     "tick": "probe: null + a 100 ms tick that does nothing",
     "post_bare": "probe: null + a bare POST of a real 100-event body per 100 requests (2 in flight, tick-started)",
     "post_headers": "probe: post_bare + the filter's headers (x-usage-batch-id, String pairs)",
-    "post_encode": "probe: post_headers + each request's record held, the body encoded per batch from 100 of them",
+    "post_hold": "probe: post_headers + each request's record held, 100 taken per batch",
+    "post_encode": "probe: post_hold + the body encoded per batch from those 100",
     "post_tickwork": "probe: post_encode + the tick's work (a clock read, six metric increments)",
     "post_answer": "probe: post_tickwork + the answer read (:status, two clock reads)",
     "post_handback": "probe: post_answer + the records handed back at the answer",
     "post_bodyread": "probe: post_answer + the answer's body read (proxy_get_buffer_bytes)",
+    "post_cut": "probe: post_handback with issue 22's cuts (no body copy, one clock read per answer)",
 }
 for _p in PROBES:
     NAMES[f"probe_{_p}"] = BISECTION.get(_p, f"probe: null + one {_p} call")

@@ -8,7 +8,8 @@
 //! |---|---|
 //! | `post_bare` | a POST of a real 100-event `veil` body (encoded once at start by the filter's encoder), `:method`, `:path`, `:authority`, `content-type` |
 //! | `post_headers` | the filter's headers: `x-usage-batch-id`, a new UUID v4 per batch, as `String` pairs built per batch |
-//! | `post_encode` | the body encoded per batch from 100 records taken from the filter's `Buffer` (each request pushes one), into a reused scratch buffer and copied out at its size, as `Dispatcher::next_send` |
+//! | `post_hold` | each request's event held as the filter's `Record` in its `Buffer`, 100 taken per batch (the body still the one encoded at start) |
+//! | `post_encode` | the body encoded per batch from those 100 records, into a reused scratch buffer and copied out at its size, as `Dispatcher::next_send` |
 //! | `post_tickwork` | the filter's tick work: a clock read and six metric increments per tick |
 //! | `post_answer` | the answer read as the filter does: `:status`, and a clock read in the answer and one in the pump that follows |
 //! | `post_handback` | the records kept with their callout and handed back (released, dropped) at its answer, as `Dispatcher::on_response` |
@@ -129,7 +130,7 @@ pub fn request() {
                 return;
             }
             st.seen += 1;
-            if cfg!(feature = "post_encode") {
+            if cfg!(feature = "post_hold") {
                 let mut r = st.record.clone();
                 r.id[..8].copy_from_slice(&st.seen.to_le_bytes());
                 let _ = st.buffer.push(r, 0);
@@ -185,7 +186,7 @@ fn pump(root: &dyn Context) {
         while st.in_flight.len() < MAX_IN_FLIGHT && st.seen >= BATCH as u64 {
             st.seen -= BATCH as u64;
             let mut records = Vec::new();
-            let body: Vec<u8> = if cfg!(feature = "post_encode") {
+            if cfg!(feature = "post_hold") {
                 if st.burst > 0 {
                     for _ in 0..BATCH {
                         st.rng = st.rng.wrapping_add(1);
@@ -195,6 +196,8 @@ fn pump(root: &dyn Context) {
                     }
                 }
                 records = st.buffer.take(BATCH, 1 << 20);
+            }
+            let body: Vec<u8> = if cfg!(feature = "post_encode") {
                 encode::write_batch_body(
                     &mut st.scratch,
                     Format::Veil,
