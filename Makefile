@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check e2e-kafka
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check runner-check sleep-check seed-check e2e-kafka
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,7 +28,7 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: docs-check makefile-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice run-test e2e-receivers e2e-llm e2e-identity e2e-kafka
+test: docs-check makefile-check runner-check sleep-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice seed-check run-test e2e-receivers e2e-llm e2e-identity e2e-kafka
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
@@ -44,6 +44,16 @@ docs-check:
 # every target of this Makefile in .PHONY, and nothing else there (tests/makefile_check.py)
 makefile-check:
 	python3 tests/makefile_check.py
+
+# the suites' runner: a name filter matching no test exits 5, filters select, a failure exits 1
+# (tests/runner_check.py, on a suite of three trivial tests)
+runner-check:
+	python3 tests/runner_check.py
+
+# no test waits by sleeping: every sleep in the suites is marked `poll:` (a wait's interval) or
+# `pace:` (the scenario's own timing) (tests/sleep_check.py)
+sleep-check:
+	python3 tests/sleep_check.py
 
 # rustfmt over every crate; `make fmt` fixes what this finds
 fmt-check:
@@ -93,7 +103,7 @@ e2e-receivers: build
 	$(CARGO) build -q --release -p usage-collector; \
 	$$py examples/receivers/e2e.py
 
-# LLM token metering in the real Envoy (~65 s): a fake LLM upstream streaming SSE with delays or
+# LLM token metering in the real Envoy (~75 s): a fake LLM upstream streaming SSE with delays or
 # in awkward pieces, the official openai, anthropic and google-genai SDKs (.tools/llm-venv) as
 # clients; exact tokens and cost at the collector, streams not delayed (llm on, llm off, filter
 # off in the same run); examples/llm-token-limit/envoy.yaml against a fake rate limit service.
@@ -119,6 +129,12 @@ fuzz: build
 # The slice make test runs: a fixed seed, well under a minute.
 fuzz-slice: build
 	FUZZ_CASES=$${FUZZ_CASES:-300000} FUZZ_SEED=$${FUZZ_SEED:-1} $(CARGO) run --release -q -p proxy-wasm-host --bin fuzz
+
+# make test's generated cases printed, fixed and the same on any CPU count: the fuzz slice's
+# command (from make -n) with FUZZ_THREADS 1 and 2 prints one seed and one digest, the harness's
+# proptest seed line the same in two runs (tests/seed_check.py, under a minute once built)
+seed-check: build
+	python3 tests/seed_check.py
 
 ## bench: Envoy and fuel benchmarks (not part of test; 7–8 min estimated), report in bench/results/ (docs/bench.md says how)
 bench: build

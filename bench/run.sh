@@ -4,7 +4,7 @@
 # per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
 # fuel.json, envoy.json, bench.md, bench.svg. With BENCH_WRITE=1 (`make bench-report`) the
 # report goes to docs/bench.md and docs/bench.svg instead (README's headline numbers are
-# copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (175
+# copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (the `chat` route, added since, adds about 2) (175
 # measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min, plus ~2 min for its Kafka part); about 9 with the default 5.
 #
 # Settings (environment; see bench/envoy_bench.py and docs/bench.md):

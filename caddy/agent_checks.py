@@ -170,7 +170,7 @@ def wait_delivered(st, n, timeout=60):
             last, since = got, time.time()
         elif time.time() - since > 1.5 and idle(st):
             return got
-        time.sleep(0.1)
+        time.sleep(0.1)  # poll: the interval of this wait
     return event_lines(st)
 
 

@@ -169,13 +169,20 @@ def test_sigkill_restart_loses_nothing():
         faults(st, {"delay_ms": 150, "count": -1})
         start_agent(st, cfg, follow=log)
         plan = plain(900, "kill")
+        # pace: 30 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [send_padded(st, plan[i:i + 30], workers=2) or time.sleep(0.02)
                                                   for i in range(0, len(plan), 30)])
         sender.start()
         wait_for(lambda: len(st.collector_events()) >= 100, 20, "the first events")
         behind = metrics(st)["usage_agent_lines_behind"]
         st.kill("agent", signal.SIGKILL)
-        time.sleep(0.5)  # the scenario: the agent stays down while Caddy serves on
+
+        def served():
+            with open(log, "rb") as f:
+                return sum(1 for _ in f)
+        # the scenario: the agent stays down while Caddy serves on (a condition, not a pause)
+        at_kill = served()
+        wait_for(lambda: served() >= min(at_kill + 60, len(plan)), 20, "Caddy serving on while the agent is down")
         start_agent(st, cfg, follow=log)
         sender.join()
         faults(st)

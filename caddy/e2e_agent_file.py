@@ -63,7 +63,7 @@ def outage_150k(retry=None):
         t = time.time()
         w.write(149_000)
         wait_for(lambda: metrics(st)["usage_filter_batch_retries"] >= 3, 20, "failed attempts")
-        time.sleep(max(0.0, t + OUTAGE_S - time.time()))  # the outage lasts OUTAGE_S
+        time.sleep(max(0.0, t + OUTAGE_S - time.time()))  # pace: the outage lasts OUTAGE_S
         m = metrics(st)
         print(f"  after {OUTAGE_S:.0f} s down: read {m['usage_filter_events_captured']} of {w.count}, held "
               f"{m['usage_filter_buffer_events']}, unread "
@@ -119,13 +119,13 @@ def outage_at_rate(mode):
         follow(st)
         rate, before, after = 200, 2.0, 2.0
         w.start(rate, int(rate * (before + OUTAGE_S + after)), chunk=10)
-        time.sleep(before)
+        time.sleep(before)  # pace: the writer runs `before` seconds before the outage
         if mode == "503":
             faults(st, {"status": 503, "count": -1})
             bound = 0
         else:
             bound = kill_collector_bound(st, w)
-        time.sleep(OUTAGE_S)
+        time.sleep(OUTAGE_S)  # pace: the outage's length
         m = metrics(st)
         assert m["usage_filter_events_dropped_send_failed"] == 0 and m["usage_filter_events_dropped_buffer_full"] == 0, m
         if mode == "503":
@@ -308,7 +308,7 @@ def kills_while_rolling(uncompressed):
         w.start(20_000, 60_000)
         bound, seen = 0, []
         for _ in range(5):
-            time.sleep(0.45)
+            time.sleep(0.45)  # pace: a kill every 0.45 s while the writer rolls
             b = kill_bound(st, w)
             bound += b
             seen.append(b)
@@ -342,7 +342,7 @@ def stalled(st, seconds=0.5):
     t = time.time()
 
     def resume():
-        time.sleep(max(0.0, t + seconds - time.time()))
+        time.sleep(max(0.0, t + seconds - time.time()))  # pace: the agent stays stopped `seconds`
         os.kill(pid, signal.SIGCONT)
     return resume
 

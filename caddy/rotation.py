@@ -170,7 +170,7 @@ class Writer:
                     done += k
                     ahead = t0 + done / rate - time.time()
                     if ahead > 0:
-                        time.sleep(ahead)
+                        time.sleep(ahead)  # pace: the writer's rate
             except BaseException as e:  # noqa: BLE001  (reported by join)
                 self.error = e
         self.thread = threading.Thread(target=run, daemon=True)

@@ -136,7 +136,7 @@ def test_collector_killed_under_load():
                     failures.append((path, repr(e)))
                 with lock:
                     sent.append(path)
-                time.sleep(0.002)
+                time.sleep(0.002)  # pace: each load thread's rate
         threads = [threading.Thread(target=load, args=(t,)) for t in range(6)]
         for t in threads:
             t.start()
@@ -267,7 +267,7 @@ def test_misbehaving_collectors():
             t0 = time.monotonic()
             st.expect("POST", f"/mis/{i}?status=201&bytes=7", "k", 201, b"abc")
             slowest = max(slowest, time.monotonic() - t0)
-            time.sleep(0.01)
+            time.sleep(0.01)  # pace: one request every 10 ms
         m = settled(st, n + 50)
         after = st.stat("server.memory_allocated")
         events = st.collector_events()

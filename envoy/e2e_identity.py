@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from e2e_lib import runner, wait_for  # noqa: E402
-from e2e_lib.envoy import EnvoyStack, envoy_config  # noqa: E402
+from e2e_lib.envoy import EnvoyStack, envoy_config, settled  # noqa: E402
 
 SECRET = b"e2e-identity-hmac-secret-0123456789abcdef"
 ISSUER = "https://issuer.e2e.test"
@@ -127,6 +127,17 @@ def lines(st):
     return [json.loads(l) for l in st.envoy_stdout().splitlines() if l.startswith("{")]
 
 
+def every_line(st, n):
+    """The event lines once at least `n` are out and nothing more can come: Envoy logs a
+    stream (the filter's on_log, then the access log line into its buffer) as the stream
+    ends, before the answer leaves, so once every request has its answer the lines still to
+    come are those in the access log's buffer, and filesystem.write_total_buffered 0 says it
+    is flushed (a condition, not a pause)."""
+    wait_for(lambda: len(lines(st)) >= n, 15, f"{n} log lines")
+    wait_for(lambda: st.stat("filesystem.write_total_buffered") == 0, 5, "Envoy's access log flushed")
+    return lines(st)
+
+
 def get(st, path, tok=None, headers=None):
     h = dict(headers or {})
     if tok:
@@ -161,11 +172,12 @@ def test_the_key_is_the_verified_sub_and_kafka_records_are_keyed_by_organization
         assert get(st, "/v1/users/1", token({"sub": "mallory", "org": "evil"}, secret=b"x" * 40)) == 401
         assert get(st, "/v1/users/1", None, {"x-subscription-key": "k"}) == 401
         assert get(st, "/healthz") == 200
+        ev = every_line(st, 4)
+        assert len(ev) == 4, ev
+        # the http sink had the same events: all acknowledged, nothing held or in flight
         wait_for(lambda: len(st.front.records()) >= 4, 15, "4 kafka-rest records")
-        wait_for(lambda: len(lines(st)) >= 4, 15, "4 log lines")
-        time.sleep(0.5)  # nothing more may come
+        settled(st, 4)
         recs = st.front.records()
-        ev = lines(st)
         assert len(ev) == 4 and len(recs) == 4, (ev, recs)
         by_path = {e["api_path"]: e for e in ev}
         a = by_path["/v1/users/42"]
@@ -192,10 +204,8 @@ def test_key_mode_sha256_over_a_claim():
         assert get(st, "/v1/a", token({"sub": "user-42"})) == 200
         # a token without sub: verified, but unkeyed, so no event (require_key)
         assert get(st, "/v1/b", token({"org": "acme"})) == 200
-        wait_for(lambda: len(lines(st)) >= 1, 10, "the event line")
-        time.sleep(0.3)
-        ev = lines(st)
-        assert len(ev) == 1, ev
+        ev = every_line(st, 1)
+        assert len(ev) == 1, f"{len(ev)} event lines for the one keyed request: {[e['api_path'] for e in ev]}"
         assert ev[0]["subscription_key"] == hashlib.sha256(b"user-42").hexdigest(), ev
 
 

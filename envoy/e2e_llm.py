@@ -57,7 +57,8 @@ from google.genai import types as genai_types
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 from e2e_lib import runner  # noqa: E402
-from e2e_lib.envoy import EnvoyStack, envoy_binary, envoy_config, replace_ports, settled  # noqa: E402
+from e2e_lib.envoy import (EnvoyStack, assert_no_replays, envoy_binary, envoy_config, replace_ports,  # noqa: E402
+                           settled)
 from e2e_lib.procs import ROOT  # noqa: E402
 from e2e_lib.ratelimit import OK, OVER_LIMIT, RateLimitService  # noqa: E402
 from e2e_lib.wait import wait_for  # noqa: E402
@@ -282,7 +283,7 @@ class FakeLLM(BaseHTTPRequestHandler):
             usage = (body.get("stream_options") or {}).get("include_usage") is True
             for i, event in enumerate(openai_stream(usage) if openai_api else anthropic_stream()):
                 if i:
-                    time.sleep(DELAY)
+                    time.sleep(DELAY)  # pace: the upstream streams an event every DELAY
                 times.append(time.monotonic())
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
                 self.wfile.flush()
@@ -474,7 +475,7 @@ def pieces(body, cut):
     body in several reads, so a held one is buffered across several `on_request_body` calls."""
     for i, (a, b) in enumerate(zip([0] + cut, cut + [len(body)])):
         if i:
-            time.sleep(0.05)
+            time.sleep(0.05)  # pace: the client sends its body slowly, in pieces
         yield body[a:b]
 
 
@@ -562,11 +563,16 @@ class Run:
             if force:
                 self.force_requests(st)
             if enabled:
-                # every request captured and delivered: nothing more can arrive
-                self.metrics = settled(st, sum(self.sent.values()))
+                # every request captured (more than one event for a request is for
+                # test_exactly_one_event_per_request to name, not a timeout here) and nothing
+                # held: nothing more can arrive
+                n = sum(self.sent.values())
+                wait_for(lambda: st.metrics().get("events_captured", 0) >= n, 30, f"{n} events captured")
+                self.metrics = settled(st)
                 self.unmodified = st.stat("wasmcustom.usage_filter.llm_requests_unmodified")
             self.events = st.collector_events()
             self.attempts = st.collector_attempts()
+            self.collector_stats = st.collector_stats()
             self.filter_log = st.filter_log()
             # Envoy writes its file access log a second after at the latest (file_flush_interval)
             path, n = st.path("access.log"), sum(self.sent.values())
@@ -772,13 +778,16 @@ def test_no_events_with_the_filter_off():
 
 def test_exactly_one_event_per_request():
     """With the filter on (llm on and off), the collector holds one event per request: counted
-    per key (each request has its own, but the round-trip measure's), ids unique."""
+    per key (each request has its own, but the round-trip measure's), ids unique, none sent
+    twice (the collector's dedupe would hide an event sent again under its id), and the filter
+    captured as many as there were requests."""
     for tag in ("on", "force", "meter"):
         r = result(tag)
         got = Counter(e["subscription_key"] for e in r.events)
         assert got == r.sent, f"{NAMES[tag]}: events per key differ from requests per key: " \
                               f"more {dict(got - r.sent)}, fewer {dict(r.sent - got)}"
         assert len({e["id"] for e in r.events}) == len(r.events), f"{NAMES[tag]}: an event id twice"
+        assert_no_replays(r.collector_stats, f"{NAMES[tag]}: the collector")
         assert r.metrics["events_captured"] == sum(r.sent.values()), (tag, r.metrics)
 
 

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 
-from e2e_lib.envoy import read_config, replace_value_block
+from e2e_lib.envoy import read_config, replace_value_block, with_wasm
 from e2e_lib.ports import listening_socket
 from e2e_lib.procs import ROOT
 
@@ -115,7 +115,7 @@ class Front:
                 elif behaviour == "trickle":
                     for byte in answer:
                         conn.sendall(bytes([byte]))
-                        time.sleep(1)
+                        time.sleep(1)  # pace: the trickle, a byte a second
                 elif behaviour == "close_mid":
                     conn.sendall(answer[:len(answer) // 2])
                     return
@@ -182,7 +182,7 @@ def ecds_config(first_value):
 
 def write_ecds(st, value):
     """A new plugin configuration, as an operator would: a new file renamed over the old."""
-    text = replace_value_block(open(os.path.join(ROOT, "envoy", "usage_filter.ecds.yaml")).read(), value)
+    text = with_wasm(replace_value_block(open(os.path.join(ROOT, "envoy", "usage_filter.ecds.yaml")).read(), value))
     with open(st.ecds_path + ".new", "w") as f:
         f.write(text)
     os.rename(st.ecds_path + ".new", st.ecds_path)

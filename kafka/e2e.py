@@ -275,12 +275,16 @@ def restart_mid_run(query):
         st.start_broker()
         st.start_agent(query)
         reqs = plan(1500, "restart")
+        # pace: 50 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [send(st, reqs[i:i + 50], workers=4) or time.sleep(0.02)
                                                   for i in range(0, len(reqs), 50)])
         sender.start()
         wait_for(lambda: metrics(st)["usage_filter_events_delivered"] >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
         at_kill = metrics(st)["usage_filter_events_delivered"]
+        # The broker stays down longer than librdkafka's message timeout (4.5 s), so callouts
+        # fail and the filter retries them (asserted below).
+        # pace: the outage, 6 s
         time.sleep(6)
         st.start_broker()
         sender.join()
@@ -351,12 +355,14 @@ def test_envoy_broker_restart_mid_run():
     st = envoy_stack("idempotence=false")
     try:
         reqs = plan(1500, "envoy-restart")
+        # pace: 50 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [send(st, reqs[i:i + 50], workers=4) or time.sleep(0.02)
                                                   for i in range(0, len(reqs), 50)])
         sender.start()
         wait_for(lambda: st.metrics().get("events_delivered", 0) >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
         at_kill = st.metrics()["events_delivered"]
+        # pace: the outage, 6 s (longer than librdkafka's message timeout)
         time.sleep(6)
         st.start_broker()
         sender.join()

@@ -44,11 +44,13 @@ def main():
         delivered = lambda: metrics(st)["usage_filter_events_delivered"]
     try:
         reqs = k.plan(3000, "loss")
+        # pace: 50 requests at a time, 20 ms apart
         sender = threading.Thread(target=lambda: [k.send(st, reqs[i:i + 50], workers=4) or time.sleep(0.02)
                                                   for i in range(0, len(reqs), 50)])
         sender.start()
         wait_for(lambda: delivered() >= 300, 30, "the first 300 delivered")
         st.kill("broker", signal.SIGKILL)
+        # pace: the outage being measured
         time.sleep(outage)
         st.start_broker()
         sender.join()

@@ -209,12 +209,43 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t = Instant::now();
     while !ok() {
         assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20)); // poll: the condition's interval
     }
 }
 
 fn stderr_of(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("agent.stderr")).unwrap_or_default()
+}
+
+/// The metrics address (`--metrics 127.0.0.1:0`) of the agent started last in `dir`.
+fn metrics_addr(dir: &Path) -> String {
+    let find = || {
+        let err = stderr_of(dir);
+        let at = err.rfind("metrics at http://")? + "metrics at http://".len();
+        Some(err[at..].split('/').next()?.to_string())
+    };
+    wait_for("the metrics address", Duration::from_secs(10), || {
+        find().is_some()
+    });
+    find().unwrap()
+}
+
+/// Waits until the agent (metrics at `addr`) has nothing left to do: every line read, no
+/// entry held by the filter, no file pending, no callout in flight. After that nothing more
+/// reaches the collector: a condition with a deadline, not a pause.
+fn wait_idle(addr: &str) {
+    let zero = [
+        "usage_agent_lines_behind",
+        "usage_agent_bytes_unread",
+        "usage_agent_files_pending",
+        "usage_agent_callouts_in_flight",
+        "usage_filter_buffer_events",
+    ];
+    wait_for("the agent idle", Duration::from_secs(20), || {
+        let page = http(addr, "GET", "/metrics", "");
+        zero.iter()
+            .all(|m| page.lines().any(|l| l == format!("{m} 0")))
+    });
 }
 
 fn days_to_civil(z: i64) -> (i64, u32, u32) {
@@ -262,12 +293,12 @@ fn each_keyed_entry_becomes_one_event_with_caddys_figures() {
         &dir,
         json!({"cluster": "collector", "batch_size": 25, "flush_interval_ms": 200}),
     );
-    let metrics_addr = "127.0.0.1:0";
-    let _a = agent(&dir, &col, &cfg, &["--metrics", metrics_addr]);
+    let _a = agent(&dir, &col, &cfg, &["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&dir);
     wait_for("the events", Duration::from_secs(20), || {
         col.events().len() >= keyed
     });
-    std::thread::sleep(Duration::from_millis(300));
+    wait_idle(&addr);
     let events = col.events();
     assert_eq!(events.len(), keyed, "{}", stderr_of(&dir));
     let got = by_index(&events);
@@ -328,11 +359,12 @@ fn a_hard_kill_and_a_restart_lose_nothing_and_repeat_ids() {
     assert!(before < keyed, "killed too late: {before}");
     keyed += write_entries(&log, 300..400, None);
     http(&col.addr, "DELETE", "/faults", "");
-    let _b = agent(&dir, &col, &cfg, &[]);
+    let _b = agent(&dir, &col, &cfg, &["--metrics", "127.0.0.1:0"]);
+    let addr = metrics_addr(&dir);
     wait_for("every entry", Duration::from_secs(30), || {
         col.events().len() >= keyed
     });
-    std::thread::sleep(Duration::from_millis(500));
+    wait_idle(&addr);
     let events = col.events();
     // The collector stores each id once: a replay under a new id would show up here.
     assert_eq!(events.len(), keyed, "{}", stderr_of(&dir));
@@ -358,15 +390,7 @@ fn sigterm_delivers_what_the_filter_holds() {
     );
     let mut a = agent(&dir, &col, &cfg, &["--metrics", "127.0.0.1:0"]);
     // The agent's metrics page says when the filter holds all of them (no sleep: a condition).
-    let metrics_addr = || {
-        let err = stderr_of(&dir);
-        let at = err.find("metrics at http://")? + "metrics at http://".len();
-        Some(err[at..].split('/').next()?.to_string())
-    };
-    wait_for("the metrics address", Duration::from_secs(10), || {
-        metrics_addr().is_some()
-    });
-    let addr = metrics_addr().unwrap();
+    let addr = metrics_addr(&dir);
     let held = format!("usage_filter_buffer_events {keyed}\n");
     wait_for(
         "every keyed entry held by the filter",

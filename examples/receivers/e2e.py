@@ -11,7 +11,12 @@ from its API listener, all three metering requests to the demo upstream:
   the filter retries a batch ClickHouse already stored: the table holds those rows twice and
   FINAL (ReplacingMergeTree) / uniqExact(id) count each event once;
 - `api_ce`: the `cloudevents` format into examples/cloudevents/receiver.py, which parses every
-  event with the official CloudEvents SDK.
+  event with the official CloudEvents SDK; `http.cloudevents.type` and `.source` are set, and
+  the SDK's events must carry them;
+- `api_fanout` and `api_fanout_q`: one filter, two destinations at once (`http` an array):
+  veil to the reference collector and ndjson to ClickHouse, in `local` and in `shared_queue`
+  mode (a singleton service serving both); every event once in each, the collector refusing
+  poisoned batches with 400 (see fanout.py).
 
 Prometheus (Debian's prometheus) scrapes Envoy's /stats/prometheus with
 examples/prometheus/prometheus.yml and its alerting rules; the usage_filter_* series, read
@@ -48,10 +53,13 @@ from e2e_lib import Stack, free_port, runner  # noqa: E402
 from e2e_lib import wait_for as _wait_for  # noqa: E402
 from e2e_lib.envoy import envoy_binary  # noqa: E402
 from e2e_lib.procs import PortTaken  # noqa: E402
+
+import fanout  # noqa: E402  (beside this file)
 EX = os.path.join(ROOT, "examples")
 WRITER, WRITER_PASSWORD = "usage_writer", "e2e-secret"
 KEYS = ["acme-key", "globex-key", "initech-key"]
 N_CLICKHOUSE, N_LOSSY, N_CE, N_UNKEYED = 240, 30, 90, 5
+CE_TYPE, CE_SOURCE = "com.example.api.request", "e2e-gateway"
 
 
 def wait_for(pred, timeout, what, interval=0.05):
@@ -248,20 +256,25 @@ def envoy_config(ports):
     assert filter_http(api)["format"] == "ndjson", "examples/clickhouse/envoy.yaml changed"
     variant("api_lossy", ports["api_lossy"], "clickhouse_lossy", ports["relay"])
     variant("api_ce", ports["api_ce"], "ce_receiver", ports["ce"], format="cloudevents",
-            path="/events", headers=None)
+            path="/events", headers=None, cloudevents={"type": CE_TYPE, "source": CE_SOURCE})
+
+    def filter_cfg(listener):
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        return hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+    fanout.add_to(cfg, api, filter_cfg, ports["collector"], endpoint, clusters["clickhouse"])
     return cfg
 
 
-def metered_requests(api_port, prefix, n, rng):
+def metered_requests(api_port, prefix, n, rng, poisoned=()):
     """n keyed requests through Envoy with varied keys, methods, statuses and sizes; what each
-    event must say, by path."""
+    event must say, by path. The paths of the `poisoned` indices end in fanout.POISON."""
     expected = {}
     for i in range(n):
         key = KEYS[i % len(KEYS)]
         status = rng.choice([200, 200, 200, 201, 404, 429, 503])
         size = rng.randrange(0, 3000)
         body = b"x" * rng.randrange(1, 500) if i % 4 == 0 else None
-        path = f"/v1/{prefix}/{i}"
+        path = f"/v1/{prefix}/{i}" + (fanout.POISON if i in poisoned else "")
         req = urllib.request.Request(
             f"http://127.0.0.1:{api_port}{path}?status={status}&bytes={size}",
             data=body, method="POST" if body else "GET",
@@ -356,8 +369,9 @@ def check_cloudevents(out_file, stats, expected):
         data = ce["data"]
         want = expected[data["api_path"]]
         seen.add(data["api_path"])
-        assert ce["specversion"] == "1.0" and ce["source"] == "usage-filter", ce
-        assert ce["type"] == "api.usage" and ce["datacontenttype"] == "application/json", ce
+        # the configured http.cloudevents.source and .type, as the SDK read them
+        assert ce["specversion"] == "1.0" and ce["source"] == CE_SOURCE, ce
+        assert ce["type"] == CE_TYPE and ce["datacontenttype"] == "application/json", ce
         assert ce["id"] == data["id"], ce
         assert ce["subject"] == want["subscription_key"] == data["subscription_key"], ce
         # `time` went through the SDK's datetime and back: the same instant as the event's.
@@ -367,6 +381,22 @@ def check_cloudevents(out_file, stats, expected):
             assert data[field] == value, f"{data['api_path']}: {field} {data[field]!r} != {value!r}"
     assert seen == set(expected), f"missing events: {sorted(set(expected) - seen)[:5]}"
     return len(events)
+
+
+def settled_counters(procs, admin_port, total, want_named):
+    """Envoy's usage_filter counters once `total` events are delivered under the plain names,
+    nothing is held, and the named (fan-out) ones say `want_named`."""
+    def settled():
+        procs.check()
+        c = envoy_counters(admin_port)
+        named = {k: c.get(k) for k in want_named}
+        return (c.get("events_delivered") == total and c.get("buffer_events") == 0
+                and named == want_named and c)
+    try:
+        return wait_for(settled, 30, "Envoy's usage_filter counters to settle")
+    except AssertionError:
+        raise AssertionError(f"Envoy's counters {envoy_counters(admin_port)}, want "
+                             f"{total} delivered and {want_named}")
 
 
 def prometheus_config(tmp, admin_port):
@@ -405,7 +435,7 @@ def test_receivers():
     relay = None
     try:
         # Envoy's listeners and admin on port 0 (their ports read back once it runs)
-        ports = {k: 0 for k in ("admin", "api", "api_lossy", "api_ce")}
+        ports = {k: 0 for k in ("admin", "api", "api_lossy", "api_ce", "api_fanout", "api_fanout_q")}
         procs.start_upstream()
         ports["upstream"] = procs.ports["upstream"]
         ce_out = os.path.join(tmp, "events.ce.ndjson")
@@ -423,6 +453,9 @@ def test_receivers():
         ch.query("SYSTEM STOP MERGES")
         relay = LossyRelay(ch.port)
         ports["relay"] = relay.port
+        procs.start_collector()
+        ports["collector"] = procs.ports["collector"]
+        procs.faults({"reject_when_path_contains": fanout.POISON})
 
         config = os.path.join(tmp, "envoy.yaml")
         with open(config, "w") as f:
@@ -458,25 +491,28 @@ def test_receivers():
         direct = metered_requests(ports["api"], "ch", N_CLICKHOUSE, rng)
         lossy = metered_requests(ports["api_lossy"], "lossy", N_LOSSY, rng)
         ce = metered_requests(ports["api_ce"], "ce", N_CE, rng)
+        fan = metered_requests(ports["api_fanout"], "fan", fanout.N_FAN, rng, fanout.POISONED_FAN)
+        fanq = metered_requests(ports["api_fanout_q"], "fanq", fanout.N_FANQ, rng, fanout.POISONED_FANQ)
         unkeyed_requests(ports["api"], N_UNKEYED)
         t1 = time.time()
         total = N_CLICKHOUSE + N_LOSSY + N_CE
+        n_fan = len(fan) + len(fanq)
+        n_fan_sound = len(fanout.sound(fan)) + len(fanout.sound(fanq))
+        want_named = fanout.expected_counters(n_fan_sound, n_fan, n_fan - n_fan_sound)
 
-        def settled():
-            procs.check()
-            c = envoy_counters(ports["admin"])
-            return c.get("events_delivered") == total and c.get("buffer_events") == 0 and c
-        counters = wait_for(settled, 30, f"Envoy's usage_filter counters to show {total} delivered")
-        assert counters["events_captured"] == total, counters  # the unkeyed made none
+        counters = settled_counters(procs, ports["admin"], total, want_named)
+        # captured once per event, whatever the destinations; the unkeyed made none
+        assert counters["events_captured"] == total + n_fan, counters
         assert counters["batch_retries"] == 1, counters  # the one lost answer
         for name in ("events_dropped_buffer_full", "events_dropped_send_failed",
                      "batches_failed", "callouts_refused"):
             assert counters[name] == 0, counters
 
-        raw, final, dup = check_clickhouse(ch, direct, lossy, relay, t0, t1)
+        raw, final, dup = check_clickhouse(ch, {**direct, **fan, **fanq}, lossy, relay, t0, t1)
         print(f"  ClickHouse: {final} events (FINAL, = uniqExact(id), = requests); {raw} rows "
               f"stored, the retried batch's {dup} twice, {final} after the merge; fields and "
               "usage per key per hour checked")
+        fanout.check(procs, ch, {**fan, **fanq}, want_named)
 
         stats = json.loads(http(f"http://127.0.0.1:{ports['ce']}/stats")[1])
         n_ce = check_cloudevents(ce_out, stats, ce)
@@ -492,8 +528,12 @@ def test_receivers():
               "id/source/type/subject/time/data checked; an event without source refused")
 
         # Prometheus: the scraped series equal the receivers' counts.
-        receivers_total = final + n_ce
-        want = {"usage_filter_events_captured": total, "usage_filter_events_delivered": receivers_total,
+        receivers_total = final - n_fan + n_ce
+        want = {"usage_filter_events_captured": total + n_fan,
+                "usage_filter_events_delivered": receivers_total,
+                "usage_filter_billing_events_delivered": n_fan_sound,
+                "usage_filter_billing_events_dropped_rejected": n_fan - n_fan_sound,
+                "usage_filter_analytics_events_delivered": n_fan,
                 "usage_filter_batch_retries": 1, "usage_filter_buffer_events": 0,
                 "usage_filter_events_dropped_buffer_full": 0,
                 "usage_filter_events_dropped_send_failed": 0}
@@ -524,7 +564,9 @@ def test_receivers():
                   ["data"]["alerts"] if a["labels"]["alertname"] == "UsageEventsDropped"]
         assert not firing, firing
         print(f"  Prometheus: usage_filter_events_delivered = {receivers_total} = ClickHouse "
-              f"{final} + CloudEvents {n_ce}; captured {total}, retries 1, drops 0; "
+              f"{final - n_fan} + CloudEvents {n_ce}; captured {total + n_fan}, retries 1, drops 0; "
+              f"usage_filter_billing_events_delivered {n_fan_sound}, "
+              f"usage_filter_analytics_events_delivered {n_fan}; "
               "the three alerting rules loaded and healthy")
     except AssertionError:
         for name in procs.procs:

@@ -98,6 +98,9 @@ mod tests {
             },
             kafka_key: None,
             compression,
+            name: "default".into(),
+            cloudevents_type: "api.usage".into(),
+            cloudevents_source: "usage-filter".into(),
         }
     }
 

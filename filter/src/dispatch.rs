@@ -111,8 +111,7 @@ impl Dispatcher {
         let batch = self.next_batch(now_ms, flushing, rng)?;
         encode::write_batch_body(
             &mut self.scratch,
-            self.cfg.format,
-            self.cfg.kafka_key.as_deref(),
+            &encode::Shape::of(&self.cfg),
             batch.events.iter(),
             &mut self.seconds,
         );
@@ -154,6 +153,16 @@ impl Dispatcher {
             attempts: 0,
             not_before_ms: now_ms,
         })
+    }
+
+    /// Forgets every event not in flight (waiting, or waiting for a retry) and returns how
+    /// many: a configuration given up keeps only the answers it is owed.
+    pub fn drop_unsent(&mut self) -> usize {
+        let retrying: usize = self.retrying.drain(..).map(|b| b.events.len()).sum();
+        self.buffer.release(retrying);
+        let waiting = self.buffer.waiting();
+        self.buffer.discard_waiting(waiting);
+        retrying + waiting
     }
 
     /// The batch went out as callout `token`.
@@ -283,6 +292,9 @@ pub(crate) mod tests {
             },
             kafka_key: None,
             compression: Compression::None,
+            name: "default".into(),
+            cloudevents_type: "api.usage".into(),
+            cloudevents_source: "usage-filter".into(),
         }
     }
 

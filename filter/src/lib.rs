@@ -20,6 +20,7 @@ pub(crate) mod callout;
 pub(crate) mod captured;
 pub(crate) mod config;
 pub(crate) mod delivery;
+pub(crate) mod destination;
 pub(crate) mod dispatch;
 pub(crate) mod encode;
 pub(crate) mod event;

@@ -21,8 +21,8 @@ impl Shared {
         let extras = config.log_sink
             || config
                 .http
-                .as_ref()
-                .is_some_and(|h| h.format != crate::config::Format::Veil);
+                .iter()
+                .any(|h| h.format != crate::config::Format::Veil);
         Shared {
             delivery: RefCell::new(Delivery::new(&config)),
             config,

@@ -32,3 +32,12 @@ pub const ALL: [&str; 9] = [
     BATCH_RETRIES,
     BUFFER_EVENTS,
 ];
+
+/// `metric` (one of the names above) for the destination `name` of an `http` array:
+/// `usage_filter.<name>.<counter>`.
+pub fn of(name: &str, metric: &str) -> String {
+    match metric.split_once('.') {
+        Some((prefix, rest)) => format!("{prefix}.{name}.{rest}"),
+        None => metric.to_string(),
+    }
+}

@@ -58,6 +58,12 @@ def read_config(name, ports):
         return replace_ports(f.read(), ports)
 
 
+def with_wasm(text):
+    """The configuration loading $USAGE_FILTER_WASM, when set, instead of dist/usage_filter.wasm."""
+    wasm = os.environ.get("USAGE_FILTER_WASM")
+    return text.replace("filename: dist/usage_filter.wasm", f"filename: {os.path.abspath(wasm)}") if wasm else text
+
+
 def envoy_config(ports, filter_value=None):
     """envoy/envoy.yaml with this run's ports and, optionally, another filter configuration."""
     text = read_config("envoy.yaml", ports)
@@ -118,11 +124,8 @@ class EnvoyStack(Stack):
         if self.front is not None:
             ports["collector"] = self.front.port
         text = self.config_text(self, ports) if self.config_text is not None else envoy_config(ports, self.filter_value)
-        wasm = os.environ.get("USAGE_FILTER_WASM")
-        if wasm:
-            text = text.replace("filename: dist/usage_filter.wasm", f"filename: {os.path.abspath(wasm)}")
         with open(self.config_path, "w") as f:
-            f.write(text)
+            f.write(with_wasm(text))
 
     def start_envoy(self, extra_args=()):
         env = dict(os.environ, COLLECTOR_TOKEN=TOKEN, **self.envoy_env)

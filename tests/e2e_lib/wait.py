@@ -18,4 +18,4 @@ def wait_for(pred, timeout, what, interval=0.05, ignore=()):
                 return last
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
+        time.sleep(interval)  # poll: the condition's interval

@@ -34,6 +34,13 @@ pub const BATCH: usize = 100;
 const MAX_IN_FLIGHT: usize = 2;
 const CLUSTER: &str = "collector";
 const PATH: &str = "/events";
+/// The http sink's default destination: `veil`.
+const SHAPE: encode::Shape<'static> = encode::Shape {
+    format: Format::Veil,
+    kafka_key: None,
+    ce_type: "",
+    ce_source: "",
+};
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A typical keyed GET, as `bench_exports::sample` (the filter's `make bench` event).
@@ -92,7 +99,7 @@ pub fn configure(root: &dyn Context, config: Option<Vec<u8>>) {
     let records: Vec<Record> = (0..BATCH as u64).map(sample).collect();
     let mut seconds = encode::timestamp::SecondCache::default();
     let mut body = Vec::new();
-    encode::write_batch_body(&mut body, Format::Veil, None, records.iter(), &mut seconds);
+    encode::write_batch_body(&mut body, &SHAPE, records.iter(), &mut seconds);
     let mut metrics = Vec::new();
     if cfg!(feature = "post_tickwork") {
         for i in 0..6 {
@@ -198,13 +205,7 @@ fn pump(root: &dyn Context) {
                 records = st.buffer.take(BATCH, 1 << 20);
             }
             let body: Vec<u8> = if cfg!(feature = "post_encode") {
-                encode::write_batch_body(
-                    &mut st.scratch,
-                    Format::Veil,
-                    None,
-                    records.iter(),
-                    &mut st.seconds,
-                );
+                encode::write_batch_body(&mut st.scratch, &SHAPE, records.iter(), &mut st.seconds);
                 if cfg!(feature = "post_cut") {
                     std::mem::take(&mut st.scratch)
                 } else {

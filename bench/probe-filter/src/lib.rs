@@ -78,6 +78,13 @@ mod config {
         CloudEvents,
         KafkaRest,
     }
+    /// What `encode::Shape::of` reads of a destination.
+    pub struct Http {
+        pub format: Format,
+        pub kafka_key: Option<String>,
+        pub cloudevents_type: String,
+        pub cloudevents_source: String,
+    }
 }
 
 #[cfg(feature = "callout")]

@@ -584,7 +584,7 @@ fn terminate(mut spawned: Spawned) {
             let _ = child.kill();
             panic!("no exit after SIGTERM");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20)); // poll: until exit or the deadline
     }
 }
 

@@ -3,15 +3,79 @@
 
 use super::json::{kind, Obj};
 use super::keys::{self, Key};
-use super::types::{err, ConfigError, Http, Retry};
+use super::types::{err, ConfigError, Http, Retry, MAX_DESTINATIONS};
 use super::{env, url, DEFAULT_EVENTS_PATH};
 use serde_json::{Map, Value};
 
-pub(super) fn parse(
+/// `http` as one destination (an object) or several (an array of them), and whether it was
+/// an array: then every counter carries its destination's name.
+pub(super) fn parse_all(
     value: Value,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Http, ConfigError> {
+) -> Result<(Vec<Http>, bool), ConfigError> {
+    let items = match value {
+        Value::Array(items) => items,
+        v @ Value::Object(_) => return Ok((vec![parse(v, env)?], false)),
+        other => {
+            return err(
+                keys::HTTP.path,
+                format!(
+                    "must be a JSON object or an array of them, got {}",
+                    kind(&other)
+                ),
+            )
+        }
+    };
+    if items.is_empty() || items.len() > MAX_DESTINATIONS {
+        return err(
+            keys::HTTP.path,
+            format!(
+                "an array must hold 1 to {MAX_DESTINATIONS} destinations, got {}",
+                items.len()
+            ),
+        );
+    }
+    let mut out: Vec<Http> = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let name_given =
+            matches!(&item, Value::Object(m) if m.contains_key(keys::HTTP_NAME.name()));
+        // Each element is read as the `http` section, and a refusal names the element.
+        let h = parse(item, env).map_err(|e| ConfigError {
+            key: element_key(&e.key, Some(i)),
+            ..e
+        })?;
+        let name_key = element_key(keys::HTTP_NAME.path, Some(i));
+        if !name_given {
+            return err(
+                name_key,
+                "is required in an http array (it names the metrics)",
+            );
+        }
+        if out.iter().any(|o| o.name == h.name) {
+            return err(
+                name_key,
+                format!("\"{}\" is already the name of another destination", h.name),
+            );
+        }
+        out.push(h);
+    }
+    Ok((out, true))
+}
+
+/// `http.x` as the key of the `i`th element of an `http` array (`http[1].x`); unchanged for
+/// a single object.
+pub(super) fn element_key(key: &str, i: Option<usize>) -> String {
+    match (i, key.strip_prefix(keys::HTTP.path)) {
+        (Some(i), Some(rest)) if rest.is_empty() || rest.starts_with('.') => {
+            format!("{}[{i}]{rest}", keys::HTTP.path)
+        }
+        _ => key.to_string(),
+    }
+}
+
+fn parse(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http, ConfigError> {
     let mut h = Obj::section(&keys::HTTP, value)?;
+    let name = name(&mut h)?;
     let (cluster, authority, path) = target(&mut h)?;
     let format = h.choice(&keys::HTTP_FORMAT)?;
     let headers = headers(h.object(keys::HTTP_HEADERS.name())?, env)?;
@@ -26,6 +90,14 @@ pub(super) fn parse(
             .unwrap_or(Value::Object(Map::new())),
     )?;
     let compression = h.choice(&keys::HTTP_COMPRESSION)?;
+    let mut ce = Obj::section(
+        &keys::HTTP_CLOUDEVENTS,
+        h.object(keys::HTTP_CLOUDEVENTS.name())?
+            .unwrap_or(Value::Object(Map::new())),
+    )?;
+    let cloudevents_type = ce.text(&keys::CLOUDEVENTS_TYPE)?;
+    let cloudevents_source = ce.text(&keys::CLOUDEVENTS_SOURCE)?;
+    ce.finish()?;
     // Which attribute is checked by the caller, which knows the attributes.
     let kafka_key = match h.string(keys::HTTP_KAFKA_KEY.name())? {
         None => None,
@@ -43,6 +115,7 @@ pub(super) fn parse(
     }
     h.finish()?;
     Ok(Http {
+        name,
         cluster,
         authority,
         path,
@@ -57,7 +130,27 @@ pub(super) fn parse(
         retry,
         compression,
         kafka_key,
+        cloudevents_type,
+        cloudevents_source,
     })
+}
+
+/// `http.name`: it becomes part of metric names, so only what every metrics backend takes.
+fn name(h: &mut Obj) -> Result<String, ConfigError> {
+    let Some(name) = h.string(keys::HTTP_NAME.name())? else {
+        return Ok(keys::DEFAULT_HTTP_NAME.to_string());
+    };
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !valid {
+        return err(
+            keys::HTTP_NAME.path,
+            format!("must be 1 to 32 characters of [a-z0-9_], got \"{name}\""),
+        );
+    }
+    Ok(name)
 }
 
 /// (cluster, authority, path), from those keys or from `http.url`.

@@ -6,6 +6,7 @@ use super::types::{Compression, DispatcherMode, Format, KeyMode, LogOutput, Prop
 
 pub const DEFAULT_KEY_HEADER: &str = "x-subscription-key";
 pub const DEFAULT_EVENTS_PATH: &str = "/api/v1/usage/events";
+pub const DEFAULT_HTTP_NAME: &str = "default";
 
 /// One row of the table, whatever its kind.
 pub trait Key {
@@ -112,6 +113,12 @@ pub const LOG_OUTPUT: Choice<LogOutput> = Choice {
     ],
 };
 pub const HTTP: Section = Section { path: "http" };
+/// Also unique among the destinations of an `http` array.
+pub const HTTP_NAME: Other = Other {
+    path: "http.name",
+    shown: DEFAULT_HTTP_NAME,
+    rule: "1 to 32 characters of [a-z0-9_], unique among the destinations of an http array",
+};
 pub const HTTP_CLUSTER: Other = Other {
     path: "http.cluster",
     shown: "—",
@@ -209,6 +216,17 @@ pub const HTTP_COMPRESSION: Choice<Compression> = Choice {
     path: "http.compression",
     default: Compression::None,
     options: &[("none", Compression::None), ("gzip", Compression::Gzip)],
+};
+pub const HTTP_CLOUDEVENTS: Section = Section {
+    path: "http.cloudevents",
+};
+pub const CLOUDEVENTS_TYPE: Text = Text {
+    path: "http.cloudevents.type",
+    default: "api.usage",
+};
+pub const CLOUDEVENTS_SOURCE: Text = Text {
+    path: "http.cloudevents.source",
+    default: "usage-filter",
 };
 pub const DISPATCHER: Section = Section { path: "dispatcher" };
 /// "shared_queue" also needs "http" in sinks (see `check_role`).
@@ -359,6 +377,10 @@ pub const ALL: &[&dyn Key] = &[
     &SUBSCRIPTION_KEY_PROPERTY_AS,
     &PATH_TEMPLATES,
     &HTTP_KAFKA_KEY,
+    &HTTP_NAME,
+    &HTTP_CLOUDEVENTS,
+    &CLOUDEVENTS_TYPE,
+    &CLOUDEVENTS_SOURCE,
 ];
 
 /// The names a section (`""` for the root) accepts.

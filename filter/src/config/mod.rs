@@ -41,7 +41,8 @@ impl Default for Config {
             routes: crate::routes::Routes::default(),
             log_sink: true,
             log_output: keys::LOG_OUTPUT.default,
-            http: None,
+            http: Vec::new(),
+            http_named: false,
             dispatcher: DispatcherConfig {
                 mode: keys::DISPATCHER_MODE.default,
                 vm_id: keys::DISPATCHER_VM_ID.default.to_string(),
@@ -67,19 +68,20 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let exclude_paths = exclude_paths(o.take(keys::EXCLUDE_PATHS.name()))?;
     let attributes = attributes(o.object(keys::ATTRIBUTES.name())?)?;
     let (log_sink, want_http) = sinks(o.take(keys::SINKS.name()))?;
-    let http_value = o.object(keys::HTTP.name())?;
-    let mut http_check = None;
+    let http_value = o.take(keys::HTTP.name());
+    // Validated even when "http" is not a sink, so a typo is caught before someone adds it.
+    let (http_checked, http_named) = match (want_http, http_value) {
+        (true, v) => http::parse_all(v.unwrap_or(empty()), env)?,
+        (false, Some(v)) => http::parse_all(v, env)?,
+        (false, None) => (Vec::new(), false),
+    };
     let http = if want_http {
-        Some(http::parse(http_value.unwrap_or(empty()), env)?)
+        http_checked.clone()
     } else {
-        // Validated anyway, so a typo is caught before someone adds "http" to sinks.
-        if let Some(v) = http_value {
-            http_check = Some(http::parse(v, env)?);
-        }
-        None
+        Vec::new()
     };
     let dispatcher = dispatcher(o.object(keys::DISPATCHER.name())?.unwrap_or(empty()))?;
-    check_role(http.is_some(), &dispatcher)?;
+    check_role(!http.is_empty(), &dispatcher)?;
     let llm = llm(o.object(keys::LLM.name())?.unwrap_or(empty()))?;
     if llm.is_some() {
         if let Some(a) = attributes
@@ -100,11 +102,12 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
     let subscription_key_property =
         subscription_key_property.map(|path| Property { path, as_: key_as });
     let routes = path_templates(o.take(keys::PATH_TEMPLATES.name()))?;
-    if let Some(k) = &http_kafka_key(&http, &http_check) {
+    for (i, h) in http_checked.iter().enumerate() {
+        let Some(k) = &h.kafka_key else { continue };
         if !attributes.iter().any(|a| &a.field == k) {
             let names: Vec<&str> = attributes.iter().map(|a| a.field.as_str()).collect();
             return err(
-                keys::HTTP_KAFKA_KEY.path,
+                http::element_key(keys::HTTP_KAFKA_KEY.path, http_named.then_some(i)),
                 format!(
                     "must be \"subscription_key\" or an attribute's name (attributes: [{}]), got \"{k}\"",
                     names.join(", ")
@@ -125,6 +128,7 @@ pub fn parse(raw: &[u8], env: &dyn Fn(&str) -> Option<String>) -> Result<Config,
         log_sink,
         log_output,
         http,
+        http_named,
         dispatcher,
         llm,
     })
@@ -155,13 +159,6 @@ fn check_role(http: bool, d: &DispatcherConfig) -> Result<(), ConfigError> {
         return err(mode, "\"shared_queue\" needs \"http\" in sinks");
     }
     Ok(())
-}
-
-/// The `http.kafka_key` attribute named, of the http section in use or only validated.
-fn http_kafka_key(http: &Option<Http>, checked: &Option<Http>) -> Option<String> {
-    http.as_ref()
-        .or(checked.as_ref())
-        .and_then(|h| h.kafka_key.clone())
 }
 
 /// A property path: a non-empty array of non-empty strings without NUL, as the ABI bytes.

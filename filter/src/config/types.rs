@@ -76,6 +76,8 @@ pub struct Retry {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Http {
+    /// `http.name`: the destination in logs and (with an array) in metric names.
+    pub name: String,
     pub cluster: String,
     pub authority: String,
     pub path: String,
@@ -92,7 +94,14 @@ pub struct Http {
     pub compression: Compression,
     /// The attribute whose value keys each `kafka-rest` record; `None`: the subscription key.
     pub kafka_key: Option<String>,
+    /// `http.cloudevents.type` and `.source`: the `cloudevents` format's attributes.
+    pub cloudevents_type: String,
+    pub cloudevents_source: String,
 }
+
+/// The most destinations an `http` array may hold: each is a buffer and its own callouts in
+/// every VM, and each adds its counters to every metrics scrape.
+pub const MAX_DESTINATIONS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DispatcherConfig {
@@ -141,8 +150,12 @@ pub struct Config {
     pub routes: crate::routes::Routes,
     pub log_sink: bool,
     pub log_output: LogOutput,
-    /// Present exactly when `http` is one of the sinks.
-    pub http: Option<Http>,
+    /// The destinations, in configured order; non-empty exactly when `http` is one of the
+    /// sinks.
+    pub http: Vec<Http>,
+    /// `http` was an array: each destination's counters carry its name. A single object keeps
+    /// the unnamed metric names.
+    pub http_named: bool,
     pub dispatcher: DispatcherConfig,
     /// Present exactly when `llm.enabled`.
     pub llm: Option<Llm>,
@@ -166,11 +179,15 @@ impl Config {
     /// or without the http sink, a worker without the http sink), so on a parsed
     /// configuration every field agrees with the answer.
     pub fn role(&self) -> Role {
-        match (&self.http, self.dispatcher.mode, self.dispatcher.service) {
-            (None, _, _) => Role::LogOnly,
-            (Some(_), DispatcherMode::Local, _) => Role::Local,
-            (Some(_), DispatcherMode::SharedQueue, false) => Role::QueueWorker,
-            (Some(_), DispatcherMode::SharedQueue, true) => Role::QueueService,
+        match (
+            self.http.is_empty(),
+            self.dispatcher.mode,
+            self.dispatcher.service,
+        ) {
+            (true, _, _) => Role::LogOnly,
+            (false, DispatcherMode::Local, _) => Role::Local,
+            (false, DispatcherMode::SharedQueue, false) => Role::QueueWorker,
+            (false, DispatcherMode::SharedQueue, true) => Role::QueueService,
         }
     }
 }

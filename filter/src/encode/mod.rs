@@ -203,8 +203,40 @@ pub fn content_type(f: Format) -> &'static str {
     }
 }
 
-/// CloudEvents `source` of every event this filter emits.
-pub const CLOUDEVENTS_SOURCE: &str = "usage-filter";
+/// What of a destination's configuration the encoding of its bodies reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    pub format: Format,
+    /// `http.kafka_key`: the attribute that keys each `kafka-rest` record; `None`: the
+    /// subscription key.
+    pub kafka_key: Option<&'a str>,
+    /// `http.cloudevents.type` and `.source`.
+    pub ce_type: &'a str,
+    pub ce_source: &'a str,
+}
+
+impl<'a> Shape<'a> {
+    pub fn of(h: &'a crate::config::Http) -> Self {
+        Shape {
+            format: h.format,
+            kafka_key: h.kafka_key.as_deref(),
+            ce_type: &h.cloudevents_type,
+            ce_source: &h.cloudevents_source,
+        }
+    }
+
+    /// `format` with every other key at its default.
+    #[cfg(any(test, feature = "bench"))]
+    pub fn default_for(format: Format) -> Shape<'static> {
+        use crate::config::keys;
+        Shape {
+            format,
+            kafka_key: None,
+            ce_type: keys::CLOUDEVENTS_TYPE.default,
+            ce_source: keys::CLOUDEVENTS_SOURCE.default,
+        }
+    }
+}
 
 /// The body of one batch in the given wire format, each record encoded straight into it.
 /// (The filter reuses one buffer through `write_batch_body`; this is for the tests and `make
@@ -216,7 +248,7 @@ pub fn batch_body<'a>(
     seconds: &mut SecondCache,
 ) -> Vec<u8> {
     let mut out = Vec::new();
-    write_batch_body(&mut out, format, None, records, seconds);
+    write_batch_body(&mut out, &Shape::default_for(format), records, seconds);
     out
 }
 
@@ -224,17 +256,15 @@ pub fn batch_body<'a>(
 /// keep only an exactly sized copy: bodies of estimated sizes fragmented the heap of a
 /// long outage.
 ///
-/// `kafka_key` (`http.kafka_key`) names the attribute that keys each `kafka-rest` record;
-/// `None`: the subscription key. A record without that attribute has `"key": null`.
+/// A `kafka-rest` record without the attribute `shape.kafka_key` names has `"key": null`.
 pub fn write_batch_body<'a>(
     out: &mut Vec<u8>,
-    format: Format,
-    kafka_key: Option<&str>,
+    shape: &Shape<'_>,
     records: impl ExactSizeIterator<Item = &'a Record>,
     seconds: &mut SecondCache,
 ) {
     out.clear();
-    let (open, sep, close): (&[u8], &[u8], &[u8]) = match format {
+    let (open, sep, close): (&[u8], &[u8], &[u8]) = match shape.format {
         Format::Veil => (b"{\"events\":[", b",", b"]}"),
         Format::Json | Format::CloudEvents => (b"[", b",", b"]"),
         Format::Ndjson => (b"", b"", b""),
@@ -245,47 +275,70 @@ pub fn write_batch_body<'a>(
         if i > 0 {
             out.extend_from_slice(sep);
         }
-        let e = r.event();
-        match format {
-            Format::Veil => {
-                write_event(out, &e, seconds, true);
+        // Destinations that share this format write an event once, whichever cuts its batch
+        // first, and the others copy those bytes (`Delivery::hold_shared`).
+        match r.element() {
+            Some(cell) => {
+                let element = cell.get_or_init(|| {
+                    let mut one = Vec::with_capacity(r.weight());
+                    write_element(&mut one, shape, &r.event(), seconds);
+                    one
+                });
+                out.extend_from_slice(element);
             }
-            Format::Json => {
-                write_event(out, &e, seconds, false);
-            }
-            Format::Ndjson => {
-                write_event(out, &e, seconds, false);
-                out.push(b'\n');
-            }
-            Format::CloudEvents => {
-                out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
-                write_uuid(out, &e.id);
-                out.extend_from_slice(b"\",\"source\":\"");
-                out.extend_from_slice(CLOUDEVENTS_SOURCE.as_bytes());
-                out.extend_from_slice(b"\",\"type\":\"api.usage\",\"time\":\"");
-                seconds.write(out, e.completed_unix_ns);
-                out.extend_from_slice(b"\",\"subject\":");
-                write_str(out, &e.subscription_key);
-                out.extend_from_slice(b",\"datacontenttype\":\"application/json\",\"data\":");
-                write_event(out, &e, seconds, false);
-                out.push(b'}');
-            }
-            Format::KafkaRest => {
-                out.extend_from_slice(b"{\"key\":");
-                match kafka_key {
-                    None => write_str(out, &e.subscription_key),
-                    Some(name) => match e.attributes.iter().find(|(n, _)| *n == name) {
-                        Some((_, v)) => write_attr(out, v),
-                        None => out.extend_from_slice(b"null"),
-                    },
-                }
-                out.extend_from_slice(b",\"value\":");
-                write_event(out, &e, seconds, false);
-                out.push(b'}');
-            }
+            None => write_element(out, shape, &r.event(), seconds),
         }
     }
     out.extend_from_slice(close);
+}
+
+/// One event as one element of a batch body in `shape`'s format (without the separator).
+pub fn write_element(
+    out: &mut Vec<u8>,
+    shape: &Shape<'_>,
+    e: &Event<'_>,
+    seconds: &mut SecondCache,
+) {
+    match shape.format {
+        Format::Veil => {
+            write_event(out, e, seconds, true);
+        }
+        Format::Json => {
+            write_event(out, e, seconds, false);
+        }
+        Format::Ndjson => {
+            write_event(out, e, seconds, false);
+            out.push(b'\n');
+        }
+        Format::CloudEvents => {
+            out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":\"");
+            write_uuid(out, &e.id);
+            out.extend_from_slice(b"\",\"source\":");
+            write_str(out, shape.ce_source);
+            out.extend_from_slice(b",\"type\":");
+            write_str(out, shape.ce_type);
+            out.extend_from_slice(b",\"time\":\"");
+            seconds.write(out, e.completed_unix_ns);
+            out.extend_from_slice(b"\",\"subject\":");
+            write_str(out, &e.subscription_key);
+            out.extend_from_slice(b",\"datacontenttype\":\"application/json\",\"data\":");
+            write_event(out, e, seconds, false);
+            out.push(b'}');
+        }
+        Format::KafkaRest => {
+            out.extend_from_slice(b"{\"key\":");
+            match shape.kafka_key {
+                None => write_str(out, &e.subscription_key),
+                Some(name) => match e.attributes.iter().find(|(n, _)| *n == name) {
+                    Some((_, v)) => write_attr(out, v),
+                    None => out.extend_from_slice(b"null"),
+                },
+            }
+            out.extend_from_slice(b",\"value\":");
+            write_event(out, e, seconds, false);
+            out.push(b'}');
+        }
+    }
 }
 
 /// gzip with flate2's pure-Rust backend. Level 6 (the default) is a fair trade here: the

@@ -229,3 +229,28 @@ fn gzip_round_trips() {
         .unwrap();
     assert_eq!(back, body);
 }
+
+#[test]
+fn cloudevents_type_and_source_are_the_configured_ones_escaped_as_json() {
+    let rec = Record::from_event(&event("k"));
+    let shape = Shape {
+        ce_type: "com.acme.api\"call",
+        ce_source: "gw-eu-1",
+        ..Shape::default_for(Format::CloudEvents)
+    };
+    let mut out = Vec::new();
+    write_batch_body(
+        &mut out,
+        &shape,
+        [&rec].into_iter(),
+        &mut SecondCache::default(),
+    );
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v[0]["type"], "com.acme.api\"call");
+    assert_eq!(v[0]["source"], "gw-eu-1");
+    // The defaults write what the filter always wrote.
+    let plain = body(Format::CloudEvents, &["k"]);
+    assert!(String::from_utf8(plain)
+        .unwrap()
+        .contains(r#""source":"usage-filter","type":"api.usage","time":""#));
+}

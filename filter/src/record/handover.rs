@@ -1,7 +1,7 @@
 //! Records packed for a shared-queue hand-over, and unpacked in the service: the bytes a
 //! worker enqueues, read back without trusting them.
 
-use super::{Record, FIXED};
+use super::{Extra, Record, FIXED};
 use crate::tokens::{Provider, Usage};
 
 /// Records packed for a shared-queue hand-over: the record count as a little-endian u32,
@@ -9,7 +9,7 @@ use crate::tokens::{Provider, Usage};
 /// a damaged message lost.
 pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
     let (count, size) = records.clone().fold((0u32, 4), |(n, s), r| {
-        let usage = if r.usage.is_some() { USAGE } else { 0 };
+        let usage = if r.usage().is_some() { USAGE } else { 0 };
         (n + 1, s + HEAD + usage + r.text.len())
     });
     let mut out = Vec::with_capacity(size);
@@ -29,7 +29,7 @@ pub fn pack<'a>(records: impl Iterator<Item = &'a Record> + Clone) -> Vec<u8> {
             out.extend_from_slice(&e.to_le_bytes());
         }
         out.push(r.present);
-        match &r.usage {
+        match r.usage() {
             None => out.push(0),
             Some(u) => {
                 out.push(1);
@@ -96,11 +96,11 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
             for n in &mut numbers {
                 *n = r.u64()?;
             }
-            Some(Box::new(Usage {
+            Some(Usage {
                 numbers,
                 flags,
                 provider,
-            }))
+            })
         }
     };
     let len = r.u32()? as usize;
@@ -126,7 +126,12 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
         status_code,
         ends,
         present,
-        usage,
+        extra: usage.map(|usage| {
+            std::rc::Rc::new(Extra {
+                usage: Some(usage),
+                element: None,
+            })
+        }),
         text,
     }))
 }

@@ -7,6 +7,8 @@
 use crate::event::{AttrValue, Event, Tokens};
 use crate::tokens::Usage;
 use std::borrow::Cow;
+use std::cell::OnceCell;
+use std::rc::Rc;
 
 pub mod handover;
 
@@ -25,6 +27,14 @@ const FIXED: usize = 8;
 /// boolean read from a property), not text.
 const LITERAL: u32 = 1 << 31;
 
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extra {
+    usage: Option<Usage>,
+    /// The event as one element of a batch body, for destinations that share a format:
+    /// written by the first of them to cut a batch holding it, copied by the others.
+    element: Option<OnceCell<Vec<u8>>>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub id: [u8; 16],
@@ -38,8 +48,10 @@ pub struct Record {
     /// Bit `i` set: fixed string `i` is present (request id, authority, model, route are
     /// optional).
     present: u8,
-    /// The token counts of an LLM response (`llm`): a pointer in every other record.
-    usage: Option<Box<Usage>>,
+    /// What most records lack, behind one pointer so they pay only for it: the token counts
+    /// of an LLM response (`llm`), and the wire element several destinations share (shared
+    /// by their copies of the record, hence counted).
+    extra: Option<Rc<Extra>>,
     /// The fixed strings, then per attribute `[name len u32][value len u32] name value`.
     text: Vec<u8>,
 }
@@ -91,7 +103,12 @@ impl Record {
             status_code: e.status_code,
             ends,
             present,
-            usage: e.tokens.as_ref().map(|t| Box::new(t.usage)),
+            extra: e.tokens.as_ref().map(|t| {
+                Rc::new(Extra {
+                    usage: Some(t.usage),
+                    element: None,
+                })
+            }),
             text,
         }
     }
@@ -158,13 +175,36 @@ impl Record {
             authority: self.fixed(AUTHORITY).map(Cow::Borrowed),
             api_route: self.fixed(ROUTE).map(Cow::Borrowed),
             attributes: self.attributes(),
-            tokens: self.usage.as_ref().map(|u| Tokens {
+            tokens: self.usage().map(|u| Tokens {
                 model: self.fixed(MODEL).map(Cow::Borrowed),
-                usage: **u,
+                usage: *u,
                 currency: self.fixed(CURRENCY).map(Cow::Borrowed),
                 unpriced: false,
             }),
         }
+    }
+
+    pub(crate) fn usage(&self) -> Option<&Usage> {
+        self.extra.as_ref()?.usage.as_ref()
+    }
+
+    /// Where the element shared by the destinations of one format is written once, when
+    /// this record has such a place.
+    pub fn element(&self) -> Option<&OnceCell<Vec<u8>>> {
+        self.extra.as_ref()?.element.as_ref()
+    }
+
+    /// This record's extras with an empty place for an element: one allocation that the
+    /// copies of the record for each destination sharing a format then share (`set_extra`).
+    pub fn with_element(&self) -> Rc<Extra> {
+        Rc::new(Extra {
+            usage: self.usage().copied(),
+            element: Some(OnceCell::new()),
+        })
+    }
+
+    pub fn set_extra(&mut self, extra: Rc<Extra>) {
+        self.extra = Some(extra);
     }
 
     /// Bytes this event adds to a batch body, close enough for the byte trigger: its

@@ -39,7 +39,14 @@ pub(super) fn refused(host: &dyn Host, said: &mut Vec<String>, cluster: &str, st
     host.log(Level::Error, msg.as_bytes());
 }
 
-pub(super) fn report(host: &dyn Host, outcome: &Outcome, body_head: Option<&[u8]>) {
+/// What became of a batch, when it is worth saying; `dest` names the destination of an
+/// `http` array (a single object's lines read as they always have).
+pub(super) fn report(
+    host: &dyn Host,
+    dest: Option<&str>,
+    outcome: &Outcome,
+    body_head: Option<&[u8]>,
+) {
     let (level, msg) = match outcome {
         Outcome::Rejected { events, status } => (
             Level::Warn,
@@ -71,6 +78,11 @@ pub(super) fn report(host: &dyn Host, outcome: &Outcome, body_head: Option<&[u8]
             format!("usage-filter: batch will be retried (attempt {attempt}) at {at_ms} ms"),
         ),
         Outcome::Delivered { .. } | Outcome::Unknown => return,
+    };
+    let msg = match dest {
+        // "usage-filter: http billing: collector refused …"
+        Some(name) => msg.replacen("usage-filter: ", &format!("usage-filter: http {name}: "), 1),
+        None => msg,
     };
     host.log(level, msg.as_bytes());
 }

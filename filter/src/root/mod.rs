@@ -4,9 +4,10 @@
 //! flushes at shutdown.
 
 use crate::config::{self, Role};
+use crate::delivery::Delivery;
 use crate::dispatch::Outcome;
 use crate::host::{BufferKind, Host, Level, Map};
-use crate::metrics::{self, Counters, Published};
+use crate::metrics::Published;
 use crate::random::Pool;
 use crate::shared::Shared;
 use crate::stream::Stream;
@@ -22,10 +23,13 @@ pub struct Root {
     /// Deliveries of earlier configurations: they keep sending what they hold, with the
     /// configuration they were given, until they are empty and no stream uses them.
     retired: Vec<Rc<Shared>>,
-    /// The books of retired deliveries that finished, so metrics stay cumulative.
-    retired_counters: Counters,
-    metric_ids: Vec<Option<u32>>,
+    /// Every metric defined so far, by name, and what was last published of it.
     published: Published,
+    /// Retired deliveries' final counters by slot of `published` (no gauge), so metrics
+    /// stay cumulative.
+    retired_books: Vec<u64>,
+    /// Each slot's value this tick (kept to reuse its allocation).
+    now: Vec<u64>,
     flushing: bool,
     /// The shared queue: registered (service) or resolved (worker).
     queue: Option<u32>,
@@ -94,13 +98,6 @@ impl Root {
                 return false;
             }
         };
-        if self.metric_ids.is_empty() {
-            self.metric_ids = metrics::NAMES
-                .iter()
-                .enumerate()
-                .map(|(i, n)| host.define_metric(i == metrics::GAUGE, n))
-                .collect();
-        }
         // The queue of an earlier configuration is not this one's: a worker resolves its own
         // (lazily), a service registers its own.
         self.queue = None;
@@ -117,9 +114,10 @@ impl Root {
                 }
             }
         }
-        let tick_ms = match &cfg.http {
+        let shortest = cfg.http.iter().map(|h| h.flush_interval_ms).min();
+        let tick_ms = match shortest {
             _ if !cfg.enabled && role != Role::QueueService => 0,
-            Some(h) => h.flush_interval_ms.clamp(1, 100),
+            Some(ms) => ms.clamp(1, 100),
             None => 1000,
         };
         if tick_ms > 0 && !host.set_tick_period_ms(tick_ms as u32) {
@@ -134,13 +132,13 @@ impl Root {
                 "usage-filter: configured: enabled={} log={} http={} role={role:?}",
                 cfg.enabled,
                 cfg.log_sink,
-                cfg.http.is_some(),
+                !cfg.http.is_empty(),
             )
             .as_bytes(),
         );
         let active = cfg.enabled || role == Role::QueueService;
         if self.vm.unlimited_retries {
-            if let Some(h) = cfg.http.as_mut() {
+            for h in cfg.http.iter_mut() {
                 h.retry.max_attempts = u32::MAX;
             }
         }
@@ -153,6 +151,7 @@ impl Root {
             self.retired.push(old);
         }
         self.shared = active.then(|| Rc::new(Shared::new(cfg, rng)));
+        self.define_metrics(host);
         true
     }
 
@@ -190,23 +189,22 @@ impl Root {
             (status, ra)
         };
         let now = now_ms(host);
-        let outcome = self
-            .live()
-            .map(|sh| {
-                let mut rng = sh.rng.borrow_mut();
-                sh.delivery
-                    .borrow_mut()
-                    .on_response(token, status, retry_after, now, &mut *rng)
-            })
-            .find(|o| *o != Outcome::Unknown)
-            .unwrap_or(Outcome::Unknown);
-        let head = match outcome {
-            Outcome::Rejected { .. } | Outcome::RejectedEvent { .. } => {
-                host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
+        for sh in self.live() {
+            let mut d = sh.delivery.borrow_mut();
+            let mut rng = sh.rng.borrow_mut();
+            let (dest, outcome) = d.on_response(token, status, retry_after, now, &mut *rng);
+            if outcome == Outcome::Unknown {
+                continue;
             }
-            _ => None,
-        };
-        report(host, &outcome, head.as_deref());
+            let head = match outcome {
+                Outcome::Rejected { .. } | Outcome::RejectedEvent { .. } => {
+                    host.buffer(BufferKind::CallResponseBody, 0, body_size.min(256))
+                }
+                _ => None,
+            };
+            report(host, d.label(dest), &outcome, head.as_deref());
+            break;
+        }
         self.pump(host);
         if self.flushing {
             self.publish(host);
@@ -291,18 +289,18 @@ impl Root {
         for (sh, flushing) in current.chain(retired) {
             let mut rng = sh.rng.borrow_mut();
             let mut d = sh.delivery.borrow_mut();
-            while let Some((batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
+            while let Some((dest, batch, callout)) = d.next_callout(now, flushing, &mut *rng) {
                 match host.http_call(&callout) {
                     Ok(token) => {
-                        d.sent(token, batch);
+                        d.sent(dest, token, batch);
                         if !self.refused.is_empty() {
                             self.refused.retain(|c| *c != callout.upstream);
                         }
                     }
                     Err(status) => {
-                        let outcome = d.not_sent(batch, now, &mut *rng);
+                        let outcome = d.not_sent(dest, batch, now, &mut *rng);
                         refused(host, &mut self.refused, &callout.upstream, status);
-                        report(host, &outcome, None);
+                        report(host, d.label(dest), &outcome, None);
                     }
                 }
             }
@@ -311,31 +309,44 @@ impl Root {
     }
 
     /// Retired deliveries that hold nothing and serve no stream are folded into the books.
-    /// Beyond `MAX_RETIRED` the oldest is given up: what it still holds is counted as failed
-    /// to send, so memory stays bounded however often the host reconfigures a VM whose old
-    /// events cannot leave (a queue worker whose service never comes).
+    /// Beyond `MAX_RETIRED` still sending, the oldest is given up: what it holds that is not
+    /// in flight is counted as failed to send, so memory stays bounded however often the host
+    /// reconfigures a VM whose old events cannot leave (a queue worker whose service never
+    /// comes). A given-up delivery stays only until its callouts in flight are answered (or
+    /// time out): an event the collector then acknowledges is counted delivered, not lost.
     fn retire_finished(&mut self, host: &dyn Host) {
+        // The common case, every tick: nothing retired.
+        if self.retired.is_empty() {
+            return;
+        }
+        let sending = |r: &[Rc<Shared>]| {
+            r.iter()
+                .filter(|sh| !sh.delivery.borrow().abandoned())
+                .count()
+        };
+        while sending(&self.retired) > MAX_RETIRED {
+            let Some(old) = self
+                .retired
+                .iter()
+                .find(|sh| !sh.delivery.borrow().abandoned())
+            else {
+                break;
+            };
+            let lost = old.delivery.borrow_mut().abandon();
+            warn(
+                host,
+                &format!(
+                    "usage-filter: {lost} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped"
+                ),
+            );
+        }
         let (done, keep): (Vec<_>, Vec<_>) = self
             .retired
             .drain(..)
             .partition(|sh| sh.delivery.borrow().held() == 0 && Rc::strong_count(sh) == 1);
         self.retired = keep;
         for sh in done {
-            self.retired_counters = self.retired_counters.add(&sh.delivery.borrow().counters());
-        }
-        while self.retired.len() > MAX_RETIRED {
-            let old = self.retired.remove(0);
-            let d = old.delivery.borrow();
-            let mut books = d.counters();
-            books.dropped_send_failed += d.held() as u64;
-            self.retired_counters = self.retired_counters.add(&books);
-            warn(
-                host,
-                &format!(
-                    "usage-filter: {} events of a configuration replaced {MAX_RETIRED} times since could not be sent and are dropped",
-                    d.held()
-                ),
-            );
+            self.fold(&sh.delivery.borrow());
         }
     }
 
@@ -364,16 +375,46 @@ impl Root {
         }
     }
 
-    fn publish(&mut self, host: &dyn Host) {
-        let counters = self.live().fold(self.retired_counters, |c, sh| {
-            c.add(&sh.delivery.borrow().counters())
-        });
-        let values = counters.values(self.held() as u64);
-        for (i, delta) in self.published.changes(values) {
-            if let Some(Some(id)) = self.metric_ids.get(i) {
-                host.increment_metric(*id, delta);
+    /// A finished delivery's counters join the retired books (its gauge is zero or given
+    /// up, and is not kept).
+    fn fold(&mut self, d: &Delivery) {
+        let mut values = vec![0; self.published.len()];
+        d.add_values(&mut values);
+        self.retired_books.resize(values.len(), 0);
+        for (i, (sum, v)) in self.retired_books.iter_mut().zip(values).enumerate() {
+            if !self.published.is_gauge(i) {
+                *sum += v;
             }
         }
+    }
+
+    /// Defines the current configuration's metrics that are not defined yet (a host
+    /// defines a name once; a reconfiguration may name new destinations), and gives the
+    /// delivery the slot of each.
+    fn define_metrics(&mut self, host: &dyn Host) {
+        let Some(sh) = &self.shared else { return };
+        let mut d = sh.delivery.borrow_mut();
+        let slots = d
+            .metric_names()
+            .map(|(name, gauge)| {
+                self.published
+                    .define(name, || host.define_metric(gauge, name))
+            })
+            .collect();
+        d.set_slots(slots);
+    }
+
+    fn publish(&mut self, host: &dyn Host) {
+        let mut now = std::mem::take(&mut self.now);
+        now.clear();
+        now.extend_from_slice(&self.retired_books);
+        now.resize(self.published.len(), 0);
+        for sh in self.live() {
+            sh.delivery.borrow().add_values(&mut now);
+        }
+        self.published
+            .publish(&now, |id, delta| host.increment_metric(id, delta));
+        self.now = now;
     }
 }
 

@@ -113,6 +113,36 @@ fn configurations_replaced_again_and_again_hold_bounded_memory_and_keep_the_book
 }
 
 #[test]
+fn a_configuration_given_up_still_books_its_batches_in_flight_as_their_answers_say() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let one = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":1}}"#;
+    let mut tokens = Vec::new();
+    // Each configuration sends one event and is replaced before its callout is answered.
+    for i in 0..MAX_RETIRED + 2 {
+        let cfg = one.replace("\"c\"", &format!("\"c{i}\""));
+        assert!(configure(&mut root, &host, &cfg));
+        request(&root, &host, &format!("/{i}"));
+        root.on_tick(&host);
+        tokens.extend(host.take_callouts().into_iter().map(|(t, _)| t));
+    }
+    assert_eq!(tokens.len(), MAX_RETIRED + 2);
+    // The oldest was given up, yet its callout in flight is still its own to book.
+    assert!(root.retired.len() > MAX_RETIRED);
+    for t in tokens {
+        answer(&mut root, &host, t, b"200");
+    }
+    root.on_tick(&host);
+    assert_eq!(
+        host.metric("usage_filter.events_delivered"),
+        MAX_RETIRED as i64 + 2
+    );
+    assert_eq!(host.metric("usage_filter.events_dropped_send_failed"), 0);
+    assert!(root.retired.is_empty());
+    books(&host);
+}
+
+#[test]
 fn a_callout_the_host_refuses_with_any_status_is_a_failed_attempt_not_a_panic() {
     for status in [1, 2, 10, 12, 99, u32::MAX] {
         let host = FakeHost::default();
@@ -450,4 +480,44 @@ fn llm_prices_give_cost_and_currency_and_count_the_unpriced() {
     assert!(!line.contains("cost"), "{line}");
     root.on_tick(&host);
     assert_eq!(host.metric("usage_filter.llm_unpriced"), 1);
+}
+
+#[test]
+fn a_reconfiguration_from_one_destination_to_several_keeps_every_count_cumulative() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let one = r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"c","batch_size":1}}"#;
+    let two = r#"{"enabled":true,"sinks":["http"],"http":[
+        {"name":"a","cluster":"a","batch_size":1},{"name":"b","cluster":"b","batch_size":1}]}"#;
+    let deliver_all = |root: &mut Root| {
+        root.on_tick(&host);
+        for (t, _) in host.take_callouts() {
+            answer(root, &host, t, b"200");
+        }
+        root.on_tick(&host);
+    };
+    assert!(configure(&mut root, &host, one));
+    for i in 0..3 {
+        request(&root, &host, &format!("/{i}"));
+    }
+    deliver_all(&mut root);
+    assert!(configure(&mut root, &host, two));
+    for i in 0..2 {
+        request(&root, &host, &format!("/n{i}"));
+    }
+    deliver_all(&mut root);
+    assert!(configure(&mut root, &host, one));
+    request(&root, &host, "/last");
+    deliver_all(&mut root);
+    let m = |n: &str| host.metric(n);
+    assert_eq!(m("usage_filter.events_captured"), 6);
+    assert_eq!(
+        m("usage_filter.events_delivered"),
+        4,
+        "the single object's, before and after"
+    );
+    assert_eq!(m("usage_filter.a.events_delivered"), 2);
+    assert_eq!(m("usage_filter.b.events_delivered"), 2);
+    assert_eq!(m("usage_filter.a.buffer_events"), 0);
+    assert_eq!(m("usage_filter.buffer_events"), 0);
 }

@@ -112,3 +112,16 @@ proptest! {
         prop_assert_eq!(acked, vm.metric(EVENTS_DELIVERED));
     }
 }
+
+/// `make test` runs the same cases every time: unless `PROPTEST_RNG_SEED` names another, the
+/// generator's seed is the fixed one printed above, not a new one per run.
+#[test]
+fn the_generators_seed_is_fixed_unless_named() {
+    if std::env::var_os("PROPTEST_RNG_SEED").is_none() {
+        assert_eq!(
+            config().rng_seed,
+            RngSeed::Fixed(DEFAULT_SEED),
+            "proptest's seed must be fixed in make test"
+        );
+    }
+}

@@ -4,6 +4,7 @@ mod common;
 mod callout_start;
 mod capture;
 mod config;
+mod destinations;
 mod dispatch;
 mod formats;
 mod generated;

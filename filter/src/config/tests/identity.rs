@@ -65,14 +65,14 @@ fn kafka_key_names_the_subscription_key_or_an_attribute() {
     ))
     .unwrap();
     assert_eq!(
-        c.http.unwrap().kafka_key.as_deref(),
+        c.http.into_iter().next().unwrap().kafka_key.as_deref(),
         Some("organization_id")
     );
     let c = parse_str(&format!(
         r#"{{{base},"http":{{"cluster":"c","kafka_key":"subscription_key"}}}}"#
     ))
     .unwrap();
-    assert_eq!(c.http.unwrap().kafka_key, None);
+    assert_eq!(c.http.into_iter().next().unwrap().kafka_key, None);
     let e = parse_str(&format!(
         r#"{{{base},"http":{{"cluster":"c","kafka_key":"org"}}}}"#
     ))

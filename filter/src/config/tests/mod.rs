@@ -14,7 +14,7 @@ fn empty_config_means_defaults_and_disabled() {
     assert_eq!(c, Config::default());
     assert!(!c.enabled);
     assert!(c.log_sink);
-    assert!(c.http.is_none());
+    assert!(c.http.is_empty());
 }
 
 #[test]
@@ -31,7 +31,7 @@ fn env_var_turns_streaming_on() {
 fn http_defaults_follow_the_spec() {
     let c =
         parse_str(r#"{"enabled":true,"sinks":["http"],"http":{"cluster":"collector"}}"#).unwrap();
-    let h = c.http.unwrap();
+    let h = c.http.into_iter().next().unwrap();
     assert!(!c.log_sink);
     assert_eq!(h.authority, "collector");
     assert_eq!(h.path, "/api/v1/usage/events");
@@ -61,12 +61,12 @@ fn url_shortcut_sets_authority_path_and_cluster() {
         r#"{"sinks":["http"],"http":{"url":"http://collector:3000/api/v1/usage/events"}}"#,
     )
     .unwrap();
-    let h = c.http.unwrap();
+    let h = c.http.into_iter().next().unwrap();
     assert_eq!(h.authority, "collector:3000");
     assert_eq!(h.cluster, "collector:3000");
     assert_eq!(h.path, "/api/v1/usage/events");
     let c = parse_str(r#"{"sinks":["http"],"http":{"cluster":"c","url":"http://x:1/e"}}"#).unwrap();
-    assert_eq!(c.http.unwrap().cluster, "c");
+    assert_eq!(c.http.into_iter().next().unwrap().cluster, "c");
 }
 
 #[test]
@@ -100,7 +100,7 @@ fn protobuf_struct_as_envoy_hands_it_over() {
     );
     let c = parse(&cfg, &no_env).unwrap();
     assert!(c.enabled);
-    let h = c.http.unwrap();
+    let h = c.http.into_iter().next().unwrap();
     assert_eq!((h.cluster.as_str(), h.batch_size), ("c", 50));
     // truncated protobuf is refused, not misread
     let e = parse(&cfg[..cfg.len() - 3], &no_env).unwrap_err();
@@ -110,7 +110,7 @@ fn protobuf_struct_as_envoy_hands_it_over() {
 #[test]
 fn struct_numbers_as_doubles_are_accepted() {
     let c = parse_str(r#"{"sinks":["http"],"http":{"cluster":"c","batch_size":50.0}}"#).unwrap();
-    assert_eq!(c.http.unwrap().batch_size, 50);
+    assert_eq!(c.http.into_iter().next().unwrap().batch_size, 50);
 }
 
 #[test]
@@ -121,7 +121,7 @@ fn header_values_come_from_the_environment() {
         &env,
     )
     .unwrap();
-    let h = c.http.unwrap();
+    let h = c.http.into_iter().next().unwrap();
     assert!(h
         .headers
         .contains(&("authorization".to_string(), "s3cret".to_string())));
@@ -236,7 +236,7 @@ fn unknown_key_lists_the_section_keys_in_table_order() {
         e.rule,
         "unknown key (known keys: cluster, authority, path, url, format, headers, timeout_ms, \
          batch_size, max_batch_bytes, flush_interval_ms, buffer_size, max_in_flight, retry, \
-         compression, kafka_key)"
+         compression, kafka_key, name, cloudevents)"
     );
     let e = parse_str(r#"{"dispatcher":{"vm":"x"}}"#).unwrap_err();
     assert_eq!(
@@ -254,5 +254,6 @@ fn unknown_key_lists_the_section_keys_in_table_order() {
     ));
 }
 
+mod destinations;
 mod identity;
 mod roles_and_numbers;

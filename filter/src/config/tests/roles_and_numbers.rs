@@ -208,7 +208,7 @@ fn url_with_a_bad_port_is_refused_naming_http_url() {
     ] {
         let json = format!(r#"{{"sinks":["http"],"http":{{"url":"{url}"}}}}"#);
         let c = parse_str(&json).unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(c.http.unwrap().authority, authority);
+        assert_eq!(c.http.into_iter().next().unwrap().authority, authority);
     }
 }
 
@@ -221,7 +221,7 @@ fn whole_numbers_envoy_turned_into_strings_are_accepted() {
         r#"{"sinks":["http"],"http":{"cluster":"c","batch_size":"100.0","timeout_ms":"2e3","buffer_size":"20000"}}"#,
     )
     .unwrap();
-    let h = c.http.unwrap();
+    let h = c.http.into_iter().next().unwrap();
     assert_eq!(
         (h.batch_size, h.timeout_ms, h.buffer_size),
         (100, 2000, 20_000)

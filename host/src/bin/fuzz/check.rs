@@ -202,7 +202,8 @@ pub fn body(c: &Callout) -> Result<(String, Vec<String>), String> {
             for ce in &items {
                 let id = event(&ce["data"], false)?;
                 if ce["specversion"] != "1.0"
-                    || ce["type"] != "api.usage"
+                    || (ce["type"] != "api.usage" && ce["type"] != "fuzz.usage")
+                    || ce["source"].as_str().is_none_or(|s| s.is_empty())
                     || ce["id"] != id.as_str()
                     || ce["subject"] != ce["data"]["subscription_key"]
                     || ce["time"] != ce["data"]["timestamp"]

@@ -49,6 +49,46 @@ pub fn http_section(r: &mut Rng) -> Value {
     h
 }
 
+/// The upstream clusters of the destinations of an `http` array, in order (the first is the
+/// single object's too); every VM of a scenario has them all.
+pub const CLUSTERS: [&str; 3] = ["collector", "collector_b", "collector_c"];
+
+/// The name of destination `i` of an `http` array.
+pub fn dest_name(i: usize) -> String {
+    format!("d{i}")
+}
+
+/// `http` for a scenario of `dests` destinations: one object when 0 (sometimes named: it must
+/// keep the plain metric names all the same), else an array of that many, each its own
+/// settings, name and cluster.
+pub fn http_value(r: &mut Rng, dests: usize) -> Value {
+    let one = |r: &mut Rng, i: usize| {
+        let mut h = http_section(r);
+        h["cluster"] = json!(CLUSTERS[i]);
+        if r.chance(20) {
+            // CloudEvents attributes as configured (check.rs accepts these two types).
+            h["cloudevents"] = json!({"type": "fuzz.usage", "source": r.string(6)});
+        }
+        h
+    };
+    if dests == 0 {
+        let mut h = one(r, 0);
+        if r.chance(20) {
+            h["name"] = json!("solo");
+        }
+        return h;
+    }
+    Value::Array(
+        (0..dests)
+            .map(|i| {
+                let mut h = one(r, i);
+                h["name"] = json!(dest_name(i));
+                h
+            })
+            .collect(),
+    )
+}
+
 /// The top level of a valid configuration, `http` included when given.
 pub fn top(r: &mut Rng, http: Option<Value>, log: bool) -> Value {
     let mut c = json!({

@@ -1,9 +1,12 @@
 //! `make fuzz`: a generated-input campaign against the real `dist/usage_filter.wasm` in the
 //! harness's host. Every generated input is one case: a request, a collector's answer, a
-//! clock jump, a shared-queue message, a host refusal, a configuration. After every case
-//! the VMs are ticked (metrics are published on ticks) and checked: no trap, the books
-//! balance across the VMs of a proxy, every delivered body is valid in its format, no event
-//! id is acknowledged in two batches, linear memory stays bounded.
+//! clock jump, a shared-queue message, a host refusal, a configuration. A scenario's `http`
+//! is one object or (30% of local and shared-queue ones) an array of 2 or 3 destinations, each
+//! with its own cluster. After every case the VMs are ticked (metrics are published on
+//! ticks) and checked: no trap, the books balance across the VMs of a proxy for each
+//! destination, every delivered body is valid in its format, no event id is acknowledged in
+//! two batches of one destination, each destination's delivered and refused-alone counts are
+//! what its collector acknowledged and refused, linear memory stays bounded.
 //!
 //! `FUZZ_CASES` (default 10,000,000), `FUZZ_SEED` (default: from the clock; always printed),
 //! `FUZZ_THREADS` (default: the CPUs). The cases are a function of the seed and the count
@@ -133,13 +136,15 @@ fn main() {
         total.add(s);
     }
     println!(
-        "fuzz: {} cases in {secs:.1} s ({:.0}/s), seed {seed:#x}: {} scenarios, {} requests, \
+        "fuzz: {} cases in {secs:.1} s ({:.0}/s), seed {seed:#x}: {} scenarios ({} with several \
+         destinations), {} requests, \
          {} collector answers, {} clock jumps, {} queue messages, {} configurations ({} accepted), \
          {} events acknowledged ({} checked with llm fields), max linear memory {} KiB; no trap, books balanced, bodies valid, \
          no event acknowledged twice",
         total.cases,
         total.cases as f64 / secs,
         total.scenarios,
+        total.several,
         total.requests,
         total.answers,
         total.clock,

@@ -40,12 +40,13 @@ pub fn run(seed: u64, budget: u64, stats: &mut Stats, config_vm: &mut ConfigVm) 
     }
     check::DAMAGED.with(|d| d.set(false));
     let mut sim = Sim::new(&mut r, kind)?;
+    stats.several += u64::from(sim.dests > 0);
     for _ in 0..steps {
         sim.step(&mut r, stats)?;
         stats.cases += 1;
     }
     sim.drain(&mut r)?;
-    stats.events_acked += sim.acks.events;
+    stats.events_acked += sim.acks.iter().map(|a| a.events).sum::<u64>();
     Ok(())
 }
 

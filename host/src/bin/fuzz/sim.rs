@@ -23,13 +23,22 @@ pub enum Kind {
     Configs,
 }
 
+/// A callout not yet answered: its destination (index as `gen::CLUSTERS`), batch id and
+/// event ids.
+pub(crate) type Sent = (usize, String, Vec<String>);
+
 pub(crate) struct Sim {
     /// Workers first; in `Queue` the service is last.
     pub(crate) vms: Vec<Vm>,
     pub(crate) kind: Kind,
-    pub(crate) acks: Acks,
-    /// Per VM: token -> (batch id, event ids) of callouts not yet answered.
-    pub(crate) sent: Vec<HashMap<u32, (String, Vec<String>)>>,
+    /// The destinations of `http`: 0 for one object, else an array of that many (`d0`, `d1`,
+    /// … to `gen::CLUSTERS` in order). A reconfiguration keeps the same ones, so each
+    /// destination's books hold over the whole scenario.
+    pub(crate) dests: usize,
+    /// What each destination's collector acknowledged and refused (index as `gen::CLUSTERS`).
+    pub(crate) acks: Vec<Acks>,
+    /// Per VM: token -> the callouts not yet answered.
+    pub(crate) sent: Vec<HashMap<u32, Sent>>,
     /// Change of the books no request caused: what damaged hand-over messages claimed.
     pub(crate) phantom: i64,
     pub(crate) queue_name: String,
@@ -42,7 +51,9 @@ pub(crate) struct Sim {
 }
 
 fn vm_with(hub: &SharedHub, cfg: &Value, vm_id: &str) -> R<Vm> {
+    let clusters: Vec<String> = gen::CLUSTERS.iter().map(|c| c.to_string()).collect();
     let mut vm = Vm::envoy()
+        .clusters_only(&clusters)
         .fuel(false)
         .hub(hub)
         .vm_id(vm_id)
@@ -58,9 +69,13 @@ impl Sim {
     pub(crate) fn new(r: &mut Rng, kind: Kind) -> R<Sim> {
         let hub = Vm::new_hub();
         let mut log = Vec::new();
+        let dests = match kind {
+            Kind::Local | Kind::Queue if r.chance(30) => r.range(2, 3) as usize,
+            _ => 0,
+        };
         let vms = match kind {
             Kind::Local => {
-                let (h, with_log) = (gen::http_section(r), r.chance(20));
+                let (h, with_log) = (gen::http_value(r, dests), r.chance(20));
                 let cfg = gen::top(r, Some(h), with_log);
                 log.push(format!("local {cfg}"));
                 vec![vm_with(&hub, &cfg, "usage_filter")?]
@@ -71,7 +86,7 @@ impl Sim {
                 vec![vm_with(&hub, &cfg, "usage_filter")?]
             }
             _ => {
-                let http = gen::http_section(r);
+                let http = gen::http_value(r, dests);
                 let mut service = gen::top(r, Some(http.clone()), false);
                 service["dispatcher"] = json!({"mode": "shared_queue", "service": true});
                 let service_vm = vm_with(&hub, &service, "usage_service")?;
@@ -92,7 +107,8 @@ impl Sim {
         Ok(Sim {
             vms,
             kind,
-            acks: Acks::default(),
+            dests,
+            acks: (0..dests.max(1)).map(|_| Acks::default()).collect(),
             sent: vec![HashMap::new(); n],
             phantom: 0,
             queue_name: "usage_events".into(),
@@ -114,6 +130,26 @@ impl Sim {
             self.kind,
             self.log.first()
         )
+    }
+
+    /// The name of `metric` (a name of `proxy_wasm_host::metrics`) for destination `d`.
+    pub(crate) fn metric_of(&self, d: usize, metric: &str) -> String {
+        match self.dests {
+            0 => metric.to_string(),
+            _ => proxy_wasm_host::metrics::of(&gen::dest_name(d), metric),
+        }
+    }
+
+    /// A metric summed over the VMs.
+    pub(crate) fn total(&self, name: &str) -> i64 {
+        self.vms.iter().map(|v| v.metric(name)).sum()
+    }
+
+    /// Events held by every destination together, over the VMs.
+    pub(crate) fn held(&self) -> i64 {
+        (0..self.dests.max(1))
+            .map(|d| self.total(&self.metric_of(d, proxy_wasm_host::metrics::BUFFER_EVENTS)))
+            .sum()
     }
 
     /// The VM that sends callouts (the single VM, or the service).
@@ -209,8 +245,10 @@ impl Sim {
         if self.kind == Kind::Queue {
             return Ok(());
         }
-        let cfg = if r.chance(70) {
-            let (h, log) = (gen::http_section(r), r.chance(20));
+        // Several destinations: always the same ones (books per destination hold only for
+        // events every one of them was given).
+        let cfg = if self.dests > 0 || r.chance(70) {
+            let (h, log) = (gen::http_value(r, self.dests), r.chance(20));
             gen::top(r, Some(h), log)
         } else {
             gen::mutated_config(r)

@@ -11,6 +11,8 @@ pub struct Stats {
     pub queue_messages: u64,
     pub clock: u64,
     pub events_acked: u64,
+    /// Scenarios whose `http` was an array of several destinations.
+    pub several: u64,
     pub max_memory: usize,
 }
 
@@ -25,11 +27,12 @@ impl Stats {
         self.queue_messages += o.queue_messages;
         self.clock += o.clock;
         self.events_acked += o.events_acked;
+        self.several += o.several;
         self.max_memory = self.max_memory.max(o.max_memory);
     }
 
     /// Every count, in a fixed order (what the run's digest is made of).
-    pub fn fields(&self) -> [u64; 10] {
+    pub fn fields(&self) -> [u64; 11] {
         [
             self.cases,
             self.scenarios,
@@ -40,6 +43,7 @@ impl Stats {
             self.queue_messages,
             self.clock,
             self.events_acked,
+            self.several,
             self.max_memory as u64,
         ]
     }

@@ -148,11 +148,11 @@ impl Sim {
                     r.text_upto(300)
                 };
                 trap("answer", vm.reply(c.token, status, &h, &body))?;
-                if let Some((batch, ids)) = self.sent[s].remove(&c.token) {
+                if let Some((d, batch, ids)) = self.sent[s].remove(&c.token) {
                     if (200..300).contains(&status) {
-                        self.acks.ack(&batch, &ids)?;
+                        self.acks[d].ack(&batch, &ids)?;
                     } else {
-                        self.acks.refuse(status, &ids)?;
+                        self.acks[d].refuse(status, &ids)?;
                     }
                 }
             }

@@ -6,12 +6,12 @@ use crate::check::{self, log_line, trap, R};
 use crate::rng::Rng;
 use crate::sim::{Kind, Sim, MEMORY_LIMIT};
 use proxy_wasm_host::metrics::*;
-use proxy_wasm_host::Vm;
 
 impl Sim {
     /// Ticks every VM (workers first, so the service receives their hand-over) and returns
-    /// (captured, delivered + dropped + held) over all of them.
-    pub(crate) fn books(&mut self) -> R<(i64, i64)> {
+    /// captured (once per event), and delivered + dropped + held of each destination, over
+    /// all of them.
+    pub(crate) fn books(&mut self) -> R<(i64, Vec<i64>)> {
         for vm in self.vms.iter_mut() {
             trap("tick", vm.tick())?;
         }
@@ -27,29 +27,44 @@ impl Sim {
                 trap("tick", vm.tick())?;
             }
         }
-        let vms: Vec<&Vm> = self.vms.iter().collect();
-        let total = |n: &str| vms.iter().map(|v| v.metric(n)).sum::<i64>();
-        Ok((
-            total(EVENTS_CAPTURED),
-            total(EVENTS_DELIVERED)
-                + total(EVENTS_DROPPED_BUFFER_FULL)
-                + total(EVENTS_DROPPED_SEND_FAILED)
-                + total(EVENTS_DROPPED_REJECTED)
-                + total(BUFFER_EVENTS),
-        ))
+        Ok(self.settled_now())
+    }
+
+    /// Captured, and each destination's delivered + dropped + held, as the VMs last
+    /// published them (no tick).
+    pub(crate) fn settled_now(&self) -> (i64, Vec<i64>) {
+        let settled = (0..self.dests.max(1))
+            .map(|d| {
+                [
+                    EVENTS_DELIVERED,
+                    EVENTS_DROPPED_BUFFER_FULL,
+                    EVENTS_DROPPED_SEND_FAILED,
+                    EVENTS_DROPPED_REJECTED,
+                    BUFFER_EVENTS,
+                ]
+                .iter()
+                .map(|m| self.total(&self.metric_of(d, m)))
+                .sum()
+            })
+            .collect();
+        (self.total(EVENTS_CAPTURED), settled)
     }
 
     pub(crate) fn check(&mut self) -> R {
         let (captured, settled) = self.books()?;
         if std::env::var_os("FUZZ_TRACE").is_some() {
-            self.log.push(format!("books {captured} {settled}"));
+            self.log.push(format!("books {captured} {settled:?}"));
         }
-        if captured + self.phantom != settled {
-            return Err(format!(
-                "books: captured {captured} (+{} claimed by damaged messages) != delivered + dropped + held {settled}: {:?}",
-                self.phantom,
-                self.vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
-            ));
+        // Per destination: each was given every event (what a damaged message lost, each
+        // counts as lost).
+        for (d, settled) in settled.iter().enumerate() {
+            if captured + self.phantom != *settled {
+                return Err(format!(
+                    "books of destination {d}: captured {captured} (+{} claimed by damaged messages) != delivered + dropped + held {settled}: {:?}",
+                    self.phantom,
+                    self.vms.iter().map(|v| v.metrics()).collect::<Vec<_>>()
+                ));
+            }
         }
         let trace = std::env::var_os("FUZZ_TRACE").is_some();
         for (i, vm) in self.vms.iter_mut().enumerate() {
@@ -63,7 +78,19 @@ impl Sim {
             for c in vm.take_new_callouts() {
                 let (batch, ids) =
                     check::body(&c).map_err(|e| format!("callout {}: {e}", c.token))?;
-                self.sent[i].insert(c.token, (batch, ids));
+                let Some(d) = crate::gen::CLUSTERS.iter().position(|u| *u == c.upstream) else {
+                    return Err(format!(
+                        "callout {} to unknown cluster {}",
+                        c.token, c.upstream
+                    ));
+                };
+                if d >= self.acks.len() {
+                    return Err(format!(
+                        "callout {} to {}, not a destination",
+                        c.token, c.upstream
+                    ));
+                }
+                self.sent[i].insert(c.token, (d, batch, ids));
             }
             let pending: Vec<u32> = vm.pending().iter().map(|c| c.token).collect();
             self.sent[i].retain(|t, _| pending.contains(t));
@@ -78,23 +105,21 @@ impl Sim {
             }
         }
         if self.kind != Kind::LogOnly {
-            let delivered: i64 = self.vms.iter().map(|v| v.metric(EVENTS_DELIVERED)).sum();
-            let acked = self.acks.events as i64;
-            if delivered < acked || (self.exact_acks && delivered != acked) {
-                return Err(format!(
-                    "delivered {delivered} but the collector acknowledged {acked} events"
-                ));
-            }
-            let rejected: i64 = self
-                .vms
-                .iter()
-                .map(|v| v.metric(EVENTS_DROPPED_REJECTED))
-                .sum();
-            let alone = self.acks.refused_alone() as i64;
-            if rejected < alone || (self.exact_acks && rejected != alone) {
-                return Err(format!(
-                    "events_dropped_rejected {rejected} but the collector refused {alone} events alone"
-                ));
+            for d in 0..self.acks.len() {
+                let delivered = self.total(&self.metric_of(d, EVENTS_DELIVERED));
+                let acked = self.acks[d].events as i64;
+                if delivered < acked || (self.exact_acks && delivered != acked) {
+                    return Err(format!(
+                        "destination {d}: delivered {delivered} but the collector acknowledged {acked} events"
+                    ));
+                }
+                let rejected = self.total(&self.metric_of(d, EVENTS_DROPPED_REJECTED));
+                let alone = self.acks[d].refused_alone() as i64;
+                if rejected < alone || (self.exact_acks && rejected != alone) {
+                    return Err(format!(
+                        "destination {d}: events_dropped_rejected {rejected} but the collector refused {alone} events alone"
+                    ));
+                }
             }
         }
         Ok(())
@@ -121,13 +146,13 @@ impl Sim {
                     for c in pending {
                         trap("drain answer", self.vms[s].reply(c.token, 200, &[], b"{}"))?;
                         match self.sent[s].remove(&c.token) {
-                            Some((batch, ids)) => self.acks.ack(&batch, &ids)?,
+                            Some((d, batch, ids)) => self.acks[d].ack(&batch, &ids)?,
                             None => return Err(format!("callout {} was never checked", c.token)),
                         }
                     }
                     self.check()?;
                 }
-                let held: i64 = self.vms.iter().map(|v| v.metric(BUFFER_EVENTS)).sum();
+                let held = self.held();
                 if (held == 0 || self.stranded) && self.vms[s].pending().is_empty() {
                     break;
                 }
