@@ -153,12 +153,14 @@ def callouts_section(L):
         pos = f"{st['positive_rounds']}/{c['rounds']}" if st else "—"
         L.append(f"| `{k}` | {r['median']:.1f} ({r['min']:.1f} … {r['max']:.1f}) | {step} | {pos} |")
     L.append("")
-    if "post_bare" in rows and "post_handback" in rows:
-        per = [b / a for a, b in zip(c["per_round"]["post_bare"], c["per_round"]["post_handback"])] \
+    # the filter's sequence: `post_cut` since issue 22's cuts (`post_handback` before them)
+    whole = "post_cut" if "post_cut" in rows else "post_handback"
+    if "post_bare" in rows and whole in rows:
+        per = [b / a for a, b in zip(c["per_round"]["post_bare"], c["per_round"][whole])] \
             if "per_round" in c else []
-        ratio = rows["post_handback"]["median"] / rows["post_bare"]["median"]
+        ratio = rows[whole]["median"] / rows["post_bare"]["median"]
         lo_hi = f" (per round {min(per):.2f} … {max(per):.2f})" if per else ""
-        L.append(f"The batch's own cost (`post_handback`: everything the filter does for a batch) ÷ the bare POST of "
+        L.append(f"The batch's own cost (`{whole}`: everything the filter does for a batch) ÷ the bare POST of "
                  f"the same bytes (`post_bare`): **{ratio:.2f}**{lo_hi}; goal ≤ 1.3: "
                  f"{'met' if ratio <= 1.3 else '**not met**'}.\n")
 
