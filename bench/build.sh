@@ -4,7 +4,8 @@
 # all with the workspace's profile `wasm` and the same wasm-opt pass:
 #   null_filter.wasm       the null filter: every callback crosses, nothing done
 #   floor_filter.wasm      the floor: only the four host calls a complete event needs
-#   probe_<kind>.wasm      the null filter plus one host call (kind: header clock map set_property log cel callout)
+#   probe_<kind>.wasm      the null filter plus one host call (kind: header clock map set_property log cel callout),
+#                          or a step of the batch-callout bisection (tick post_bare … post_bodyread, src/batch.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s build >/dev/null
@@ -18,7 +19,7 @@ cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm
 $opt $out/probe_filter.wasm -o dist/null_filter.wasm
 cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
 $opt $out/floor_filter.wasm -o dist/floor_filter.wasm
-for kind in header clock map set_property log cel callout; do
+for kind in header clock map set_property log cel callout tick post_bare post_headers post_hold post_encode post_tickwork post_answer post_handback post_bodyread post_cut; do
   cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$kind"
   $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
 done

@@ -131,6 +131,40 @@ def goals_table(L):
              f"linear memory per buffered event ≤ 300 bytes: {mem:.0f}, {'met' if mem <= 300 else '**not met**'}.")
 
 
+def callouts_section(L):
+    """bench/callout_bench.py's burst run (issue 22): one batch callout's Envoy CPU, step by step."""
+    path = os.path.join(R, "callouts.json")
+    if not os.path.exists(path):
+        return
+    c = json.load(open(path))
+    rows = c["rows"]
+    L.append("## One batch callout in Envoy, step by step (burst mode)\n")
+    L.append(f"`bench/callout_bench.py`, {c['rounds']} interleaved rounds of {c['batches_per_measurement']:,} "
+             f"callouts each (load average {c['load_average']:.1f} at the end): each probe "
+             "(`bench/probe-filter/src/batch.rs`) turns one request into that many callouts of a real "
+             "100-event `veil` body to the collector, two in flight; Envoy's CPU time over them (less an idle "
+             "Envoy's) ÷ their number is one batch's cost, without the request path around it. "
+             "A step is the difference to the step before within each round.\n")
+    L.append("| step | µs of Envoy CPU per batch | step | step > 0 in |")
+    L.append("|---|---:|---:|---:|")
+    for k, r in rows.items():
+        st = r.get("step")
+        step = (f"{st['median']:+.1f} ({st['min']:+.1f} … {st['max']:+.1f}) from `{st['from']}`" if st else "—")
+        pos = f"{st['positive_rounds']}/{c['rounds']}" if st else "—"
+        L.append(f"| `{k}` | {r['median']:.1f} ({r['min']:.1f} … {r['max']:.1f}) | {step} | {pos} |")
+    L.append("")
+    # the filter's sequence: `post_cut` since issue 22's cuts (`post_handback` before them)
+    whole = "post_cut" if "post_cut" in rows else "post_handback"
+    if "post_bare" in rows and whole in rows:
+        per = [b / a for a, b in zip(c["per_round"]["post_bare"], c["per_round"][whole])] \
+            if "per_round" in c else []
+        ratio = rows[whole]["median"] / rows["post_bare"]["median"]
+        lo_hi = f" (per round {min(per):.2f} … {max(per):.2f})" if per else ""
+        L.append(f"The batch's own cost (`{whole}`: everything the filter does for a batch) ÷ the bare POST of "
+                 f"the same bytes (`post_bare`): **{ratio:.2f}**{lo_hi}; goal ≤ 1.3: "
+                 f"{'met' if ratio <= 1.3 else '**not met**'}.\n")
+
+
 def calls_count(v):
     return sum(v.get("host_calls", {}).values())
 
@@ -163,11 +197,12 @@ def bench_md():
         L.append(f"**{warn}**\n")
     L.append(headline() + "\n")
     L.append("![overhead per request](bench.svg)\n")
-    L.append("## Goals (issue 9)\n")
+    L.append("## Goals (issues 9 and 22)\n")
     L.append("Overheads are computed within each round (against that round's no-filter rate). A ratio is the "
              "ratio of the two rows' median overheads; beside it, the smallest and largest ratio of a single round.\n")
     goals_table(L)
     L.append("")
+    callouts_section(L)
     refusals = env.get("refusals", [])
     if refusals:
         L.append(f"Refused and measured again in this run ({len(refusals)}): " + "; ".join(

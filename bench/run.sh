@@ -40,6 +40,8 @@ echo "== (a2) the wasm alone in V8 (node), when there is a node"
 python3 bench/v8_bench.py ${BENCH_BEFORE:+"$BENCH_BEFORE"}
 echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
+echo "== (b2) one batch callout in Envoy, step by step (burst mode, ${CALLOUT_ROUNDS:-15} rounds)"
+python3 bench/callout_bench.py
 echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector, and into Kafka"
 caddy/install-caddy.sh >/dev/null
 kafka/install-tansu.sh >/dev/null

@@ -196,6 +196,13 @@ impl Delivery {
         }
     }
 
+    /// A callout's body back once the host has copied it (see `Dispatcher::recycle`).
+    pub fn recycle(&mut self, dest: usize, body: Vec<u8>) {
+        if let Some(d) = self.dests.get_mut(dest).and_then(|d| d.dispatcher.as_mut()) {
+            d.recycle(body);
+        }
+    }
+
     /// The host would not start the callout: a failed attempt.
     pub fn not_sent(
         &mut self,

@@ -252,9 +252,9 @@ pub fn batch_body<'a>(
     out
 }
 
-/// `batch_body` into `out` (cleared first), so a caller can reuse one scratch buffer and
-/// keep only an exactly sized copy: bodies of estimated sizes fragmented the heap of a
-/// long outage.
+/// `batch_body` into `out` (cleared first), so a caller can reuse one buffer for every body
+/// (the dispatcher sends the buffer itself and gets it back): bodies allocated at estimated
+/// sizes fragmented the heap of a long outage.
 ///
 /// A `kafka-rest` record without the attribute `shape.kafka_key` names has `"key": null`.
 pub fn write_batch_body<'a>(

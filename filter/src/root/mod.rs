@@ -162,7 +162,7 @@ impl Root {
 
     pub fn on_tick(&mut self, host: &dyn Host) {
         self.hand_over(host);
-        self.pump(host);
+        self.pump(host, now_ms(host));
         self.publish(host);
     }
 
@@ -205,7 +205,8 @@ impl Root {
             report(host, d.label(dest), &outcome, head.as_deref());
             break;
         }
-        self.pump(host);
+        // the answer's time serves the pump too: one clock read per answer
+        self.pump(host, now);
         if self.flushing {
             self.publish(host);
             if self.idle() && !self.done_reported {
@@ -226,7 +227,7 @@ impl Root {
         while let Some(msg) = host.dequeue(queue_id) {
             sh.delivery.borrow_mut().receive(&msg, now);
         }
-        self.pump(host);
+        self.pump(host, now);
     }
 
     pub fn on_done(&mut self, host: &dyn Host) -> bool {
@@ -255,7 +256,7 @@ impl Root {
             );
         }
         self.hand_over(host);
-        self.pump(host);
+        self.pump(host, now_ms(host));
         self.publish(host);
         let idle = self.idle();
         self.done_reported = idle;
@@ -281,9 +282,8 @@ impl Root {
         self.held() == 0
     }
 
-    /// Starts every callout the deliveries want started now.
-    fn pump(&mut self, host: &dyn Host) {
-        let now = now_ms(host);
+    /// Starts every callout the deliveries want started at `now` (ms, read by the caller).
+    fn pump(&mut self, host: &dyn Host, now: u64) {
         let current = self.shared.iter().map(|sh| (sh, self.flushing));
         let retired = self.retired.iter().map(|sh| (sh, true));
         for (sh, flushing) in current.chain(retired) {
@@ -303,6 +303,8 @@ impl Root {
                         report(host, d.label(dest), &outcome, None);
                     }
                 }
+                // the host has copied the body: its buffer encodes the next one
+                d.recycle(dest, callout.body);
             }
         }
         self.retire_finished(host);

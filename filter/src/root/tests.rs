@@ -372,3 +372,23 @@ fn a_reconfiguration_from_one_destination_to_several_keeps_every_count_cumulativ
     assert_eq!(m("usage_filter.a.buffer_events"), 0);
     assert_eq!(m("usage_filter.buffer_events"), 0);
 }
+
+#[test]
+fn an_answer_reads_the_clock_once() {
+    let host = FakeHost::default();
+    let mut root = Root::default();
+    let cfg = HTTP.replace("\"batch_size\":100", "\"batch_size\":1");
+    assert!(configure(&mut root, &host, &cfg));
+    for _ in 0..3 {
+        request(&root, &host, "/a");
+    }
+    root.on_tick(&host);
+    let calls = host.take_callouts();
+    assert_eq!(calls.len(), 2, "max_in_flight");
+    let before = *host.host_calls.borrow();
+    answer(&mut root, &host, calls[0].0, b"200");
+    // `:status`, one clock read (the pump after it uses the same time), the next callout
+    assert_eq!(*host.host_calls.borrow() - before, 3);
+    assert_eq!(host.take_callouts().len(), 1);
+    books(&host);
+}

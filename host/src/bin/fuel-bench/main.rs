@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 mod llm;
+mod root;
 
 use llm::{force, llm, shapes};
 
@@ -358,7 +359,10 @@ fn main() -> Result<()> {
     eprintln!("destinations");
     let destinations = destinations(wasm)?;
 
+    let root = root::root_costs(wasm)?;
+    eprintln!("root costs (http sink defaults): {root}");
     let out = json!({
+        "root_costs": root,
         "destinations": destinations,
         "llm": llm_runs,
         "llm_shapes": llm_shapes,
