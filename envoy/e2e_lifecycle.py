@@ -2,19 +2,18 @@
 the shared_queue outage, each in the real Envoy with the filter (see envoy/e2e.py)."""
 import hashlib
 import http.client
-import os
 import re
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_lib import BIN, wait_for
-from e2e_lib.envoy import (TOKEN, VEIL_FIELDS, EnvoyStack, accounting_holds, assert_no_replays, check_batches,
+from e2e_lib import wait_for
+from e2e_lib.envoy import (VEIL_FIELDS, EnvoyStack, accounting_holds, assert_no_replays, check_batches,
                            settled)
 from e2e_lib.procs import get_json, post
 
-from fixtures import ecds_config, singleton_config, write_ecds
+from fixtures import TwoCollectorStack, ecds_config, singleton_config, write_ecds
 
 
 def test_sigterm_with_events_buffered():
@@ -125,16 +124,7 @@ def test_runtime_reconfiguration():
     ]
     bad = {"enabled": True, "sinks": ["http"], "http": {"cluster": "collector_b", "batch_size": 0}}
 
-    class EcdsStack(EnvoyStack):
-        def start_collector(self, port=None):
-            super().start_collector(port)
-            if "collector_b" not in self.procs:
-                self.events_b = self.path("events_b.ndjson")
-                self.spawn("collector_b", [os.path.join(BIN, "collector"), "--listen", "127.0.0.1:0",
-                                           "--out", self.events_b, "--require-auth", TOKEN])
-                self.ports["collector_b"] = self.listening_on("collector_b", "collector listening on ")
-
-    with EcdsStack(config_text=ecds_config(configs[0])) as st:
+    with TwoCollectorStack(config_text=ecds_config(configs[0])) as st:
         def events_b():
             return st.collector_events(st.events_b)
 

@@ -4,16 +4,15 @@ than LIMIT events (the reference collector's `reject_when_events_above` fault), 
 refused batch in halves until they fit and lowers that destination's batch size for 60 s
 (filter/src/isolate.rs, docs/delivery.md#isolating-a-refused-event)."""
 import json
-import os
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from e2e_lib import BIN, wait_for
-from e2e_lib.envoy import (TOKEN, EnvoyStack, accounting_holds, assert_no_replays, check_batches, envoy_config,
+from e2e_lib import wait_for
+from e2e_lib.envoy import (EnvoyStack, accounting_holds, assert_no_replays, check_batches, envoy_config,
                            settled)
 from e2e_lib.procs import get_json
 
-from fixtures import singleton_config
+from fixtures import TwoCollectorStack, collector_b_cluster, singleton_config
 
 LIMIT = 30
 AUTH = {"authorization": "${COLLECTOR_TOKEN}"}
@@ -128,28 +127,10 @@ def test_one_destination_answering_413_above_30_costs_the_other_nothing():
             {"name": "analytics", "cluster": "collector_b", "format": "ndjson", "headers": AUTH, **BATCHING}]
     value = {"enabled": True, "sinks": ["http"], "http": http}
 
-    class TwoCollectors(EnvoyStack):
-        def start_collector(self, port=None):
-            super().start_collector(port)
-            if "collector_b" not in self.procs:
-                self.events_b = self.path("events_b.ndjson")
-                self.spawn("collector_b", [os.path.join(BIN, "collector"), "--listen", "127.0.0.1:0",
-                                           "--out", self.events_b, "--require-auth", TOKEN])
-                self.ports["collector_b"] = self.listening_on("collector_b", "collector listening on ")
-
     def config(st, ports):
-        return envoy_config(ports, value) + f"""
-  - name: collector_b
-    type: STATIC
-    connect_timeout: 1s
-    load_assignment:
-      cluster_name: collector_b
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {st.ports['collector_b']} }} }} }}
-"""
+        return envoy_config(ports, value) + collector_b_cluster(st)
 
-    with TwoCollectors(config_text=config) as st:
+    with TwoCollectorStack(config_text=config) as st:
         b_url = f"http://127.0.0.1:{st.ports['collector_b']}"
         st.faults({"reject_when_events_above": LIMIT})
         paths = send(st, "/two", 600)

@@ -1,6 +1,6 @@
 """Fixtures of envoy/e2e.py's scenarios that are not tests: the Front (a server between
 Envoy and the collector that misbehaves on cue, optionally over TLS), the certificates of the
-TLS scenario, and the shared_queue (envoy/envoy-singleton.yaml) and ECDS
+TLS scenario, the shared_queue (envoy/envoy-singleton.yaml) and ECDS
 (envoy/envoy-ecds.yaml) configurations. Python standard library only."""
 import email.utils
 import http.client
@@ -11,7 +11,8 @@ import subprocess
 import threading
 import time
 
-from e2e_lib.envoy import read_config, replace_value_block, with_wasm
+from e2e_lib import BIN
+from e2e_lib.envoy import TOKEN, EnvoyStack, read_config, replace_value_block, with_wasm
 from e2e_lib.ports import listening_socket
 from e2e_lib.procs import ROOT
 
@@ -167,7 +168,26 @@ def ecds_config(first_value):
         write_ecds(st, first_value)
         assert "path: envoy/usage_filter.ecds.yaml" in text
         text = text.replace("path: envoy/usage_filter.ecds.yaml", f"path: {st.ecds_path}")
-        return text + f"""
+        return text + collector_b_cluster(st)
+    return make
+
+
+class TwoCollectorStack(EnvoyStack):
+    """An EnvoyStack with a second reference collector, `collector_b` (same token), writing to
+    `events_b`; `collector_b_cluster` is its cluster for the Envoy configuration."""
+
+    def start_collector(self, port=None):
+        super().start_collector(port)
+        if "collector_b" not in self.procs:
+            self.events_b = self.path("events_b.ndjson")
+            self.spawn("collector_b", [os.path.join(BIN, "collector"), "--listen", "127.0.0.1:0",
+                                       "--out", self.events_b, "--require-auth", TOKEN])
+            self.ports["collector_b"] = self.listening_on("collector_b", "collector listening on ")
+
+
+def collector_b_cluster(st):
+    """The static cluster `collector_b` (appended to a configuration's clusters)."""
+    return f"""
   - name: collector_b
     type: STATIC
     connect_timeout: 1s
@@ -177,7 +197,6 @@ def ecds_config(first_value):
       - lb_endpoints:
         - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {st.ports['collector_b']} }} }} }}
 """
-    return make
 
 
 def write_ecds(st, value):
