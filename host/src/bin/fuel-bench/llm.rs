@@ -1,8 +1,9 @@
 //! The LLM scanner's cost per shape of answer (fuel per KB, every provider's stream and JSON
 //! as the corpus in filter/src/tokens/corpus.rs has them) and force_stream_usage's cost.
 
-use anyhow::{anyhow, Result};
-use proxy_wasm_host::{Reply, Vm};
+use super::acked_vm;
+use anyhow::Result;
+use proxy_wasm_host::Vm;
 use serde_json::{json, Value};
 
 /// `head`, then `delta` repeated, then `tail`: about `kb` KB.
@@ -120,12 +121,7 @@ pub(crate) fn llm(wasm: &str, shape: &Shape, chunk: u64) -> Result<Value> {
         if llm {
             cfg["llm"] = json!({"enabled": true, "max_scan_bytes": 1 << 20});
         }
-        let mut vm = Vm::envoy()
-            .wasm(wasm)
-            .config(cfg)
-            .start()
-            .map_err(|e| anyhow!("{wasm}: {e}"))?;
-        vm.auto_reply(|_| Reply::Status(200));
+        let mut vm = acked_vm(wasm, cfg)?;
         let one = |vm: &mut Vm| {
             vm.request()
                 .method("POST")
@@ -163,12 +159,7 @@ pub(crate) fn force(wasm: &str) -> Result<Value> {
         let cfg = json!({"enabled": true, "sinks": ["http"],
                          "http": {"cluster": "collector", "format": "ndjson"},
                          "llm": {"enabled": true, "force_stream_usage": force}});
-        let mut vm = Vm::envoy()
-            .wasm(wasm)
-            .config(cfg)
-            .start()
-            .map_err(|e| anyhow!("{wasm}: {e}"))?;
-        vm.auto_reply(|_| Reply::Status(200));
+        let mut vm = acked_vm(wasm, cfg)?;
         let one = |vm: &mut Vm| {
             vm.request()
                 .method("POST")

@@ -23,6 +23,17 @@ mod root;
 use llm::{force, llm, shapes};
 
 const WARMUP: usize = 200;
+
+/// The filter in an Envoy-like VM with `config`, every callout answered 200.
+fn acked_vm(wasm: &str, config: Value) -> Result<Vm> {
+    let mut vm = Vm::envoy()
+        .wasm(wasm)
+        .config(config)
+        .start()
+        .map_err(|e| anyhow!("{wasm}: {e}"))?;
+    vm.auto_reply(|_| Reply::Status(200));
+    Ok(vm)
+}
 const MEASURED: usize = 2000;
 
 fn typical_get(vm: &mut Vm) -> Result<proxy_wasm_host::Outcome> {
@@ -69,12 +80,7 @@ fn size(p: &str) -> u64 {
 
 /// Average fuel per request by callback, and the batch share per event.
 fn per_request(wasm: &str, config: Value) -> Result<Value> {
-    let mut vm = Vm::envoy()
-        .wasm(wasm)
-        .config(config)
-        .start()
-        .map_err(|e| anyhow!("{wasm}: {e}"))?;
-    vm.auto_reply(|_| Reply::Status(200));
+    let mut vm = acked_vm(wasm, config)?;
     for _ in 0..WARMUP {
         typical_get(&mut vm)?;
     }
