@@ -4,7 +4,7 @@ WASM_TARGET := wasm32-wasip1
 DIST := dist/usage_filter.wasm
 CARGO ?= cargo
 
-.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check runner-check sleep-check seed-check e2e-kafka
+.PHONY: build test unit wasm-unit host-test agent-test e2e e2e-caddy bench bench-report run run-test e2e-receivers e2e-llm e2e-identity run-caddy clippy toolchain fmt fmt-check wasm-opt fuzz fuzz-slice docs-check makefile-check runner-check sleep-check seed-check feature-check e2e-kafka
 
 toolchain:
 	@rustup target list --installed 2>/dev/null | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
@@ -28,13 +28,15 @@ wasm-opt:
 	@command -v wasm-opt >/dev/null || { apt-get update -qq && apt-get install -y -qq binaryen >/dev/null; }
 
 ## test: everything — native unit tests, the same tests inside wasm, the harness, Envoy e2e
-test: docs-check makefile-check runner-check sleep-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice seed-check run-test e2e-receivers e2e-llm e2e-identity e2e-kafka
+test: docs-check makefile-check runner-check sleep-check feature-check build fmt-check clippy unit wasm-unit host-test agent-test e2e e2e-caddy fuzz-slice seed-check run-test e2e-receivers e2e-llm e2e-identity e2e-kafka
 
 # clippy on the filter as it ships (wasm32), then on every crate natively with its tests
 # (bench/probe-filter without a feature is the null filter; bench/build.sh builds one per feature).
+# --release: the build scripts' output and the proc-macros are make build's, so librdkafka
+# (rdkafka-sys's build script, ~2 CPU-minutes) is not compiled again for the dev profile.
 clippy: toolchain
 	$(CARGO) clippy -p usage-filter --target $(WASM_TARGET) --profile wasm -- -D warnings
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
 
 # README and docs/: every link and #anchor, README's headline numbers = docs/bench.md's, README's
 # YAML a piece of envoy/envoy.yaml, README ≤ 250 lines (docs/check.py, standard library only)
@@ -54,6 +56,11 @@ runner-check:
 # `pace:` (the scenario's own timing) (tests/sleep_check.py)
 sleep-check:
 	python3 tests/sleep_check.py
+
+# one feature set for the host's crates in every release invocation of cargo that make test
+# makes, so wasmtime is compiled once (workspace-hack/; tests/feature_check.py, cargo tree, ~1 s)
+feature-check:
+	python3 tests/feature_check.py
 
 # rustfmt over every crate; `make fmt` fixes what this finds
 fmt-check:

@@ -1,0 +1,2 @@
+// Empty: present so that [build-dependencies] apply (see Cargo.toml).
+fn main() {}
