@@ -66,9 +66,11 @@ feature-check:
 fmt-check:
 	$(CARGO) fmt --all --check
 
+# the collector's tests in --release: its dependencies are then the ones agent-test and the suites
+# build (cargo build --release -p usage-collector), not a second, dev-profile tokio and hyper
 unit:
 	$(CARGO) test -p usage-filter
-	$(CARGO) test -p usage-collector
+	$(CARGO) test --release -p usage-collector
 
 # The filter's unit tests compiled for wasm32-wasip1 (libtest) and run on our host's WASI.
 wasm-unit: toolchain
