@@ -295,6 +295,7 @@ pub(crate) mod tests {
             headers: vec![],
             timeout_ms: 1000,
             batch_size: 3,
+            backlog_batch_size: 3,
             max_batch_bytes: 1 << 20,
             flush_interval_ms: 1000,
             buffer_size: 10,
