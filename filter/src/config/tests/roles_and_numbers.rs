@@ -259,10 +259,16 @@ fn backlog_batch_size_defaults_to_batch_size_and_is_held_to_its_rules() {
     let h = |extra: &str| http(extra).unwrap().http.remove(0);
     assert_eq!(h("").backlog_batch_size, 50, "follows batch_size");
     assert_eq!(h(r#","backlog_batch_size":1000"#).backlog_batch_size, 1000);
-    assert_eq!(h(r#","backlog_batch_size":"2000.0""#).backlog_batch_size, 2000);
+    assert_eq!(
+        h(r#","backlog_batch_size":"2000.0""#).backlog_batch_size,
+        2000
+    );
     assert_eq!(h(r#","backlog_batch_size":50"#).backlog_batch_size, 50);
     for (extra, rule) in [
-        (r#","backlog_batch_size":0"#, "must be between 1 and 100000, got 0"),
+        (
+            r#","backlog_batch_size":0"#,
+            "must be between 1 and 100000, got 0",
+        ),
         (r#","backlog_batch_size":100001"#, "between 1 and 100000"),
         (r#","backlog_batch_size":1.5"#, "whole number"),
         (
