@@ -178,10 +178,16 @@ impl Dispatcher {
     fn most_events(&self) -> usize {
         let per_round_trip = self.cfg.max_in_flight.saturating_mul(self.cfg.batch_size);
         if self.buffer.waiting() > per_round_trip {
-            self.cfg.backlog_batch_size
+            self.backlog_batch_size()
         } else {
             self.cfg.batch_size
         }
+    }
+
+    /// Never below `batch_size`: the configuration refuses that, and an `Http` made another
+    /// way must not shrink batches under load either.
+    fn backlog_batch_size(&self) -> usize {
+        self.cfg.backlog_batch_size.max(self.cfg.batch_size)
     }
 
     /// Forgets every event not in flight (waiting, or waiting for a retry) and returns how
@@ -245,7 +251,7 @@ impl Dispatcher {
             // The largest size it may limit: a refused backlog batch lowers backlog batches
             // too, and normal ones only once the limit falls below `batch_size`.
             self.shrink
-                .too_large(batch.events.len(), self.cfg.backlog_batch_size, now_ms);
+                .too_large(batch.events.len(), self.backlog_batch_size(), now_ms);
         }
         match batch.events.as_slice() {
             [] => Outcome::Rejected { events: 0, status },
