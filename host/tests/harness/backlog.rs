@@ -83,6 +83,10 @@ fn after_an_outage_backlog_batch_size_drains_the_buffer_in_fewer_round_trips_and
     // on: batches of 1,000 while the backlog lasts; only the first round trip's arrivals,
     // which find the buffer full, are dropped
     assert_eq!(on.largest_batch, 1_000);
-    assert!(on.drained_at.is_some_and(|rt| rt <= 7), "{:?}", on.drained_at);
+    assert!(
+        on.drained_at.is_some_and(|rt| rt <= 7),
+        "{:?}",
+        on.drained_at
+    );
     assert_eq!(on.dropped_after, ARRIVING as i64);
 }
