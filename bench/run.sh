@@ -15,6 +15,8 @@
 #                                  the Envoy run measures it as variant `before`
 #   BENCH_NO_BUILD=1               measure the .wasm files already in dist/
 #   BENCH_WRITE=1                  write docs/bench.md and docs/bench.svg instead of bench/results/
+#   BENCH_BACKLOG=1                (e) also: draining a full buffer after an outage, with and without
+#                                  http.backlog_batch_size (bench/backlog_bench.py, ~3 min)
 set -euo pipefail
 if [ -n "${BENCH_BEFORE:-}" ]; then
   BENCH_BEFORE=$(realpath "$BENCH_BEFORE"); export BENCH_BEFORE
@@ -47,4 +49,8 @@ caddy/install-caddy.sh >/dev/null
 kafka/install-tansu.sh >/dev/null
 python3 caddy/bench_agent.py > bench/results/agent.json
 cat bench/results/agent.json
+if [ -n "${BENCH_BACKLOG:-}" ]; then
+  echo "== (e) draining a backlog after an outage, with and without http.backlog_batch_size (${BACKLOG_ROUNDS:-3} rounds)"
+  python3 bench/backlog_bench.py
+fi
 python3 bench/report.py

@@ -87,6 +87,7 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer t".into())],
             timeout_ms: 1234,
             batch_size: 10,
+            backlog_batch_size: 10,
             max_batch_bytes: 1 << 20,
             flush_interval_ms: 1000,
             buffer_size: 100,

@@ -146,6 +146,7 @@ impl Dispatcher {
             return Some(self.retrying.remove(i));
         }
         let batch_size = self.shrink.batch_size(self.cfg.batch_size, now_ms);
+        // `batch_size` still decides when a batch is due; a backlog only lets it grow.
         let policy = Policy {
             batch_size,
             ..self.policy
@@ -160,13 +161,33 @@ impl Dispatcher {
         if !due {
             return None;
         }
-        let events = self.buffer.take(batch_size, self.cfg.max_batch_bytes);
+        let most = self.shrink.batch_size(self.most_events(), now_ms);
+        let events = self.buffer.take(most, self.cfg.max_batch_bytes);
         Some(Batch {
             id: uuid_v4(rng.bytes16()),
             events,
             attempts: 0,
             not_before_ms: now_ms,
         })
+    }
+
+    /// The most events a new batch may hold: `backlog_batch_size` while more events wait than
+    /// the open callouts carry at `batch_size` (`max_in_flight × batch_size`), since then the
+    /// buffer drains by only that much per round trip and fills meanwhile; `batch_size`
+    /// otherwise. `max_batch_bytes` caps either (`Buffer::take`).
+    fn most_events(&self) -> usize {
+        let per_round_trip = self.cfg.max_in_flight.saturating_mul(self.cfg.batch_size);
+        if self.buffer.waiting() > per_round_trip {
+            self.backlog_batch_size()
+        } else {
+            self.cfg.batch_size
+        }
+    }
+
+    /// Never below `batch_size`: the configuration refuses that, and an `Http` made another
+    /// way must not shrink batches under load either.
+    fn backlog_batch_size(&self) -> usize {
+        self.cfg.backlog_batch_size.max(self.cfg.batch_size)
     }
 
     /// Forgets every event not in flight (waiting, or waiting for a retry) and returns how
@@ -227,8 +248,10 @@ impl Dispatcher {
             };
         }
         if status == 413 {
+            // The largest size it may limit: a refused backlog batch lowers backlog batches
+            // too, and normal ones only once the limit falls below `batch_size`.
             self.shrink
-                .too_large(batch.events.len(), self.cfg.batch_size, now_ms);
+                .too_large(batch.events.len(), self.backlog_batch_size(), now_ms);
         }
         match batch.events.as_slice() {
             [] => Outcome::Rejected { events: 0, status },
@@ -272,222 +295,4 @@ impl Dispatcher {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::config::{Compression, Format, Retry};
-
-    pub(crate) struct Seq(pub u64);
-    impl Random for Seq {
-        fn bytes16(&mut self) -> [u8; 16] {
-            self.0 += 1;
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&self.0.to_le_bytes());
-            b
-        }
-    }
-
-    pub(crate) fn cfg() -> Http {
-        Http {
-            cluster: "c".into(),
-            authority: "c".into(),
-            path: "/e".into(),
-            format: Format::Veil,
-            headers: vec![],
-            timeout_ms: 1000,
-            batch_size: 3,
-            max_batch_bytes: 1 << 20,
-            flush_interval_ms: 1000,
-            buffer_size: 10,
-            max_in_flight: 2,
-            retry: Retry {
-                max_attempts: 3,
-                initial_backoff_ms: 100,
-                max_backoff_ms: 1000,
-            },
-            kafka_key: None,
-            compression: Compression::None,
-            name: "default".into(),
-            cloudevents_type: "api.usage".into(),
-            cloudevents_source: "usage-filter".into(),
-        }
-    }
-
-    pub(crate) fn ev() -> Record {
-        Record::from_event(&crate::event::Event {
-            api_path: "/x".into(),
-            ..Default::default()
-        })
-    }
-
-    fn send(d: &mut Dispatcher, now: u64, r: &mut Seq) -> Option<Batch> {
-        d.next_send(now, false, r).map(|(b, _)| b)
-    }
-
-    #[test]
-    fn count_trigger_cuts_full_batches_up_to_max_in_flight() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        for _ in 0..10 {
-            d.offer(ev(), 0);
-        }
-        let b1 = send(&mut d, 0, &mut r).unwrap();
-        assert_eq!(b1.events.len(), 3);
-        d.sent(1, b1);
-        let b2 = send(&mut d, 0, &mut r).unwrap();
-        d.sent(2, b2);
-        assert!(send(&mut d, 0, &mut r).is_none(), "max_in_flight");
-        assert_eq!(
-            d.on_response(1, Some(200), None, 5, &mut r),
-            Outcome::Delivered { events: 3 }
-        );
-        let b3 = send(&mut d, 5, &mut r).unwrap();
-        d.sent(3, b3);
-        // one event left, not due until the flush interval
-        d.on_response(2, Some(200), None, 5, &mut r);
-        d.on_response(3, Some(200), None, 5, &mut r);
-        assert!(send(&mut d, 999, &mut r).is_none());
-        assert_eq!(send(&mut d, 1000, &mut r).unwrap().events.len(), 1);
-    }
-
-    #[test]
-    fn a_body_goes_out_as_the_reused_buffer_and_comes_back() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        for _ in 0..9 {
-            d.offer(ev(), 0);
-        }
-        let (b1, c1) = d.next_send(0, false, &mut r).unwrap();
-        let first = c1.body.as_ptr();
-        let want = c1.body.clone();
-        d.sent(1, b1);
-        d.recycle(c1.body);
-        let (b2, c2) = d.next_send(0, false, &mut r).unwrap();
-        assert_eq!(
-            c2.body.as_ptr(),
-            first,
-            "no body of its own: the same buffer"
-        );
-        assert_eq!(c2.body.len(), want.len());
-        d.sent(2, b2);
-        // a body that does not come back costs a new buffer, never a wrong body
-        let (_, c3) = d.next_send(0, true, &mut r).unwrap();
-        assert_eq!(c3.body.len(), want.len());
-        // gzip: the compressed body is its own, the buffer stays
-        let mut d = Dispatcher::new(Http {
-            compression: Compression::Gzip,
-            ..cfg()
-        });
-        for _ in 0..3 {
-            d.offer(ev(), 0);
-        }
-        let (_, c) = d.next_send(0, false, &mut r).unwrap();
-        assert_eq!(c.header("content-encoding"), Some("gzip"));
-        assert!(d.scratch.capacity() > 0);
-    }
-
-    #[test]
-    fn the_callout_is_complete_and_the_same_on_every_attempt() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        for _ in 0..3 {
-            d.offer(ev(), 0);
-        }
-        let (b, first) = d.next_send(0, false, &mut r).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&first.body).unwrap();
-        let events = v["events"].as_array().unwrap();
-        assert_eq!(events.len(), 3);
-        assert!(events.iter().all(|e| e["api_path"] == "/x"));
-        assert_eq!(first.upstream, "c");
-        assert_eq!(first.timeout_ms, 1000);
-        d.sent(1, b);
-        d.on_response(1, Some(503), None, 0, &mut r);
-        let (_, again) = d.next_send(10_000, false, &mut r).unwrap();
-        assert_eq!(again, first);
-    }
-
-    #[test]
-    fn retry_keeps_the_batch_id_and_waits_for_backoff() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        for _ in 0..3 {
-            d.offer(ev(), 0);
-        }
-        let b = send(&mut d, 0, &mut r).unwrap();
-        let id = b.id;
-        d.sent(7, b);
-        let Outcome::Retrying { attempt: 2, at_ms } = d.on_response(7, Some(503), None, 10, &mut r)
-        else {
-            panic!()
-        };
-        assert!((110..=210).contains(&at_ms));
-        assert!(send(&mut d, at_ms - 1, &mut r).is_none());
-        let b = send(&mut d, at_ms, &mut r).unwrap();
-        assert_eq!(b.id, id);
-        d.sent(8, b);
-        d.on_response(8, None, None, at_ms, &mut r);
-        let b = send(&mut d, at_ms + 10_000, &mut r).unwrap();
-        d.sent(9, b);
-        assert_eq!(
-            d.on_response(9, Some(500), None, 0, &mut r),
-            Outcome::Exhausted {
-                events: 3,
-                attempts: 3
-            }
-        );
-        assert_eq!(d.buffered(), 0);
-    }
-
-    #[test]
-    fn rejected_batches_are_not_retried() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        d.offer(ev(), 0);
-        let b = send(&mut d, 1000, &mut r).unwrap();
-        d.sent(1, b);
-        assert_eq!(
-            d.on_response(1, Some(401), None, 0, &mut r),
-            Outcome::Rejected {
-                events: 1,
-                status: 401
-            }
-        );
-        assert!(d.next_send(100_000, true, &mut r).is_none());
-        assert!(d.idle());
-    }
-
-    #[test]
-    fn full_buffer_refuses_the_newest() {
-        let mut d = Dispatcher::new(cfg());
-        let accepted = (0..15).filter(|_| d.offer(ev(), 0)).count();
-        assert_eq!(accepted, 10);
-        assert_eq!(d.buffered(), 10);
-    }
-
-    #[test]
-    fn unknown_tokens_change_nothing() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        d.offer(ev(), 0);
-        assert_eq!(
-            d.on_response(42, Some(200), None, 0, &mut r),
-            Outcome::Unknown
-        );
-        assert_eq!(d.buffered(), 1);
-    }
-
-    #[test]
-    fn flushing_ignores_triggers_and_in_flight_limit() {
-        let mut d = Dispatcher::new(cfg());
-        let mut r = Seq(0);
-        for _ in 0..8 {
-            d.offer(ev(), 0);
-        }
-        let mut n = 0;
-        while let Some((b, _)) = d.next_send(0, true, &mut r) {
-            n += b.events.len();
-            d.sent(n as u32, b);
-        }
-        assert_eq!(n, 8);
-        assert_eq!(d.in_flight(), 3);
-    }
-}
+pub(crate) mod tests;

@@ -81,6 +81,11 @@ fn parse(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http, Con
     let headers = headers(h.object(keys::HTTP_HEADERS.name())?, env)?;
     let timeout_ms = h.int(&keys::HTTP_TIMEOUT_MS)?;
     let batch_size = h.int(&keys::HTTP_BATCH_SIZE)? as usize;
+    let backlog_batch_size = h.int(&keys::Int {
+        path: keys::HTTP_BACKLOG_BATCH_SIZE.path,
+        default: batch_size as u64,
+        ..keys::HTTP_BATCH_SIZE
+    })? as usize;
     let max_batch_bytes = h.int(&keys::HTTP_MAX_BATCH_BYTES)? as usize;
     let flush_interval_ms = h.int(&keys::HTTP_FLUSH_INTERVAL_MS)?;
     let buffer_size = h.int(&keys::HTTP_BUFFER_SIZE)? as usize;
@@ -113,6 +118,7 @@ fn parse(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http, Con
             ),
         );
     }
+    backlog(batch_size, backlog_batch_size, buffer_size, max_in_flight)?;
     h.finish()?;
     Ok(Http {
         name,
@@ -123,6 +129,7 @@ fn parse(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http, Con
         headers,
         timeout_ms,
         batch_size,
+        backlog_batch_size,
         max_batch_bytes,
         flush_interval_ms,
         buffer_size,
@@ -133,6 +140,51 @@ fn parse(value: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Http, Con
         cloudevents_type,
         cloudevents_source,
     })
+}
+
+/// `http.backlog_batch_size` against the sizes it grows from and into: below `batch_size` it
+/// would shrink batches under load, above `buffer_size` no batch reaches it, and when the
+/// buffer cannot hold more than `max_in_flight × batch_size` waiting events there is never a
+/// backlog to use it on: each a setting that silently does nothing.
+fn backlog(
+    batch_size: usize,
+    backlog: usize,
+    buffer_size: usize,
+    max_in_flight: usize,
+) -> Result<(), ConfigError> {
+    let key = keys::HTTP_BACKLOG_BATCH_SIZE.path;
+    if backlog < batch_size {
+        return err(
+            key,
+            format!(
+                "must be at least {} ({batch_size}), got {backlog}",
+                keys::HTTP_BATCH_SIZE.path
+            ),
+        );
+    }
+    if backlog > buffer_size {
+        return err(
+            key,
+            format!(
+                "must not exceed {} ({buffer_size}), got {backlog}",
+                keys::HTTP_BUFFER_SIZE.path
+            ),
+        );
+    }
+    let threshold = max_in_flight.saturating_mul(batch_size);
+    if backlog > batch_size && buffer_size <= threshold {
+        return err(
+            key,
+            format!(
+                "has no effect: a backlog is more than {} × {} ({threshold}) waiting events, \
+                 more than {} ({buffer_size}) holds",
+                keys::HTTP_MAX_IN_FLIGHT.path,
+                keys::HTTP_BATCH_SIZE.path,
+                keys::HTTP_BUFFER_SIZE.path
+            ),
+        );
+    }
+    Ok(())
 }
 
 /// `http.name`: it becomes part of metric names, so only what every metrics backend takes.

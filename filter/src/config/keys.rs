@@ -168,6 +168,13 @@ pub const HTTP_BATCH_SIZE: Int = Int {
     min: 1,
     max: 100_000,
 };
+/// Read as a whole number in `HTTP_BATCH_SIZE`'s range, defaulting to the `batch_size` read;
+/// also at least that and at most http.buffer_size (config/http.rs).
+pub const HTTP_BACKLOG_BATCH_SIZE: Other = Other {
+    path: "http.backlog_batch_size",
+    shown: "= batch_size",
+    rule: "whole number 1..=100000, >= http.batch_size and <= http.buffer_size; above http.batch_size only when http.buffer_size can hold more than http.max_in_flight × http.batch_size waiting events",
+};
 pub const HTTP_MAX_BATCH_BYTES: Int = Int {
     path: "http.max_batch_bytes",
     default: 1_048_576,
@@ -350,6 +357,7 @@ pub const ALL: &[&dyn Key] = &[
     &HTTP_HEADERS,
     &HTTP_TIMEOUT_MS,
     &HTTP_BATCH_SIZE,
+    &HTTP_BACKLOG_BATCH_SIZE,
     &HTTP_MAX_BATCH_BYTES,
     &HTTP_FLUSH_INTERVAL_MS,
     &HTTP_BUFFER_SIZE,

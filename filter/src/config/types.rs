@@ -86,6 +86,9 @@ pub struct Http {
     pub headers: Vec<(String, String)>,
     pub timeout_ms: u64,
     pub batch_size: usize,
+    /// The most events a batch holds while a backlog waits (`Dispatcher::next_batch`);
+    /// `batch_size` when not set.
+    pub backlog_batch_size: usize,
     pub max_batch_bytes: usize,
     pub flush_interval_ms: u64,
     pub buffer_size: usize,

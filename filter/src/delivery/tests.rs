@@ -336,3 +336,50 @@ fn destinations_sharing_a_format_get_the_event_written_once_and_the_same_bytes()
     };
     assert_eq!(strip_id(&a.0.body), strip_id(&own));
 }
+
+/// `backlog_batch_size` is each destination's own, in a worker (`local`) and in the
+/// `shared_queue` service alike: the same backlog gives "big" batches of 8 and "small" ones
+/// of `batch_size`.
+#[test]
+fn each_destination_and_the_queue_service_drain_a_backlog_by_its_own_backlog_batch_size() {
+    let http = r#""http":[
+        {"name":"big","cluster":"a","batch_size":2,"backlog_batch_size":8,"buffer_size":40},
+        {"name":"small","cluster":"b","batch_size":2,"buffer_size":40}]"#;
+    for dispatcher in [r#""local""#, r#""shared_queue","service":true"#] {
+        let mut d = Delivery::new(&config(&format!(
+            r#"{{"enabled":true,"sinks":["http"],{http},"dispatcher":{{"mode":{dispatcher}}}}}"#
+        )));
+        let mut worker = Delivery::new(&config(&format!(
+            r#"{{"enabled":true,"sinks":["http"],{http},"dispatcher":{{"mode":"shared_queue"}}}}"#
+        )));
+        for _ in 0..30 {
+            if d.role() == Role::QueueService {
+                worker.finish(&event(), 0);
+            } else {
+                d.finish(&event(), 0);
+            }
+        }
+        if let Some((msg, n)) = worker
+            .handoff_message()
+            .filter(|_| d.role() == Role::QueueService)
+        {
+            worker.handed_over(n);
+            d.receive(&msg, 0);
+        }
+        let (mut r, mut next) = (Seq(0), 0);
+        let mut sizes: Vec<(usize, usize)> = send_all(&mut d, 0, &mut r, &mut next)
+            .iter()
+            .map(|(i, _, c)| {
+                let v: serde_json::Value = serde_json::from_slice(&c.body).unwrap();
+                (*i, v["events"].as_array().map_or(0, |a| a.len()))
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [(0, 8), (0, 8), (1, 2), (1, 2)], "{dispatcher}");
+        for tok in 1..=next {
+            d.on_response(tok, Some(200), None, 1, &mut r);
+        }
+        assert_eq!(d.dest_counters(0).delivered, 16, "{dispatcher}");
+        assert_eq!(d.dest_counters(1).delivered, 4, "{dispatcher}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Tests that drive the compiled `dist/usage_filter.wasm` through our Envoy-like host.
 mod common;
 
+mod backlog;
 mod callout_start;
 mod capture;
 mod config;

@@ -44,6 +44,7 @@ fn http_defaults_follow_the_spec() {
         (h.flush_interval_ms, h.buffer_size, h.max_in_flight),
         (1000, 10_000, 2)
     );
+    assert_eq!(h.backlog_batch_size, 100, "= batch_size: off");
     assert_eq!(
         h.retry,
         Retry {
@@ -235,7 +236,7 @@ fn unknown_key_lists_the_section_keys_in_table_order() {
     assert_eq!(
         e.rule,
         "unknown key (known keys: cluster, authority, path, url, format, headers, timeout_ms, \
-         batch_size, max_batch_bytes, flush_interval_ms, buffer_size, max_in_flight, retry, \
+         batch_size, backlog_batch_size, max_batch_bytes, flush_interval_ms, buffer_size, max_in_flight, retry, \
          compression, kafka_key, name, cloudevents)"
     );
     let e = parse_str(r#"{"dispatcher":{"vm":"x"}}"#).unwrap_err();

@@ -245,3 +245,60 @@ fn whole_numbers_envoy_turned_into_strings_are_accepted() {
         assert!(e.rule.contains(rule), "{v} -> {e}");
     }
 }
+
+/// `http.backlog_batch_size`: `batch_size` unless set, so off by default and for a receiver
+/// that caps events per request; refused where it would shrink batches, exceed the buffer or
+/// never apply, naming the key and the rule.
+#[test]
+fn backlog_batch_size_defaults_to_batch_size_and_is_held_to_its_rules() {
+    let http = |extra: &str| {
+        parse_str(&format!(
+            r#"{{"sinks":["http"],"http":{{"cluster":"c","batch_size":50{extra}}}}}"#
+        ))
+    };
+    let h = |extra: &str| http(extra).unwrap().http.remove(0);
+    assert_eq!(h("").backlog_batch_size, 50, "follows batch_size");
+    assert_eq!(h(r#","backlog_batch_size":1000"#).backlog_batch_size, 1000);
+    assert_eq!(
+        h(r#","backlog_batch_size":"2000.0""#).backlog_batch_size,
+        2000
+    );
+    assert_eq!(h(r#","backlog_batch_size":50"#).backlog_batch_size, 50);
+    for (extra, rule) in [
+        (
+            r#","backlog_batch_size":0"#,
+            "must be between 1 and 100000, got 0",
+        ),
+        (r#","backlog_batch_size":100001"#, "between 1 and 100000"),
+        (r#","backlog_batch_size":1.5"#, "whole number"),
+        (
+            r#","backlog_batch_size":49"#,
+            "must be at least http.batch_size (50), got 49",
+        ),
+        (
+            r#","backlog_batch_size":20000"#,
+            "must not exceed http.buffer_size (10000), got 20000",
+        ),
+        (
+            r#","backlog_batch_size":60,"buffer_size":100"#,
+            "has no effect: a backlog is more than http.max_in_flight × http.batch_size (100)",
+        ),
+    ] {
+        let e = http(extra).expect_err(extra);
+        assert_eq!(e.key, "http.backlog_batch_size", "{extra} -> {e}");
+        assert!(e.rule.contains(rule), "{extra} -> {e}");
+    }
+    // off (= batch_size) is fine whatever the buffer
+    assert_eq!(h(r#","buffer_size":100"#).backlog_batch_size, 50);
+    // one more waiting event than two full batches makes a backlog: accepted
+    assert_eq!(
+        h(r#","backlog_batch_size":51,"buffer_size":101"#).backlog_batch_size,
+        51
+    );
+    let e = parse_str(
+        r#"{"sinks":["http"],"http":[{"name":"a","cluster":"c"},
+            {"name":"b","cluster":"c","backlog_batch_size":10}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "http[1].backlog_batch_size", "{e}");
+}
