@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Turns bench/results/{fuel,envoy}.json into a report.
 
-By default it writes bench/results/bench.md and bench/results/bench.svg (git-ignored), so a
-benchmark run dirties no tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`)
-it writes docs/bench.md and docs/bench.svg instead, and nothing else. docs/bench.md begins with
+By default it writes bench/results/bench.md, bench.svg and bench-breakdown.svg (git-ignored;
+the last, where the time goes per request, by bench/breakdown.py), so a benchmark run dirties no
+tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`) it writes them to docs/
+instead, and nothing else. docs/bench.md begins with
 three headline numbers between `<!-- headline:begin -->` and `<!-- headline:end -->`; README
 shows the same lines, copied by hand, and docs/check.py (`make docs-check`) fails while they
 differ.
@@ -12,6 +13,9 @@ import json
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import breakdown  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R = os.path.join(ROOT, "bench", "results")
@@ -165,6 +169,12 @@ def callouts_section(L):
                  f"{'met' if ratio <= 1.3 else '**not met**'}.\n")
 
 
+def time_per_request():
+    """The per-request breakdown (bench/breakdown.py) of this run, with the burst part if it ran."""
+    p = os.path.join(R, "callouts.json")
+    return breakdown.segments(S, json.load(open(p)) if os.path.exists(p) else None)
+
+
 def calls_count(v):
     return sum(v.get("host_calls", {}).values())
 
@@ -203,6 +213,8 @@ def bench_md():
     goals_table(L)
     L.append("")
     callouts_section(L)
+    if time_per_request():
+        breakdown.section(L, *time_per_request(), "bench-breakdown.svg")
     refusals = env.get("refusals", [])
     if refusals:
         L.append(f"Refused and measured again in this run ({len(refusals)}): " + "; ".join(
@@ -486,7 +498,12 @@ def main():
         fh.write(chart())
     with open(os.path.join(out, "bench.md"), "w") as fh:
         fh.write(bench_md())
-    wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in ("bench.md", "bench.svg")]
+    names = ["bench.md", "bench.svg"]
+    if time_per_request():
+        with open(os.path.join(out, "bench-breakdown.svg"), "w") as fh:
+            fh.write(breakdown.svg(*time_per_request(), env["rounds"]))
+        names.append("bench-breakdown.svg")
+    wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in names]
     print("wrote " + ", ".join(wrote))
     if WRITE:
         print("README's headline numbers: copy the block between the headline markers of docs/bench.md "
