@@ -319,7 +319,7 @@ def bench_md():
 
     L.append("## (a) In our host (deterministic)\n")
     L.append("wasm fuel ≈ wasm instructions executed, counted by wasmtime; identical on every run.\n")
-    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, SDK 0.2.5, same profile: "
+    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, the same exports and profile: "
              f"{fuel['null_wasm_bytes']:,}).\n")
     h, lg = fuel["http"], fuel["log"]
     L.append("Fuel per request for one typical keyed GET (`/v1/things/42?expand=owner`, 512-byte response), "
