@@ -57,15 +57,16 @@ def segments(summary, callouts=None, route="direct"):
 
 def svg(segs, key, rounds):
     """One horizontal stacked bar; a negative segment (noise) is drawn as nothing and says so."""
-    w, left, top, bar = 860, 20, 50, 34
+    w, left, top, bar = 860, 20, 62, 34
     total = sum(max(v, 0) for _, _, v, _ in segs) or 1
     scale = (w - 2 * left) / total
     unit = "Envoy CPU µs" if key == "cpu_overhead_us" else "µs (by the rate)"
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{top + bar + 30 + 20 * len(segs)}" '
            'font-family="sans-serif" font-size="12">',
-           f'<text x="{left}" y="22" font-size="15" font-weight="bold">Where the time goes: one request of the http '
-           f'sink, {sum(v for _, _, v, _ in segs):.1f} {unit} over no filter (medians of {rounds} '
-           f'round{"s" if rounds != 1 else ""})</text>']
+           f'<text x="{left}" y="22" font-size="15" font-weight="bold">Where the time goes per request, http sink: '
+           f'{sum(v for _, _, v, _ in segs):.1f} {unit} over no filter</text>',
+           f'<text x="{left}" y="42">direct_response route, medians of {rounds} round{"s" if rounds != 1 else ""}; '
+           'each segment a difference of two rows of the run</text>']
     x = left
     for k, label, v, _ in segs:
         bw = scale * max(v, 0)
@@ -97,4 +98,7 @@ def section(L, segs, key, name):
     for _, label, v, how in segs:
         L.append(f"| {label} | {v:.2f} | {how} |")
     L.append(f"| **http sink** | **{sum(v for _, _, v, _ in segs):.2f}** | `usage_http` |")
+    if any(v < 0 for _, _, v, _ in segs):
+        L.append("\nA negative segment is noise (the rows' spread in this run is wider than it): the picture "
+                 "leaves it out.")
     L.append("")
