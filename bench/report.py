@@ -32,6 +32,7 @@ ROUTE_TITLE = {"direct": "`direct_response` route (worst case for relative overh
                "chat": "`chat` route: the openai SDK's default streaming request (POST, 171-byte JSON body, no "
                        "`stream_options`) proxied to an Envoy that reads it and answers the `sse` route's stream"}
 HEADLINE = ("<!-- headline:begin -->", "<!-- headline:end -->")
+PER_REQUEST = breakdown.of_run(R, S)
 
 
 def f(x, digits=2):
@@ -169,12 +170,6 @@ def callouts_section(L):
                  f"{'met' if ratio <= 1.3 else '**not met**'}.\n")
 
 
-def time_per_request():
-    """The per-request breakdown (bench/breakdown.py) of this run, with the burst part if it ran."""
-    p = os.path.join(R, "callouts.json")
-    return breakdown.segments(S, json.load(open(p)) if os.path.exists(p) else None)
-
-
 def calls_count(v):
     return sum(v.get("host_calls", {}).values())
 
@@ -213,8 +208,8 @@ def bench_md():
     goals_table(L)
     L.append("")
     callouts_section(L)
-    if time_per_request():
-        breakdown.section(L, *time_per_request(), "bench-breakdown.svg")
+    if PER_REQUEST:
+        breakdown.section(L, *PER_REQUEST, "bench-breakdown.svg")
     refusals = env.get("refusals", [])
     if refusals:
         L.append(f"Refused and measured again in this run ({len(refusals)}): " + "; ".join(
@@ -499,9 +494,9 @@ def main():
     with open(os.path.join(out, "bench.md"), "w") as fh:
         fh.write(bench_md())
     names = ["bench.md", "bench.svg"]
-    if time_per_request():
+    if PER_REQUEST:
         with open(os.path.join(out, "bench-breakdown.svg"), "w") as fh:
-            fh.write(breakdown.svg(*time_per_request(), env["rounds"]))
+            fh.write(breakdown.svg(*PER_REQUEST, env["rounds"]))
         names.append("bench-breakdown.svg")
     wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in names]
     print("wrote " + ", ".join(wrote))
