@@ -149,7 +149,7 @@ seed-check: build
 bench: build
 	bench/run.sh
 
-## bench-report: the same run, written to docs/bench.md and docs/bench.svg (README's headline: copy it)
+## bench-report: the same run, written to docs/bench.md, docs/bench.svg and docs/bench-breakdown.svg (README's headline: copy it)
 bench-report: build
 	BENCH_WRITE=1 bench/run.sh
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the .wasm files the benchmarks use into dist/: the filter (make build), its bench build
-# (extra exports for fuel-bench), and the reference filters from bench/ (proxy-wasm SDK 0.2.5),
+# (extra exports for fuel-bench), and the reference filters from bench/ (no SDK: the filter's exports, floor-filter/src/abi.rs),
 # all with the workspace's profile `wasm` and the same wasm-opt pass:
 #   null_filter.wasm       the null filter: every callback crosses, nothing done
 #   floor_filter.wasm      the floor: only the four host calls a complete event needs

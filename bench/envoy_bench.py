@@ -74,6 +74,10 @@ NAMES = {
     "usage_log": "usage-filter, log sink",
     "usage_http": "usage-filter, http sink, `local` (default)",
     "usage_http_b10k": "usage-filter, http sink, `batch_size` 10,000 (BENCH_EXTRA)",
+    # issue 22, the log sink taken apart (BENCH_EXTRA): its access logger without the CEL filter,
+    # and none at all (the filter's part alone: its wasm work and the set_property)
+    "usage_log_nocel": "usage-filter, log sink, access log without its CEL filter (BENCH_EXTRA)",
+    "usage_log_noal": "usage-filter, log sink, no access log: the filter's part alone (BENCH_EXTRA)",
     "usage_shared_queue": "usage-filter, http sink, `shared_queue`",
     "usage_llm_off": "usage-filter, http sink, `ndjson`, `llm` off",
     "usage_llm": "usage-filter, http sink, `ndjson`, `llm` on (the stream scanned)",
@@ -241,7 +245,7 @@ def envoy_config(kind, ports, workdir):
         filters.append(wasm_filter(os.path.join(DIST, f"{kind}_filter.wasm"), None))
     elif kind.startswith("probe_"):
         filters.append(wasm_filter(os.path.join(DIST, f"{kind}.wasm"), None))
-    elif kind == "usage_log":
+    elif kind in ("usage_log", "usage_log_nocel", "usage_log_noal"):
         filters.append(wasm_filter(FILTER, {"enabled": True, "sinks": ["log"], "log_output": "filter_state"}))
         access_log.append({
             "name": "envoy.access_loggers.stdout",
@@ -250,6 +254,10 @@ def envoy_config(kind, ports, workdir):
                 "expression": "'wasm.usage_event' in filter_state"}}},
             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
                              "log_format": {"text_format_source": {"inline_string": "%FILTER_STATE(wasm.usage_event:PLAIN)%\n"}}}})
+        if kind == "usage_log_nocel":
+            del access_log[-1]["filter"]
+        elif kind == "usage_log_noal":
+            access_log.clear()
     elif kind == "usage_shared_queue":
         # as envoy/envoy-singleton.yaml: the workers hand events to one singleton service VM
         # (on the main thread, same pinned process) that batches and sends
@@ -431,7 +439,7 @@ def settle(kind, admin_port, timeout=8.0):
     sink alone) and, when it sends, until every event is delivered or dropped."""
     if not kind.startswith("usage_"):
         return {}
-    quiet = 1.2 if kind == "usage_log" else 0.3
+    quiet = 1.2 if kind.startswith("usage_log") else 0.3
     prev, changed, deadline = None, time.time(), time.time() + timeout
     while True:
         m = metrics(admin_port)

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Turns bench/results/{fuel,envoy}.json into a report.
 
-By default it writes bench/results/bench.md and bench/results/bench.svg (git-ignored), so a
-benchmark run dirties no tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`)
-it writes docs/bench.md and docs/bench.svg instead, and nothing else. docs/bench.md begins with
+By default it writes bench/results/bench.md, bench.svg and bench-breakdown.svg (git-ignored;
+the last, where the time goes per request, by bench/breakdown.py), so a benchmark run dirties no
+tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`) it writes them to docs/
+instead, and nothing else. docs/bench.md begins with
 three headline numbers between `<!-- headline:begin -->` and `<!-- headline:end -->`; README
 shows the same lines, copied by hand, and docs/check.py (`make docs-check`) fails while they
 differ.
@@ -12,6 +13,9 @@ import json
 import os
 import re
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import breakdown  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 R = os.path.join(ROOT, "bench", "results")
@@ -28,6 +32,7 @@ ROUTE_TITLE = {"direct": "`direct_response` route (worst case for relative overh
                "chat": "`chat` route: the openai SDK's default streaming request (POST, 171-byte JSON body, no "
                        "`stream_options`) proxied to an Envoy that reads it and answers the `sse` route's stream"}
 HEADLINE = ("<!-- headline:begin -->", "<!-- headline:end -->")
+PER_REQUEST = breakdown.of_run(R, S)
 
 
 def f(x, digits=2):
@@ -203,6 +208,8 @@ def bench_md():
     goals_table(L)
     L.append("")
     callouts_section(L)
+    if PER_REQUEST:
+        breakdown.section(L, *PER_REQUEST, "bench-breakdown.svg")
     refusals = env.get("refusals", [])
     if refusals:
         L.append(f"Refused and measured again in this run ({len(refusals)}): " + "; ".join(
@@ -307,7 +314,7 @@ def bench_md():
 
     L.append("## (a) In our host (deterministic)\n")
     L.append("wasm fuel ≈ wasm instructions executed, counted by wasmtime; identical on every run.\n")
-    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, SDK 0.2.5, same profile: "
+    L.append(f"`.wasm` size: **{fuel['wasm_bytes']:,} bytes** (null filter, the same exports and profile: "
              f"{fuel['null_wasm_bytes']:,}).\n")
     h, lg = fuel["http"], fuel["log"]
     L.append("Fuel per request for one typical keyed GET (`/v1/things/42?expand=owner`, 512-byte response), "
@@ -486,7 +493,12 @@ def main():
         fh.write(chart())
     with open(os.path.join(out, "bench.md"), "w") as fh:
         fh.write(bench_md())
-    wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in ("bench.md", "bench.svg")]
+    names = ["bench.md", "bench.svg"]
+    if PER_REQUEST:
+        with open(os.path.join(out, "bench-breakdown.svg"), "w") as fh:
+            fh.write(breakdown.svg(*PER_REQUEST, env["rounds"]))
+        names.append("bench-breakdown.svg")
+    wrote = [os.path.relpath(os.path.join(out, n), ROOT) for n in names]
     print("wrote " + ", ".join(wrote))
     if WRITE:
         print("README's headline numbers: copy the block between the headline markers of docs/bench.md "

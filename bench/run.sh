@@ -2,8 +2,8 @@
 # `make bench`: (a) fuel, host calls and memory in our host, (a2) the wasm alone timed in V8
 # (Node's, when node is installed), (b) overhead in the real Envoy 1.40,
 # per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
-# fuel.json, envoy.json, bench.md, bench.svg. With BENCH_WRITE=1 (`make bench-report`) the
-# report goes to docs/bench.md and docs/bench.svg instead (README's headline numbers are
+# fuel.json, envoy.json, bench.md, bench.svg, bench-breakdown.svg. With BENCH_WRITE=1 (`make bench-report`) the
+# report goes to docs/bench.md, docs/bench.svg and docs/bench-breakdown.svg instead (README's headline numbers are
 # copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (the `chat` route, added since, adds about 2) (175
 # measurements of 3 s plus settling, (a) and (a2) ~1 min, (d) ~1 min, plus ~2 min for its Kafka part); about 9 with the default 5.
 #
@@ -14,7 +14,7 @@
 #   BENCH_BEFORE=path              the "before" build: fuel-bench compares it per callback and
 #                                  the Envoy run measures it as variant `before`
 #   BENCH_NO_BUILD=1               measure the .wasm files already in dist/
-#   BENCH_WRITE=1                  write docs/bench.md and docs/bench.svg instead of bench/results/
+#   BENCH_WRITE=1                  write docs/bench.md, bench.svg and bench-breakdown.svg instead of bench/results/
 #   BENCH_BACKLOG=1                (e) also: draining a full buffer after an outage, with and without
 #                                  http.backlog_batch_size (bench/backlog_bench.py, ~3 min)
 set -euo pipefail

@@ -23,12 +23,11 @@
 //! Envoy's CPU time over them, divided by N, is one batch's cost without the request path
 //! around it. Each batch's 100 records are then pushed when the batch is cut.
 
-use proxy_wasm::traits::Context;
 use std::cell::RefCell;
 
 use crate::config::Format;
 use crate::record::Record;
-use crate::{buffer, encode, event};
+use crate::{buffer, encode, event, hostcalls};
 
 pub const BATCH: usize = 100;
 const MAX_IN_FLIGHT: usize = 2;
@@ -41,7 +40,7 @@ const SHAPE: encode::Shape<'static> = encode::Shape {
     ce_type: "",
     ce_source: "",
 };
-const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const TIMEOUT_MS: u32 = 5_000;
 
 /// A typical keyed GET, as `bench_exports::sample` (the filter's `make bench` event).
 fn sample(i: u64) -> Record {
@@ -85,7 +84,7 @@ thread_local! {
     pub static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
 }
 
-pub fn configure(root: &dyn Context, config: Option<Vec<u8>>) {
+pub fn configure(config: Option<Vec<u8>>) {
     // the first number in the configuration (a StringValue: Envoy hands a Struct over as
     // binary protobuf)
     let burst = config
@@ -104,14 +103,11 @@ pub fn configure(root: &dyn Context, config: Option<Vec<u8>>) {
     if cfg!(feature = "post_tickwork") {
         for i in 0..6 {
             let name = format!("probe_metric_{i}");
-            if let Ok(id) =
-                proxy_wasm::hostcalls::define_metric(proxy_wasm::types::MetricType::Counter, &name)
-            {
+            if let Some(id) = hostcalls::define_metric(&name) {
                 metrics.push(id);
             }
         }
     }
-    let _ = root;
     STATE.with(|s| {
         *s.borrow_mut() = Some(State {
             seen: 0,
@@ -146,28 +142,32 @@ pub fn request() {
     });
 }
 
-pub fn tick(root: &dyn Context) {
+pub fn tick() {
     if cfg!(feature = "post_tickwork") {
-        let _ = proxy_wasm::hostcalls::get_current_time();
+        let _ = hostcalls::now_ns();
         STATE.with(|s| {
             if let Some(st) = s.borrow().as_ref() {
                 for (i, id) in st.metrics.iter().enumerate() {
-                    let _ = proxy_wasm::hostcalls::increment_metric(*id, i as i64 + 1);
+                    hostcalls::increment_metric(*id, i as i64 + 1);
                 }
             }
         });
     }
-    pump(root);
+    pump();
 }
 
-pub fn answer(root: &dyn Context, token: u32, num_headers: usize, body_size: usize) {
+pub fn answer(token: u32, num_headers: usize, body_size: usize) {
     if cfg!(feature = "post_answer") && num_headers > 0 {
-        let status = root.get_http_call_response_header(":status");
+        let status = hostcalls::header(hostcalls::CALL_RESPONSE_HEADERS, ":status");
         std::hint::black_box(status);
-        let _ = proxy_wasm::hostcalls::get_current_time();
+        let _ = hostcalls::now_ns();
     }
     if cfg!(feature = "post_bodyread") {
-        std::hint::black_box(root.get_http_call_response_body(0, body_size));
+        std::hint::black_box(hostcalls::buffer(
+            hostcalls::CALL_RESPONSE_BODY,
+            0,
+            body_size,
+        ));
     }
     STATE.with(|s| {
         if let Some(st) = s.borrow_mut().as_mut() {
@@ -180,12 +180,12 @@ pub fn answer(root: &dyn Context, token: u32, num_headers: usize, body_size: usi
             }
         }
     });
-    pump(root);
+    pump();
 }
 
-fn pump(root: &dyn Context) {
+fn pump() {
     if cfg!(feature = "post_answer") && !cfg!(feature = "post_cut") {
-        let _ = proxy_wasm::hostcalls::get_current_time();
+        let _ = hostcalls::now_ns();
     }
     STATE.with(|s| {
         let mut guard = s.borrow_mut();
@@ -243,19 +243,18 @@ fn pump(root: &dyn Context) {
                     .iter()
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
-                root.dispatch_http_call(CLUSTER, refs, Some(&body), vec![], TIMEOUT)
+                hostcalls::http_call(CLUSTER, &refs, &body, TIMEOUT_MS)
             } else {
-                root.dispatch_http_call(
+                hostcalls::http_call(
                     CLUSTER,
-                    vec![
+                    &[
                         (":method", "POST"),
                         (":path", PATH),
                         (":authority", CLUSTER),
                         ("content-type", encode::content_type(Format::Veil)),
                     ],
-                    Some(&body),
-                    vec![],
-                    TIMEOUT,
+                    &body,
+                    TIMEOUT_MS,
                 )
             };
             if cfg!(feature = "post_cut") {

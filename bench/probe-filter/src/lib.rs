@@ -1,5 +1,5 @@
-//! Probe filters for the per-host-call cost table of `make bench`: the null filter (same SDK
-//! and build profile) plus one host call per request, chosen at build time by a feature, so the
+//! Probe filters for the per-host-call cost table of `make bench`: the null filter (same
+//! exports, context table and build profile as the floor and the filter, `abi.rs`) plus one host call per request, chosen at build time by a feature, so the
 //! difference to the null filter in the same interleaved run is the cost of that one call:
 //!
 //! | feature | the one host call | where |
@@ -15,19 +15,17 @@
 //! | `post_*` | none per request: the batch-callout bisection of issue 22 (src/batch.rs) | `on_tick`, `on_http_call_response` |
 //!
 //! Built without a feature it is the null filter (`dist/null_filter.wasm`, bench/build.sh): a
-//! root context and an HTTP context that override nothing, so every callback still crosses
-//! into the VM and back, which is what the null row measures.
+//! root context and an HTTP context that do nothing, behind the filter's exports (the floor's
+//! `abi.rs`, issue 22), so every callback the filter receives still crosses into the VM and
+//! back, finds its context and drops it at the end, which is what the null row measures.
 #![cfg_attr(feature = "post_bare", allow(dead_code, unexpected_cfgs))]
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType};
 #[allow(unused_imports)]
 use std::hint::black_box;
 
-#[cfg(feature = "map")]
-#[path = "../../floor-filter/src/request_map.rs"]
-mod request_map;
-#[cfg(feature = "map")]
-use request_map::request_map;
+#[path = "../../floor-filter/src/abi.rs"]
+mod abi;
+#[path = "../../floor-filter/src/hostcalls.rs"]
+mod hostcalls;
 
 /// About one encoded event (the `ndjson` bytes per event in `make bench` part a).
 #[cfg(feature = "set_property")]
@@ -93,123 +91,86 @@ static SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0)
 #[cfg(feature = "callout")]
 const BODY: &[u8] = &[b'x'; 26_700];
 
-struct Root;
-#[cfg(not(any(feature = "callout", feature = "post_bare")))]
-impl Context for Root {}
-#[cfg(feature = "callout")]
-impl Context for Root {
-    fn on_http_call_response(&mut self, _: u32, _: usize, _: usize, _: usize) {}
-}
-#[cfg(feature = "post_bare")]
-impl Context for Root {
-    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize, _: usize) {
-        batch::answer(self, token, headers, body);
-    }
-}
-impl RootContext for Root {
-    #[cfg(any(feature = "tick", feature = "post_bare"))]
-    fn on_configure(&mut self, _: usize) -> bool {
+#[derive(Default)]
+pub struct Root;
+impl abi::RootContext for Root {
+    #[cfg(any(feature = "tick", feature = "callout", feature = "post_bare"))]
+    fn on_configure(&mut self, size: usize) -> bool {
         #[cfg(feature = "post_bare")]
-        batch::configure(self, self.get_plugin_configuration());
-        self.set_tick_period(std::time::Duration::from_millis(100));
+        batch::configure(hostcalls::buffer(hostcalls::PLUGIN_CONFIGURATION, 0, size));
+        let _ = size;
+        hostcalls::set_tick_period_ms(100);
         true
     }
-    #[cfg(feature = "tick")]
-    fn on_tick(&mut self) {}
+    #[cfg(feature = "cel")]
+    fn on_configure(&mut self, _: usize) -> bool {
+        match hostcalls::call_foreign_function("expr_create", EXPR.as_bytes()) {
+            Ok(t) if t.len() == 4 => {
+                let token = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                CEL.store(token, std::sync::atomic::Ordering::Relaxed);
+            }
+            // hosts without Envoy's CEL (fuel-bench's) still run it: the call, refused
+            other => hostcalls::log(5, format!("probe cel: expr_create {other:?}").as_bytes()),
+        }
+        true
+    }
     #[cfg(feature = "post_bare")]
     fn on_tick(&mut self) {
-        batch::tick(self);
-    }
-    #[cfg(feature = "callout")]
-    fn on_configure(&mut self, _: usize) -> bool {
-        self.set_tick_period(std::time::Duration::from_millis(100));
-        true
+        batch::tick();
     }
     #[cfg(feature = "callout")]
     fn on_tick(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
         let batches = SEEN.load(Relaxed) / 100;
         SEEN.fetch_sub(batches * 100, Relaxed);
+        let headers = [
+            (":method", "POST"),
+            (":path", "/probe"),
+            (":authority", "upstream"),
+            ("content-type", "application/json"),
+        ];
         for _ in 0..batches {
-            self.dispatch_http_call(
-                "upstream",
-                vec![
-                    (":method", "POST"),
-                    (":path", "/probe"),
-                    (":authority", "upstream"),
-                    ("content-type", "application/json"),
-                ],
-                Some(BODY),
-                vec![],
-                std::time::Duration::from_secs(5),
-            )
-            .ok();
+            let _ = hostcalls::http_call("upstream", &headers, BODY, 5_000);
         }
     }
-    #[cfg(feature = "cel")]
-    fn on_configure(&mut self, _: usize) -> bool {
-        match proxy_wasm::hostcalls::call_foreign_function("expr_create", Some(EXPR.as_bytes())) {
-            Ok(Some(t)) if t.len() == 4 => {
-                let token = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
-                CEL.store(token, std::sync::atomic::Ordering::Relaxed);
-                true
-            }
-            other => {
-                proxy_wasm::hostcalls::log(
-                    proxy_wasm::types::LogLevel::Critical,
-                    &format!("probe cel: expr_create {other:?}"),
-                )
-                .ok();
-                // hosts without Envoy's CEL (fuel-bench's) still run it: the call, refused
-                true
-            }
-        }
-    }
-    fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream))
-    }
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    #[cfg(feature = "post_bare")]
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body: usize) {
+        batch::answer(token, headers, body);
     }
 }
 
-struct Stream;
-impl Context for Stream {}
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
+#[derive(Default)]
+pub struct Stream;
+impl abi::StreamContext for Stream {
+    #[cfg(any(feature = "header", feature = "clock", feature = "map"))]
+    fn on_request_headers(&mut self) {
         #[cfg(feature = "header")]
-        black_box(self.get_http_request_header(":path"));
+        black_box(hostcalls::header(hostcalls::REQUEST_HEADERS, ":path"));
         #[cfg(feature = "clock")]
-        black_box(self.get_current_time());
+        black_box(hostcalls::now_ns());
         #[cfg(feature = "map")]
-        black_box(request_map());
-        Action::Continue
+        black_box(hostcalls::header_map(hostcalls::REQUEST_HEADERS));
     }
+    #[cfg(any(
+        feature = "post_bare",
+        feature = "callout",
+        feature = "set_property",
+        feature = "cel",
+        feature = "log"
+    ))]
     fn on_log(&mut self) {
         #[cfg(feature = "post_bare")]
         batch::request();
         #[cfg(feature = "callout")]
         SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         #[cfg(feature = "set_property")]
-        self.set_property(vec!["usage_event"], Some(EVENT));
+        hostcalls::set_property(b"usage_event", EVENT);
         #[cfg(feature = "cel")]
         {
             let token = CEL.load(std::sync::atomic::Ordering::Relaxed).to_le_bytes();
-            black_box(proxy_wasm::hostcalls::call_foreign_function(
-                "expr_evaluate",
-                Some(&token),
-            ))
-            .ok();
+            let _ = black_box(hostcalls::call_foreign_function("expr_evaluate", &token));
         }
         #[cfg(feature = "log")]
-        black_box(proxy_wasm::hostcalls::log(
-            proxy_wasm::types::LogLevel::Info,
-            "probe",
-        ))
-        .ok();
+        hostcalls::log(2, b"probe");
     }
 }
-
-proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root) });
-}}
