@@ -151,10 +151,7 @@ def main():
                 results[v].append(m)
                 print(f"round {r + 1} backlog_batch_size {v}: {json.dumps(m)}", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
+        eb.stop_all(procs)
     load_after = os.getloadavg()
     summary = {"settings": {"rounds": ROUNDS, "connections": CONNECTIONS, "upstream_ms": UPSTREAM_MS,
                             "collector_ms": COLLECTOR_MS, "outage_s": OUTAGE_S, "recovery_s": RECOVERY_S,

@@ -17,7 +17,6 @@ Writes bench/results/callouts.json and prints a table. Standard library only.
 import http.client
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -122,13 +121,7 @@ def main():
                       f"{'µs/batch' if kind != 'null' else 'µs idle'}  {r['wall_s']:.2f} s", flush=True)
         clusters = {k: eb.cluster_stats(envoys[k]["admin"]) for k in kinds}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        eb.stop_all(procs)
 
     def per_batch(kind, rnd):
         r = results[kind][rnd]

@@ -102,6 +102,17 @@ for _p in PROBES:
     NAMES[f"probe_{_p}"] = BISECTION.get(_p, f"probe: null + one {_p} call")
 
 
+def stop_all(procs):
+    """SIGTERM to every process of a run, then wait for each (10 s, then SIGKILL)."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def git_commit():
     """The commit measured, as the report names it (taken now: a report may be written later)."""
     def git(*a):
@@ -610,13 +621,7 @@ def main():
                 time.sleep(0.1)
         coll_final = collector_stats(coll_port)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
     result = summarize(runs)
     result.update(refusals=refusals, final_metrics=final, cluster_stats=clusters, collector=coll_final, chat_check=chat_check,
                   load_average={"before": load_before[0], "after": os.getloadavg()[0]})
