@@ -13,8 +13,6 @@ http sink's own figure:
 In Envoy CPU µs per request over the no-filter Envoy (the burst run measures CPU, and CPU holds
 up better than the rate on a shared machine), the medians of the rounds. Standard library only.
 """
-import json
-import os
 
 # the http sink's default `batch_size`, which the run's `usage_http` uses (and the probes' batch)
 BATCH = 100
@@ -55,12 +53,6 @@ def segments(summary, callouts=None, route="direct"):
         segs.append(("wasm", "wasm work", http - floor - callout, "usage_http − floor − callout share"))
         segs.append(("callout", "callout share", callout, how))
     return segs, key
-
-
-def of_run(results, summary):
-    """The run's segments, with the burst part (callouts.json) when it ran."""
-    p = os.path.join(results, "callouts.json")
-    return segments(summary, json.load(open(p)) if os.path.exists(p) else None)
 
 
 def svg(segs, key, rounds):

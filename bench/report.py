@@ -22,6 +22,15 @@ R = os.path.join(ROOT, "bench", "results")
 WRITE = "--write" in sys.argv[1:] or os.environ.get("BENCH_WRITE", "") not in ("", "0")
 fuel = json.load(open(os.path.join(R, "fuel.json")))
 env = json.load(open(os.path.join(R, "envoy.json")))
+
+
+def optional(name):
+    """A results file of a part that may not have run (burst, V8, agent), or None."""
+    path = os.path.join(R, name)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+CALLOUTS = optional("callouts.json")
 S = env["summary"]
 NAMES = env["names"]
 ROUTES = env["routes"]
@@ -32,7 +41,7 @@ ROUTE_TITLE = {"direct": "`direct_response` route (worst case for relative overh
                "chat": "`chat` route: the openai SDK's default streaming request (POST, 171-byte JSON body, no "
                        "`stream_options`) proxied to an Envoy that reads it and answers the `sse` route's stream"}
 HEADLINE = ("<!-- headline:begin -->", "<!-- headline:end -->")
-PER_REQUEST = breakdown.of_run(R, S)
+PER_REQUEST = breakdown.segments(S, CALLOUTS)
 
 
 def f(x, digits=2):
@@ -138,10 +147,9 @@ def goals_table(L):
 
 def callouts_section(L):
     """bench/callout_bench.py's burst run (issue 22): one batch callout's Envoy CPU, step by step."""
-    path = os.path.join(R, "callouts.json")
-    if not os.path.exists(path):
+    c = CALLOUTS
+    if c is None:
         return
-    c = json.load(open(path))
     rows = c["rows"]
     L.append("## One batch callout in Envoy, step by step (burst mode)\n")
     L.append(f"`bench/callout_bench.py`, {c['rounds']} interleaved rounds of {c['batches_per_measurement']:,} "
@@ -378,10 +386,9 @@ def bench_md():
 
 
 def v8_section(L):
-    path = os.path.join(R, "v8.json")
-    if not os.path.exists(path):
+    v = optional("v8.json")
+    if v is None:
         return
-    v = json.load(open(path))
     req = v["request_ns"]
     L.append(f"## (a2) In V8 (Node's, V8 {v['v8']}), the wasm alone\n")
     L.append("`bench/v8_wasm.js`: the same `.wasm` files driven through a request's callbacks with the host "
@@ -435,10 +442,9 @@ def llm_section(L):
 
 def agent_section(L):
     """usage-agent beside Caddy (caddy/bench_agent.py, part d of make bench)."""
-    path = os.path.join(R, "agent.json")
-    if not os.path.exists(path):
+    a = optional("agent.json")
+    if a is None:
         return
-    a = json.load(open(path))
     if "backlog" not in a:
         kafka_section(L, a)
         return
