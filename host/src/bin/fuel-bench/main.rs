@@ -3,6 +3,11 @@
 //!
 //! usage: fuel-bench <usage_filter.wasm> <usage_filter_bench.wasm> <null_filter.wasm> [<before.wasm>]
 //!        fuel-bench --destinations <usage_filter.wasm> [<another build>...]
+//!        fuel-bench --loop <usage_filter.wasm> <requests>
+//!
+//! `--loop` runs only typical GETs through the http sink (callouts answered 200), nothing else,
+//! so `perf record` with `PROXY_WASM_HOST_PERFMAP=1` and a build with its name section
+//! (`CARGO_PROFILE_WASM_STRIP=false`, no wasm-opt) shows where the per-request wasm goes.
 //!
 //! With a fourth argument (another build of the filter, e.g. the last release), the per-callback
 //! fuel and the host calls of both builds are measured the same way and printed side by side
@@ -236,6 +241,30 @@ fn print_comparison(before: &Value, after: &Value) {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, wasm, n] = args.as_slice() {
+        if flag == "--loop" {
+            let n: usize = n.parse()?;
+            let http =
+                json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
+            let mut vm = acked_vm(wasm, http)?;
+            for i in 0..n {
+                typical_get(&mut vm)?;
+                if i % 100 == 99 {
+                    vm.advance_ms(100)?;
+                }
+            }
+            vm.advance_ms(2000)?;
+            // every callback's fuel over the run, per request: the root's are the batch share
+            let per: BTreeMap<&str, u64> = vm
+                .fuel()
+                .iter()
+                .map(|(k, (_, f))| (*k, f / n as u64))
+                .collect();
+            let total: u64 = per.values().sum();
+            eprintln!("{n} typical GETs, fuel per request {total}: {per:?}");
+            return Ok(());
+        }
+    }
     // `fuel-bench --destinations <wasm>...`: only the destinations table, for each build.
     if let Some(("--destinations", builds)) = args.split_first().map(|(a, r)| (a.as_str(), r)) {
         let mut all = serde_json::Map::new();
