@@ -45,6 +45,10 @@ mod fake_host;
 
 #[cfg(target_arch = "wasm32")]
 mod abi;
+mod allocator;
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: allocator::Recycling = allocator::Recycling::new();
 #[cfg(all(target_arch = "wasm32", feature = "bench"))]
 mod bench_exports;
 #[cfg(target_arch = "wasm32")]
