@@ -436,6 +436,13 @@ def cluster_stats(admin_port):
     return {k: int(v) for k, v in re.findall(r"^cluster\.(\S+): (\d+)$", text, re.M)}
 
 
+def answered(admin_port):
+    """The requests this Envoy answered since it started (its one listener, every route)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/stats?filter=^http\\.bench\\.downstream_rq_completed$",
+                                timeout=5) as r:
+        return int(re.search(r": (\d+)$", r.read().decode().strip()).group(1))
+
+
 def collector_stats(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=5) as r:
         return json.loads(r.read())
@@ -581,6 +588,8 @@ def main():
         for route, kind in plan:  # warm up every VM and connection pool
             wrk(envoys[kind]["listener"], route, 1)
         last = {kind: settle(kind, envoys[kind]["admin"]) for kind in CONFIGS}
+        # for bench/perf_split.py: when the rounds start, and each Envoy's requests answered by then
+        rounds_from, answered_before = time.monotonic(), {k: answered(envoys[k]["admin"]) for k in CONFIGS}
         runs, refusals = [], []
         for rnd in range(ROUNDS):
             for route in ROUTES:
@@ -620,10 +629,13 @@ def main():
                     break
                 time.sleep(0.1)
         coll_final = collector_stats(coll_port)
+        served = {k: {"pid": envoys[k]["pid"], "requests": answered(envoys[k]["admin"]) - answered_before[k]}
+                  for k in CONFIGS}
     finally:
         stop_all(procs)
     result = summarize(runs)
     result.update(refusals=refusals, final_metrics=final, cluster_stats=clusters, collector=coll_final, chat_check=chat_check,
+                  envoys=served, rounds_from_monotonic=rounds_from,
                   load_average={"before": load_before[0], "after": os.getloadavg()[0]})
     problems = []
     for kind, m in final.items():
