@@ -41,18 +41,27 @@ fn flags<const N: usize>(w: u64, set: [u8; N], n: u8) -> u64 {
 
 #[inline(always)]
 fn first<const N: usize>(s: &[u8], set: [u8; N], n: u8) -> Option<usize> {
+    let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
     let mut words = s.chunks_exact(8);
     for (k, c) in words.by_ref().enumerate() {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        let m = flags(w, set, n);
+        let m = flags(word(c), set, n);
         if m != 0 {
             return Some(k * 8 + (m.trailing_zeros() / 8) as usize);
         }
     }
-    // the last few bytes one at a time: padding them into a word costs V8 a call to copy
-    let at = s.len() - words.remainder().len();
+    let rest = words.remainder().len();
+    if rest == 0 {
+        return None;
+    }
+    let at = s.len() - rest;
+    if s.len() >= 8 {
+        // the last eight bytes as one word, the ones already checked masked off (padding the
+        // rest into a word costs V8 a call to copy; a byte loop costs ~15 instructions a byte)
+        let m = flags(word(&s[s.len() - 8..]), set, n) >> (8 * (8 - rest));
+        return (m != 0).then(|| at + (m.trailing_zeros() / 8) as usize);
+    }
     let hit = |b: &u8| *b < n || set.contains(b);
-    words.remainder().iter().position(hit).map(|p| at + p)
+    s.iter().position(hit)
 }
 
 #[cfg(test)]
@@ -77,7 +86,7 @@ mod tests {
     fn finds_what_a_byte_scan_finds() {
         let hay: Vec<u8> = (0..200u32).map(|i| (i * 37 % 251) as u8).collect();
         for start in 0..hay.len() {
-            for len in [0, 1, 7, 8, 9, 16, 33, 200] {
+            for len in [0, 1, 7, 8, 9, 10, 12, 15, 16, 17, 23, 33, 200] {
                 let s = &hay[start..(start + len).min(hay.len())];
                 for set in [[b'"', b'\\'], [0x80, 0xff], [0, 1], [hay[start], b'x']] {
                     let want = s.iter().position(|b| set.contains(b));
