@@ -68,16 +68,6 @@ pub struct Tokens<'a> {
     pub unpriced: bool,
 }
 
-impl Event<'_> {
-    pub fn success(&self) -> bool {
-        (200..=299).contains(&self.status_code)
-    }
-
-    pub fn billable(&self) -> bool {
-        (200..=499).contains(&self.status_code)
-    }
-}
-
 /// The request path without its query string (or fragment).
 pub fn strip_query(path: &[u8]) -> &[u8] {
     match path.iter().position(|&b| b == b'?' || b == b'#') {
@@ -154,6 +144,7 @@ pub fn uuid_v4(random: [u8; 16]) -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::encode::Fields;
 
     #[test]
     fn query_and_fragment_are_stripped() {

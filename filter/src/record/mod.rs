@@ -125,8 +125,42 @@ impl Record {
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
-    fn attributes(&self) -> Vec<(&str, AttrValue<'_>)> {
-        let mut out = Vec::new();
+    pub fn path(&self) -> &str {
+        self.fixed(PATH).unwrap_or_default()
+    }
+
+    pub fn key(&self) -> &str {
+        self.fixed(KEY).unwrap_or_default()
+    }
+
+    pub fn method(&self) -> &str {
+        self.fixed(METHOD).unwrap_or_default()
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.fixed(REQUEST_ID)
+    }
+
+    pub fn authority(&self) -> Option<&str> {
+        self.fixed(AUTHORITY)
+    }
+
+    pub fn route(&self) -> Option<&str> {
+        self.fixed(ROUTE)
+    }
+
+    /// The event's `llm` fields, when the response had any.
+    pub fn tokens(&self) -> Option<Tokens<'_>> {
+        self.usage().map(|u| Tokens {
+            model: self.fixed(MODEL).map(Cow::Borrowed),
+            usage: *u,
+            currency: self.fixed(CURRENCY).map(Cow::Borrowed),
+            unpriced: false,
+        })
+    }
+
+    /// Each attribute in order, until `f` returns false.
+    pub fn each_attribute<'s>(&'s self, f: &mut dyn FnMut(&'s str, &AttrValue<'s>) -> bool) {
         let mut rest = self
             .text
             .get(self.ends[FIXED - 1] as usize..)
@@ -145,42 +179,46 @@ impl Record {
                 // A literal is written into JSON as it is: one from a hand-over message that
                 // is not a number or boolean is written as text instead.
                 let literal = literal && is_literal(&value);
-                out.push((
-                    name,
-                    match literal {
-                        true => AttrValue::Literal(value),
-                        false => AttrValue::Text(value),
-                    },
-                ));
+                let value = match literal {
+                    true => AttrValue::Literal(value),
+                    false => AttrValue::Text(value),
+                };
+                if !f(name, &value) {
+                    return;
+                }
             }
             rest = tail.get(k + v..).unwrap_or_default();
         }
+    }
+
+    #[cfg(test)]
+    fn attributes(&self) -> Vec<(&str, AttrValue<'_>)> {
+        let mut out = Vec::new();
+        self.each_attribute(&mut |name, value| {
+            out.push((name, value.clone()));
+            true
+        });
         out
     }
 
     /// The event again, borrowing the record's strings.
+    #[cfg(test)]
     pub fn event(&self) -> Event<'_> {
-        let s = |i| Cow::Borrowed(self.fixed(i).unwrap_or(""));
         Event {
             id: self.id,
-            api_path: s(PATH),
-            subscription_key: s(KEY),
-            method: s(METHOD),
+            api_path: Cow::Borrowed(self.path()),
+            subscription_key: Cow::Borrowed(self.key()),
+            method: Cow::Borrowed(self.method()),
             response_time_ms: self.response_time_ms,
             status_code: self.status_code,
             completed_unix_ns: self.completed_unix_ns,
             request_size: self.request_size,
             response_size: self.response_size,
-            request_id: self.fixed(REQUEST_ID).map(Cow::Borrowed),
-            authority: self.fixed(AUTHORITY).map(Cow::Borrowed),
-            api_route: self.fixed(ROUTE).map(Cow::Borrowed),
+            request_id: self.request_id().map(Cow::Borrowed),
+            authority: self.authority().map(Cow::Borrowed),
+            api_route: self.route().map(Cow::Borrowed),
             attributes: self.attributes(),
-            tokens: self.usage().map(|u| Tokens {
-                model: self.fixed(MODEL).map(Cow::Borrowed),
-                usage: *u,
-                currency: self.fixed(CURRENCY).map(Cow::Borrowed),
-                unpriced: false,
-            }),
+            tokens: self.tokens(),
         }
     }
 
