@@ -38,20 +38,21 @@ impl HeaderMap {
 
     /// The first value of `name` (Envoy's single-header read returns the first too).
     pub fn find(&self, name: &str) -> Option<Range<usize>> {
-        let want = name.as_bytes();
-        self.pairs()
-            .find(|(n, _)| self.bytes.get(n.clone()) == Some(want))
-            .map(|(_, v)| v)
+        let [v] = self.find_each([name]);
+        v
     }
 
-    /// The first value of each of `names`, in one pass over the map.
+    /// The first value of each of `names`, in one pass over the map. A name is compared only
+    /// when its length matches, eight bytes at a time: with core's `memcmp` (a byte loop in
+    /// wasm) and the pair iterator's checks, this pass was ~1,500 instructions of a request's
+    /// ~9,000.
     pub fn find_each<const N: usize>(&self, names: [&str; N]) -> [Option<Range<usize>>; N] {
         let mut out: [Option<Range<usize>>; N] = std::array::from_fn(|_| None);
         let mut left = N;
         for (n, v) in self.pairs() {
             let name = self.slice(&n);
             for (i, want) in names.iter().enumerate() {
-                if out[i].is_none() && want.as_bytes() == name {
+                if want.len() == name.len() && out[i].is_none() && same(want.as_bytes(), name) {
                     out[i] = Some(v.clone());
                     left -= 1;
                 }
@@ -66,6 +67,34 @@ impl HeaderMap {
     pub fn slice(&self, r: &Range<usize>) -> &[u8] {
         self.bytes.get(r.clone()).unwrap_or_default()
     }
+}
+
+/// `a == b` for slices of equal length, a word at a time (the last word overlapping).
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n < 8 {
+        // two overlapping u32s for 4..8 bytes (`==` calls a byte-loop memcmp)
+        let word = |s: &[u8], at: usize| {
+            s.get(at..at + 4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        };
+        return match n {
+            4.. => word(a, 0) == word(b, 0) && word(a, n - 4) == word(b, n - 4),
+            _ => a.iter().zip(b).all(|(x, y)| x == y),
+        };
+    }
+    let word = |s: &[u8], at: usize| {
+        s.get(at..at + 8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+    };
+    let mut at = 0;
+    while at + 8 < n {
+        if word(a, at) != word(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    word(a, n - 8) == word(b, n - 8)
 }
 
 pub struct Pairs<'a> {
@@ -83,18 +112,20 @@ impl Iterator for Pairs<'_> {
             return None;
         }
         self.left -= 1;
-        let nl = u32_at(self.b, self.size_at)?;
-        let vl = u32_at(self.b, self.size_at + 4)?;
+        let sizes = self.b.get(self.size_at..self.size_at + 8)?;
+        let nl = u32::from_le_bytes([sizes[0], sizes[1], sizes[2], sizes[3]]) as u64;
+        let vl = u32::from_le_bytes([sizes[4], sizes[5], sizes[6], sizes[7]]) as u64;
         self.size_at += 8;
-        let name = self.data_at..self.data_at.checked_add(nl)?;
-        let value_at = name.end.checked_add(1)?;
-        let value = value_at..value_at.checked_add(vl)?;
-        let next = value.end.checked_add(1)?;
-        if next > self.b.len() {
+        // in u64: two sizes from the host cannot overflow it, and one check covers the pair
+        let at = self.data_at as u64;
+        if at + nl + vl + 2 > self.b.len() as u64 {
             self.left = 0;
             return None;
         }
-        self.data_at = next;
+        let (nl, vl) = (nl as usize, vl as usize);
+        let name = self.data_at..self.data_at + nl;
+        let value = name.end + 1..name.end + 1 + vl;
+        self.data_at = value.end + 1;
         Some((name, value))
     }
 }
@@ -127,6 +158,23 @@ mod tests {
             (&b"/a?b"[..], &b"k1"[..], None)
         );
         assert_eq!(m.pairs().count(), 4);
+    }
+
+    #[test]
+    fn names_compare_equal_exactly_when_every_byte_does() {
+        for len in 0..24 {
+            let a: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+            assert!(same(&a, &a.clone()), "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same(&a, &b), "{len} {at}");
+            }
+        }
+        // a long header name found among others of its length
+        let m = map(&[("x-subscription-kez", "no"), ("x-subscription-key", "k")]);
+        let [k] = m.find_each(["x-subscription-key"]);
+        assert_eq!(m.slice(&k.unwrap()), b"k");
     }
 
     #[test]
