@@ -70,7 +70,7 @@ pub struct Tokens<'a> {
 
 /// The request path without its query string (or fragment).
 pub fn strip_query(path: &[u8]) -> &[u8] {
-    match path.iter().position(|&b| b == b'?' || b == b'#') {
+    match crate::swar::find_any(path, [b'?', b'#']) {
         Some(i) => &path[..i],
         None => path,
     }

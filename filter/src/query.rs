@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// The query of a `:path`: after the first `?`, up to a `#`; empty when there is none.
 pub fn of_path(path: &[u8]) -> &[u8] {
     // A '#' before any '?' ends the path: there is no query (as `event::strip_query` cuts).
-    let Some(q) = path.iter().position(|&b| b == b'?' || b == b'#') else {
+    let Some(q) = crate::swar::find_any(path, [b'?', b'#']) else {
         return &[];
     };
     if path[q] == b'#' {
