@@ -117,7 +117,7 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
     if !sound {
         return Some(None);
     }
-    Some(Some(Record {
+    Some(Some(Record(Box::new(super::Data {
         id,
         response_time_ms,
         completed_unix_ns,
@@ -133,7 +133,7 @@ fn read_record(r: &mut Reader<'_>) -> Option<Option<Record>> {
             })
         }),
         text,
-    }))
+    }))))
 }
 
 /// The inverse of `pack`.
