@@ -4,9 +4,9 @@
 
 use crate::config::Format;
 use crate::event::{AttrValue, Event, Tokens};
-pub use fields::Fields;
 use crate::record::Record;
 use crate::tokens;
+pub use fields::Fields;
 use timestamp::SecondCache;
 use uuid::write_uuid;
 
