@@ -254,3 +254,35 @@ fn cloudevents_type_and_source_are_the_configured_ones_escaped_as_json() {
         .unwrap()
         .contains(r#""source":"usage-filter","type":"api.usage","time":""#));
 }
+
+#[test]
+fn numbers_are_written_as_their_decimal_text() {
+    let edges = [0, 9, 10, 99, 100, 999, 1000, 9999, 10_000, 65_535, u64::MAX];
+    for n in (0..12_000).chain(edges) {
+        let mut out = b"x".to_vec();
+        write_u64(&mut out, n);
+        assert_eq!(&out[1..], format!("{n}").as_bytes());
+    }
+}
+
+#[test]
+fn strings_between_the_members_quotes_are_escaped_as_serde_json_escapes_them() {
+    for s in [
+        "plain",
+        "",
+        "a\"b",
+        "back\\slash",
+        "tab\tnew\nline",
+        "\u{1}",
+        "ключ \"q\"",
+    ] {
+        let mut out = b"{\"k\":\"".to_vec();
+        write_str_contents(&mut out, s);
+        out.extend_from_slice(b"\"}");
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["k"], s);
+        let mut quoted = Vec::new();
+        write_str(&mut quoted, s);
+        assert_eq!(quoted, serde_json::to_vec(s).unwrap(), "{s:?}");
+    }
+}

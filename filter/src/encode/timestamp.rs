@@ -1,7 +1,7 @@
 //! The RFC 3339 text of a completion time, as the events and CloudEvents' `time` carry it.
 
-/// "00" to "99", back to back: a timestamp's microseconds two digits at a time.
-const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+/// "00" to "99", back to back: a timestamp's microseconds (and small numbers) two digits at a time.
+pub(crate) const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 2021222324252627282930313233343536373839\
 4041424344454647484950515253545556575859\
 6061626364656667686970717273747576777879\
