@@ -152,7 +152,6 @@ impl Captured {
             Some(k) => Cow::Borrowed(k.as_str()),
             None => self.key.as_ref().map(|k| self.text(k)).unwrap_or_default(),
         };
-        let mut properties = self.properties.iter();
         Event {
             id: event::uuid_v7(now_ns / 1_000_000, random),
             api_path: self.text(&self.path),
@@ -173,39 +172,47 @@ impl Captured {
                 .route
                 .and_then(|i| cfg.routes.template(i))
                 .map(Cow::Borrowed),
-            attributes: cfg
-                .attributes
-                .iter()
-                .zip(&self.attributes)
-                .filter_map(|(a, header)| {
-                    let v = match &a.source {
-                        Source::Header(_) => header.as_ref().map(|r| self.text(r).into()),
-                        Source::Query(name) => query::param(self.headers.slice(&self.query), name)
-                            .map(|v| {
-                                AttrValue::Text(match v {
-                                    Cow::Borrowed(b) => event::text(b),
-                                    Cow::Owned(b) => Cow::Owned(match String::from_utf8(b) {
-                                        Ok(s) => s,
-                                        Err(e) => {
-                                            String::from_utf8_lossy(e.as_bytes()).into_owned()
-                                        }
-                                    }),
-                                })
-                            }),
-                        Source::Property(p) => properties
-                            .next()
-                            .and_then(Option::as_deref)
-                            .and_then(|b| property::decode(b, p.as_))
-                            .map(|d| match d {
-                                property::Decoded::Text(t) => AttrValue::Text(t),
-                                property::Decoded::Literal(l) => AttrValue::Literal(Cow::Owned(l)),
-                            }),
-                    };
-                    v.map(|v| (a.field.as_str(), v))
-                })
-                .collect(),
+            attributes: self.attribute_values(cfg),
             tokens: self.tokens(cfg),
         }
+    }
+
+    /// The configured attributes this request has, in configuration order.
+    fn attribute_values<'a>(&'a self, cfg: &'a Config) -> Vec<(&'a str, AttrValue<'a>)> {
+        // collecting from no attributes still cost ~120 instructions a request
+        if cfg.attributes.is_empty() {
+            return Vec::new();
+        }
+        let mut properties = self.properties.iter();
+        cfg.attributes
+            .iter()
+            .zip(&self.attributes)
+            .filter_map(|(a, header)| {
+                let v = match &a.source {
+                    Source::Header(_) => header.as_ref().map(|r| self.text(r).into()),
+                    Source::Query(name) => {
+                        query::param(self.headers.slice(&self.query), name).map(|v| {
+                            AttrValue::Text(match v {
+                                Cow::Borrowed(b) => event::text(b),
+                                Cow::Owned(b) => Cow::Owned(match String::from_utf8(b) {
+                                    Ok(s) => s,
+                                    Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                                }),
+                            })
+                        })
+                    }
+                    Source::Property(p) => properties
+                        .next()
+                        .and_then(Option::as_deref)
+                        .and_then(|b| property::decode(b, p.as_))
+                        .map(|d| match d {
+                            property::Decoded::Text(t) => AttrValue::Text(t),
+                            property::Decoded::Literal(l) => AttrValue::Literal(Cow::Owned(l)),
+                        }),
+                };
+                v.map(|v| (a.field.as_str(), v))
+            })
+            .collect()
     }
 
     /// `llm.filter_state`: the values to publish as filter state, once (the property path is
