@@ -3,14 +3,12 @@
 //! encoded on the request path.
 
 use crate::config::Format;
-use crate::event::{AttrValue, Event, Tokens};
+use crate::event::{AttrValue, Event, Fields, Tokens};
 use crate::record::Record;
 use crate::tokens;
-pub use fields::Fields;
 use timestamp::SecondCache;
 use uuid::write_uuid;
 
-mod fields;
 pub mod timestamp;
 pub mod uuid;
 

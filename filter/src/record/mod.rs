@@ -4,7 +4,7 @@
 //! straight into the body, so an event is never encoded twice nor copied from a JSON of its
 //! own.
 
-use crate::event::{AttrValue, Event, Tokens};
+use crate::event::{AttrValue, Event, Fields, Tokens};
 use crate::tokens::Usage;
 use std::borrow::Cow;
 use std::cell::OnceCell;
@@ -145,72 +145,6 @@ impl Record {
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
-    pub fn path(&self) -> &str {
-        self.fixed(PATH).unwrap_or_default()
-    }
-
-    pub fn key(&self) -> &str {
-        self.fixed(KEY).unwrap_or_default()
-    }
-
-    pub fn method(&self) -> &str {
-        self.fixed(METHOD).unwrap_or_default()
-    }
-
-    pub fn request_id(&self) -> Option<&str> {
-        self.fixed(REQUEST_ID)
-    }
-
-    pub fn authority(&self) -> Option<&str> {
-        self.fixed(AUTHORITY)
-    }
-
-    pub fn route(&self) -> Option<&str> {
-        self.fixed(ROUTE)
-    }
-
-    /// The event's `llm` fields, when the response had any.
-    pub fn tokens(&self) -> Option<Tokens<'_>> {
-        self.usage().map(|u| Tokens {
-            model: self.fixed(MODEL).map(Cow::Borrowed),
-            usage: *u,
-            currency: self.fixed(CURRENCY).map(Cow::Borrowed),
-            unpriced: false,
-        })
-    }
-
-    /// Each attribute in order, until `f` returns false.
-    pub fn each_attribute<'s>(&'s self, f: &mut dyn FnMut(&'s str, &AttrValue<'s>) -> bool) {
-        let mut rest = self
-            .text
-            .get(self.ends[FIXED - 1] as usize..)
-            .unwrap_or_default();
-        while let Some((lens, tail)) = rest.split_first_chunk::<8>() {
-            let k = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
-            let v = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]);
-            let literal = v & LITERAL != 0;
-            let v = (v & !LITERAL) as usize;
-            let (Some(name), Some(value)) = (tail.get(..k), tail.get(k..k.saturating_add(v)))
-            else {
-                break;
-            };
-            if let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
-                let value = Cow::Borrowed(value);
-                // A literal is written into JSON as it is: one from a hand-over message that
-                // is not a number or boolean is written as text instead.
-                let literal = literal && is_literal(&value);
-                let value = match literal {
-                    true => AttrValue::Literal(value),
-                    false => AttrValue::Text(value),
-                };
-                if !f(name, &value) {
-                    return;
-                }
-            }
-            rest = tail.get(k + v..).unwrap_or_default();
-        }
-    }
-
     #[cfg(test)]
     fn attributes(&self) -> Vec<(&str, AttrValue<'_>)> {
         let mut out = Vec::new();
@@ -226,8 +160,8 @@ impl Record {
     pub fn event(&self) -> Event<'_> {
         Event {
             id: self.id,
-            api_path: Cow::Borrowed(self.path()),
-            subscription_key: Cow::Borrowed(self.key()),
+            api_path: Cow::Borrowed(self.api_path()),
+            subscription_key: Cow::Borrowed(self.subscription_key()),
             method: Cow::Borrowed(self.method()),
             response_time_ms: self.response_time_ms,
             status_code: self.status_code,
@@ -236,7 +170,7 @@ impl Record {
             response_size: self.response_size,
             request_id: self.request_id().map(Cow::Borrowed),
             authority: self.authority().map(Cow::Borrowed),
-            api_route: self.route().map(Cow::Borrowed),
+            api_route: self.api_route().map(Cow::Borrowed),
             attributes: self.attributes(),
             tokens: self.tokens(),
         }
@@ -269,6 +203,84 @@ impl Record {
     /// strings plus the names, numbers, id and timestamp around them.
     pub fn weight(&self) -> usize {
         self.text.len() + 300
+    }
+}
+
+impl Fields for Record {
+    fn id(&self) -> &[u8; 16] {
+        &self.id
+    }
+    fn api_path(&self) -> &str {
+        self.fixed(PATH).unwrap_or_default()
+    }
+    fn subscription_key(&self) -> &str {
+        self.fixed(KEY).unwrap_or_default()
+    }
+    fn method(&self) -> &str {
+        self.fixed(METHOD).unwrap_or_default()
+    }
+    fn response_time_ms(&self) -> u64 {
+        self.response_time_ms
+    }
+    fn status_code(&self) -> u32 {
+        self.status_code
+    }
+    fn completed_unix_ns(&self) -> u64 {
+        self.completed_unix_ns
+    }
+    fn request_size(&self) -> u64 {
+        self.request_size
+    }
+    fn response_size(&self) -> u64 {
+        self.response_size
+    }
+    fn request_id(&self) -> Option<&str> {
+        self.fixed(REQUEST_ID)
+    }
+    fn authority(&self) -> Option<&str> {
+        self.fixed(AUTHORITY)
+    }
+    fn api_route(&self) -> Option<&str> {
+        self.fixed(ROUTE)
+    }
+    fn tokens(&self) -> Option<Tokens<'_>> {
+        self.usage().map(|u| Tokens {
+            model: self.fixed(MODEL).map(Cow::Borrowed),
+            usage: *u,
+            currency: self.fixed(CURRENCY).map(Cow::Borrowed),
+            unpriced: false,
+        })
+    }
+
+    fn each_attribute<'s>(&'s self, f: &mut dyn FnMut(&'s str, &AttrValue<'s>) -> bool) {
+        let mut rest = self
+            .text
+            .get(self.ends[FIXED - 1] as usize..)
+            .unwrap_or_default();
+        while let Some((lens, tail)) = rest.split_first_chunk::<8>() {
+            let k = u32::from_le_bytes([lens[0], lens[1], lens[2], lens[3]]) as usize;
+            let v = u32::from_le_bytes([lens[4], lens[5], lens[6], lens[7]]);
+            let literal = v & LITERAL != 0;
+            let v = (v & !LITERAL) as usize;
+            let (Some(name), Some(value)) = (tail.get(..k), tail.get(k..k.saturating_add(v)))
+            else {
+                break;
+            };
+            if let (Ok(name), Ok(value)) = (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                let value = Cow::Borrowed(value);
+                // A literal is written into JSON as it is: one from a hand-over message that
+                // is not a number or boolean is written as text instead.
+                let literal = literal && is_literal(&value);
+                let value = match literal {
+                    true => AttrValue::Literal(value),
+                    false => AttrValue::Text(value),
+                };
+                if !f(name, &value) {
+                    return;
+                }
+            }
+            rest = tail.get(k + v..).unwrap_or_default();
+        }
     }
 }
 
