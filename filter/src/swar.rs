@@ -15,16 +15,51 @@ pub(crate) fn find_any_or_below<const N: usize>(s: &[u8], set: [u8; N], n: u8) -
     first(s, set, n)
 }
 
+/// Eight bytes of `c` (at least eight long) as one word.
+#[inline(always)]
+fn word(c: &[u8]) -> u64 {
+    u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])
+}
+
 /// Whether every byte of `s` is ASCII (below 128): then it is UTF-8 with nothing to check.
 /// core's `from_utf8` cost ~150 instructions on a 20-byte header, this a third of that.
 pub(crate) fn is_ascii(s: &[u8]) -> bool {
     let mut words = s.chunks_exact(8);
     let mut any = 0u64;
     for c in words.by_ref() {
-        any |= u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        any |= word(c);
     }
     let tail = words.remainder().iter().fold(0u8, |a, b| a | b);
     any & HI == 0 && tail < 0x80
+}
+
+/// `a == b` for slices of equal length, a word at a time, the last word overlapping (`==` on
+/// slices calls core's `memcmp`, a byte loop in wasm). Unequal lengths are unequal.
+pub(crate) fn equal(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    if n < 8 {
+        // two overlapping u32s for 4..8 bytes
+        let half = |s: &[u8], at: usize| {
+            s.get(at..at + 4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        };
+        return match n {
+            4.. => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+            _ => a.iter().zip(b).all(|(x, y)| x == y),
+        };
+    }
+    let at8 = |s: &[u8], at: usize| s.get(at..at + 8).map(word);
+    let mut at = 0;
+    while at + 8 < n {
+        if at8(a, at) != at8(b, at) {
+            return false;
+        }
+        at += 8;
+    }
+    at8(a, n - 8) == at8(b, n - 8)
 }
 
 /// The high bit of each byte of the result flags a byte of `w` below `n` or in `set`. A
@@ -41,7 +76,6 @@ fn flags<const N: usize>(w: u64, set: [u8; N], n: u8) -> u64 {
 
 #[inline(always)]
 fn first<const N: usize>(s: &[u8], set: [u8; N], n: u8) -> Option<usize> {
-    let word = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
     let mut words = s.chunks_exact(8);
     for (k, c) in words.by_ref().enumerate() {
         let m = flags(word(c), set, n);
@@ -67,6 +101,20 @@ fn first<const N: usize>(s: &[u8], set: [u8; N], n: u8) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_exactly_when_every_byte_is() {
+        for len in 0..24usize {
+            let a: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+            assert!(equal(&a, &a.clone()), "{len}");
+            assert!(!equal(&a, &a[..len.saturating_sub(1)]) || len == 0, "{len}");
+            for at in 0..len {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!equal(&a, &b), "{len} {at}");
+            }
+        }
+    }
 
     #[test]
     fn ascii_is_what_core_says_it_is() {
