@@ -45,10 +45,7 @@ fn needs_escape(b: &[u8]) -> bool {
 /// Numbers below 10,000 (status, milliseconds, most sizes) two digits at a time from a table;
 /// larger ones through itoa.
 fn write_u64(out: &mut Vec<u8>, n: u64) {
-    let pair = |p: u64| {
-        let p = 2 * p as usize;
-        [timestamp::DIGIT_PAIRS[p], timestamp::DIGIT_PAIRS[p + 1]]
-    };
+    let pair = |p: u64| timestamp::two_digits(p as usize);
     match n {
         0..=9 => out.push(b'0' + n as u8),
         10..=99 => out.extend_from_slice(&pair(n)),

@@ -1,11 +1,18 @@
 //! The RFC 3339 text of a completion time, as the events and CloudEvents' `time` carry it.
 
 /// "00" to "99", back to back: a timestamp's microseconds (and small numbers) two digits at a time.
-pub(crate) const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
 2021222324252627282930313233343536373839\
 4041424344454647484950515253545556575859\
 6061626364656667686970717273747576777879\
 8081828384858687888990919293949596979899";
+
+/// The two decimal digits of `n` (below 100).
+pub(crate) fn two_digits(n: usize) -> [u8; 2] {
+    let mut d = [0; 2];
+    d.copy_from_slice(&DIGIT_PAIRS[2 * n..2 * n + 2]);
+    d
+}
 
 /// RFC 3339 in UTC with microseconds: `2025-10-02T13:58:33.001748Z`.
 /// Civil-from-days is Howard Hinnant's algorithm; the filter's dependency budget has no
@@ -39,7 +46,7 @@ impl SecondCache {
             .into_iter()
             .enumerate()
         {
-            frac[2 * i..2 * i + 2].copy_from_slice(&DIGIT_PAIRS[2 * pair..2 * pair + 2]);
+            frac[2 * i..2 * i + 2].copy_from_slice(&two_digits(pair));
         }
         out.extend_from_slice(&frac);
     }
