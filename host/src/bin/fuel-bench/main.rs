@@ -29,6 +29,11 @@ use llm::{force, llm, shapes};
 
 const WARMUP: usize = 200;
 
+/// The http sink with its defaults, the configuration of every per-request figure.
+fn http_sink() -> Value {
+    json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}})
+}
+
 /// The filter in an Envoy-like VM with `config`, every callout answered 200.
 fn acked_vm(wasm: &str, config: Value) -> Result<Vm> {
     let mut vm = Vm::envoy()
@@ -135,7 +140,7 @@ fn per_request(wasm: &str, config: Value) -> Result<Value> {
 
 /// One build's per-request figures for both sinks.
 fn sinks(wasm: &str) -> Result<(Value, Value)> {
-    let http = json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
+    let http = http_sink();
     let log = json!({"enabled": true, "sinks": ["log"], "log_output": "filter_state"});
     Ok((per_request(wasm, http)?, per_request(wasm, log)?))
 }
@@ -239,30 +244,33 @@ fn print_comparison(before: &Value, after: &Value) {
     }
 }
 
+/// `--loop`: `n` typical GETs through the http sink and nothing else, for `perf record` (see the
+/// module's usage): fuel per request by callback on stderr.
+fn typical_gets_only(wasm: &str, n: usize) -> Result<()> {
+    let mut vm = acked_vm(wasm, http_sink())?;
+    for i in 0..n {
+        typical_get(&mut vm)?;
+        if i % 100 == 99 {
+            vm.advance_ms(100)?;
+        }
+    }
+    vm.advance_ms(2000)?;
+    // every callback's fuel over the run, per request: the root's are the batch share
+    let per: BTreeMap<&str, u64> = vm
+        .fuel()
+        .iter()
+        .map(|(k, (_, f))| (*k, f / n as u64))
+        .collect();
+    let total: u64 = per.values().sum();
+    eprintln!("{n} typical GETs, fuel per request {total}: {per:?}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let [flag, wasm, n] = args.as_slice() {
         if flag == "--loop" {
-            let n: usize = n.parse()?;
-            let http =
-                json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}});
-            let mut vm = acked_vm(wasm, http)?;
-            for i in 0..n {
-                typical_get(&mut vm)?;
-                if i % 100 == 99 {
-                    vm.advance_ms(100)?;
-                }
-            }
-            vm.advance_ms(2000)?;
-            // every callback's fuel over the run, per request: the root's are the batch share
-            let per: BTreeMap<&str, u64> = vm
-                .fuel()
-                .iter()
-                .map(|(k, (_, f))| (*k, f / n as u64))
-                .collect();
-            let total: u64 = per.values().sum();
-            eprintln!("{n} typical GETs, fuel per request {total}: {per:?}");
-            return Ok(());
+            return typical_gets_only(wasm, n.parse()?);
         }
     }
     // `fuel-bench --destinations <wasm>...`: only the destinations table, for each build.

@@ -2,10 +2,10 @@
 //! one batch of 100 events beyond its events' requests, in host calls and fuel; and whether
 //! the linear memory grows while batches go out.
 
-use super::{typical_get, WARMUP};
-use anyhow::{anyhow, Result};
+use super::{acked_vm, http_sink, typical_get, WARMUP};
+use anyhow::Result;
 use proxy_wasm_host::metrics::EVENTS_DELIVERED;
-use proxy_wasm_host::{Reply, Vm};
+use proxy_wasm_host::Vm;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -25,12 +25,7 @@ pub fn calls_since(
 /// (its ticks), and what one batch of 100 events costs beyond its events' requests (the
 /// callout, its answer, and the ticks while the events came), in host calls and fuel.
 pub fn root_costs(wasm: &str) -> Result<Value> {
-    let mut vm = Vm::envoy()
-        .wasm(wasm)
-        .config(json!({"enabled": true, "sinks": ["http"], "http": {"cluster": "collector"}}))
-        .start()
-        .map_err(|e| anyhow!("{wasm}: {e}"))?;
-    vm.auto_reply(|_| Reply::Status(200));
+    let mut vm = acked_vm(wasm, http_sink())?;
     for _ in 0..WARMUP {
         typical_get(&mut vm)?;
     }
