@@ -5,7 +5,8 @@
 #   null_filter.wasm       the null filter: every callback crosses, nothing done
 #   floor_filter.wasm      the floor: only the four host calls a complete event needs
 #   probe_<kind>.wasm      the null filter plus one host call (kind: header clock map set_property log cel callout),
-#                          or a step of the batch-callout bisection (tick post_bare … post_bodyread, src/batch.rs)
+#                          or a step of the batch-callout bisection (tick post_bare … post_bodyread, src/batch.rs);
+#                          probe_floor*.wasm: the floor, alone or with a batch step (part b3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make -s build >/dev/null
@@ -21,6 +22,12 @@ cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
 $opt $out/floor_filter.wasm -o dist/floor_filter.wasm
 for kind in header clock map set_property log cel callout tick post_bare post_headers post_hold post_encode post_tickwork post_answer post_handback post_bodyread post_cut; do
   cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$kind"
+  $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
+done
+# part (b3), bench/concurrent_bench.py: the floor built again (the instrument's own error), and the
+# floor plus a batch step (no http sink at batch_size 100 costs less than floor_post_bare)
+for kind in floor floor_post_bare floor_post_cut; do
+  cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$(echo "$kind" | sed 's/_post/,post/')"
   $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
 done
 # the bench build overwrote the shared target path: restore the real artifact

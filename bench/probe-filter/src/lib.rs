@@ -13,6 +13,7 @@
 //! | `cel` | one `expr_evaluate` foreign call: a CEL list of everything an event needs (path, method, key, status, start, duration), compiled once by `expr_create` | `on_log` |
 //! | `tick` | none per request: a 100 ms tick that does nothing (the filter's tick rate, the crossings alone) | `on_tick` |
 //! | `post_*` | none per request: the batch-callout bisection of issue 22 (src/batch.rs) | `on_tick`, `on_http_call_response` |
+//! | `floor` | the floor filter's four calls (bench/floor-filter): with a `post_*` feature, the floor plus that step's batches, the least any http sink at `batch_size` 100 can cost (issue 22) | the floor's callbacks |
 //!
 //! Built without a feature it is the null filter (`dist/null_filter.wasm`, bench/build.sh): a
 //! root context and an HTTP context that do nothing, behind the filter's exports (the floor's
@@ -140,10 +141,20 @@ impl abi::RootContext for Root {
 }
 
 #[derive(Default)]
-pub struct Stream;
+pub struct Stream {
+    /// `floor`: the request's start, as the floor filter keeps it.
+    #[cfg(feature = "floor")]
+    start: u64,
+}
 impl abi::StreamContext for Stream {
-    #[cfg(any(feature = "header", feature = "clock", feature = "map"))]
+    #[cfg(any(feature = "header", feature = "clock", feature = "map", feature = "floor"))]
     fn on_request_headers(&mut self) {
+        // `floor`: the floor filter's two calls here (bench/floor-filter/src/lib.rs)
+        #[cfg(feature = "floor")]
+        {
+            black_box(hostcalls::header_map(hostcalls::REQUEST_HEADERS));
+            self.start = hostcalls::now_ns();
+        }
         #[cfg(feature = "header")]
         black_box(hostcalls::header(hostcalls::REQUEST_HEADERS, ":path"));
         #[cfg(feature = "clock")]
@@ -151,7 +162,12 @@ impl abi::StreamContext for Stream {
         #[cfg(feature = "map")]
         black_box(hostcalls::header_map(hostcalls::REQUEST_HEADERS));
     }
+    #[cfg(feature = "floor")]
+    fn on_response_headers(&mut self) {
+        black_box(hostcalls::header(hostcalls::RESPONSE_HEADERS, ":status"));
+    }
     #[cfg(any(
+        feature = "floor",
         feature = "post_bare",
         feature = "callout",
         feature = "set_property",
@@ -159,6 +175,8 @@ impl abi::StreamContext for Stream {
         feature = "log"
     ))]
     fn on_log(&mut self) {
+        #[cfg(feature = "floor")]
+        black_box(hostcalls::now_ns().saturating_sub(self.start));
         #[cfg(feature = "post_bare")]
         batch::request();
         #[cfg(feature = "callout")]
