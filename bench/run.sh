@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: (a) fuel, host calls and memory in our host, (a2) the wasm alone timed in V8
 # (Node's, when node is installed), (b) overhead in the real Envoy 1.40,
-# per host call and against the floor, (c) delivery. Writes bench/results/ (git-ignored):
+# per host call and against the floor, (b3) the same with every configuration loaded at once
+# (~2 min), (c) delivery. Writes bench/results/ (git-ignored):
 # fuel.json, envoy.json, bench.md, bench.svg, bench-breakdown.svg. With BENCH_WRITE=1 (`make bench-report`) the
 # report goes to docs/bench.md, docs/bench.svg and docs/bench-breakdown.svg instead (README's headline numbers are
 # copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (the `chat` route, added since, adds about 2) (175
@@ -42,6 +43,8 @@ echo "== (a2) the wasm alone in V8 (node), when there is a node"
 python3 bench/v8_bench.py ${BENCH_BEFORE:+"$BENCH_BEFORE"}
 echo "== (b, c) Envoy 1.40, ${BENCH_ROUNDS:-5} interleaved rounds of ${BENCH_SECONDS:-3}s"
 python3 bench/envoy_bench.py
+echo "== (b3) Envoy 1.40, every configuration loaded at once on one CPU (${CONC_ROUNDS:-10} rounds of ${CONC_SECONDS:-6}s)"
+python3 bench/concurrent_bench.py
 echo "== (b2) one batch callout in Envoy, step by step (burst mode, ${CALLOUT_ROUNDS:-15} rounds)"
 python3 bench/callout_bench.py
 echo "== (d) usage-agent beside Caddy: entries per second on one core into the collector, and into Kafka"
