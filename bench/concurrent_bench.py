@@ -14,6 +14,10 @@ the same round; a difference of two configurations is taken within each round. T
 are not part (b)'s: sharing one CPU, each Envoy runs in time slices and serves ~1/N of the
 rate. It is the ratios and the differences this part is for.
 
+The Envoys are started afresh every round: two Envoys running the same `.wasm` keep a
+difference of about a µs for their whole life (each process's layout), so one set of processes
+for the whole run would carry that bias into every figure.
+
 `probe_floor` is the floor filter built a second time (bench/probe-filter with feature
 `floor`): its difference to `floor` is this instrument's own error, shown beside the rest.
 `probe_floor_post_bare` is the floor plus one POST of a real 100-event body per 100 requests
@@ -149,6 +153,45 @@ def summarize(rows):
     return result
 
 
+def start_envoys(envoy, workdir, up_port, coll_port, procs):
+    """One Envoy per configuration, all pinned to the Envoy CPU, started together and warmed up."""
+    envoys, starting = {}, []
+    for kind in CONFIGS:
+        ports = {"listener": eb.free_port(), "admin": eb.free_port(), "upstream": up_port,
+                 "collector": coll_port, "sse_upstream": 0}
+        cfg_path = os.path.join(workdir, f"{kind}.json")
+        with open(cfg_path, "w") as f:
+            json.dump(eb.envoy_config(kind, ports, workdir), f)
+        p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
+                              "--disable-hot-restart", "--log-level", "error", "--file-flush-interval-msec", "100"],
+                             stdout=open(os.devnull, "wb"),
+                             stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
+        procs.append(p)
+        starting.append((kind, ports, p))
+    for kind, ports, p in starting:
+        eb.wait_ready(ports["admin"], p, kind)
+        ports["pid"], ports["proc"] = p.pid, p
+        envoys[kind] = ports
+    warm = [threading.Thread(target=eb.wrk, args=(envoys[k]["listener"], "direct", 1)) for k in CONFIGS]
+    for t in warm:
+        t.start()
+    for t in warm:
+        t.join()
+    return envoys
+
+
+def accounting(envoys):
+    """Each sending filter's books: captured = delivered + dropped + buffered."""
+    problems = []
+    for kind in CONFIGS:
+        if eb.sends(kind):
+            m = eb.metrics(envoys[kind]["admin"])
+            held = sum(m.get(k, 0) for k in ("events_delivered", "buffer_events") + eb.DROPS)
+            if m.get("events_captured") != held:
+                problems.append(f"{kind}: accounting does not hold ({m})")
+    return problems
+
+
 def main():
     envoy = subprocess.check_output([os.path.join(eb.ROOT, "envoy", "install-envoy.sh")], text=True).strip()
     for kind in CONFIGS:
@@ -157,8 +200,9 @@ def main():
     workdir = os.path.join(eb.OUT, "concurrent")
     os.makedirs(workdir, exist_ok=True)
     load_before = os.getloadavg()
-    print(f"{len(CONFIGS)} Envoys loaded at once, {ROUNDS} rounds of {SECONDS}s", flush=True)
-    procs = []
+    print(f"{len(CONFIGS)} Envoys loaded at once, {ROUNDS} rounds of {SECONDS}s, each round with Envoys "
+          "started afresh", flush=True)
+    procs, rows, refusals, problems = [], [], [], []
     try:
         up_port, coll_port = eb.free_port(), eb.free_port()
         procs.append(subprocess.Popen(["taskset", "-c", eb.LOAD_CPU, os.path.join(eb.BIN, "demo-upstream"),
@@ -166,26 +210,12 @@ def main():
         procs.append(subprocess.Popen(["taskset", "-c", eb.LOAD_CPU, os.path.join(eb.BIN, "collector"), "--listen",
                                        f"127.0.0.1:{coll_port}", "--out", os.devnull],
                                       stderr=open(os.path.join(workdir, "collector.stderr"), "wb")))
-        envoys = {}
-        for kind in CONFIGS:
-            ports = {"listener": eb.free_port(), "admin": eb.free_port(), "upstream": up_port,
-                     "collector": coll_port, "sse_upstream": 0}
-            cfg_path = os.path.join(workdir, f"{kind}.json")
-            with open(cfg_path, "w") as f:
-                json.dump(eb.envoy_config(kind, ports, workdir), f)
-            p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
-                                  "--disable-hot-restart", "--log-level", "error", "--file-flush-interval-msec", "100"],
-                                 stdout=open(os.devnull, "wb"),
-                                 stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
-            procs.append(p)
-            eb.wait_ready(ports["admin"], p, kind)
-            ports["pid"] = p.pid
-            envoys[kind] = ports
-        for kind in CONFIGS:  # warm up every VM and connection pool
-            eb.wrk(envoys[kind]["listener"], "direct", 1)
-        last = {k: eb.settle(k, envoys[k]["admin"]) for k in CONFIGS}
-        rows, refusals = [], []
         for rnd in range(ROUNDS):
+            # New processes every round: two Envoys running one .wasm keep a difference of about
+            # a µs for their whole life (where each one's code and heap fell), which a fresh
+            # start every round turns into noise that the rounds average out.
+            envoys = start_envoys(envoy, workdir, up_port, coll_port, procs)
+            last = {k: eb.settle(k, envoys[k]["admin"]) for k in CONFIGS}
             for attempt in (1, 2):
                 cost, rates, refused = one_round(envoys, coll_port, last)
                 if not refused:
@@ -194,22 +224,17 @@ def main():
                 print(f"REFUSED (round {rnd}, attempt {attempt}): {'; '.join(refused)}", flush=True)
                 if attempt == 2:
                     raise RuntimeError(f"round {rnd} refused twice, benchmark stopped: {'; '.join(refused)}")
+            problems += [f"round {rnd}: {p}" for p in accounting(envoys)]
+            eb.stop_all([envoys[k]["proc"] for k in CONFIGS])
             rows.append({"round": rnd, "cost": cost, "rates": rates})
             print(f"round {rnd} " + "  ".join(f"{k} {cost[k]:.1f}" for k in CONFIGS), flush=True)
-        final = {k: eb.metrics(envoys[k]["admin"]) for k in CONFIGS if k.startswith("usage_")}
     finally:
-        eb.stop_all(procs)
+        eb.stop_all([p for p in procs if p.poll() is None])
     result = summarize(rows)
-    problems = []
-    for kind, m in final.items():
-        if eb.sends(kind):
-            held = sum(m.get(k, 0) for k in ("events_delivered", "buffer_events") + eb.DROPS)
-            if m.get("events_captured") != held:
-                problems.append(f"{kind}: accounting does not hold ({m})")
     result.update(commit=eb.git_commit(), finished_utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   rounds=ROUNDS, seconds=SECONDS, connections=CONNECTIONS,
                   pinning={"envoy_cpu": eb.ENVOY_CPU, "load_cpu": eb.LOAD_CPU}, variants=eb.VARIANTS,
-                  order=CONFIGS, runs=rows, refusals=refusals, final_metrics=final, problems=problems,
+                  order=CONFIGS, runs=rows, refusals=refusals, problems=problems,
                   load_average={"before": load_before[0], "after": os.getloadavg()[0]})
     with open(os.path.join(eb.OUT, "concurrent.json"), "w") as f:
         json.dump(result, f, indent=2)
