@@ -21,7 +21,8 @@ def section(L, c):
              f"{c['finished_utc']}; load average {c['load_average']['before']:.1f} before, "
              f"{c['load_average']['after']:.1f} after): all {len(c['order'])} Envoys (one worker each) pinned to "
              f"CPU {c['pinning']['envoy_cpu']} and loaded together, each by its own wrk ({c['connections']} "
-             f"connections, all on CPU {c['pinning']['load_cpu']}), on the `direct_response` route. Whatever "
+             f"connections, all on CPU {c['pinning']['load_cpu']}), on the `direct_response` route, every Envoy "
+             "started afresh each round (two processes of one `.wasm` keep a ~1 µs difference for life). Whatever "
              "the machine does in a round, it does to every configuration, so a difference taken within a "
              "round keeps little of it: the floor built twice differs by the row `probe_floor` below, "
              "where part (b), measuring one Envoy at a time, sees two such Envoys differ by tens of µs in a "
@@ -48,9 +49,30 @@ def section(L, c):
             target = f"≤ {g['goal']}: " + ("met" if g["value"] <= g["goal"] else "**not met**")
         L.append(f"| `{g['a']}` ÷ `{g['b']}` | {cell(g)} | {target} |")
     L.append("")
+    attribution(L, c)
     bare = goal(c, "probe_floor_post_bare", "floor")
     if bare:
         L.append(f"**The bound:** the floor plus nothing but the POST of a real 100-event body per 100 requests "
                  f"costs {bare['value']:.2f}× the floor ({bare['min']:.2f} … {bare['max']:.2f}). Any http sink at "
                  "SPEC's `batch_size` of 100 makes at least those four host calls and sends at least those bytes, "
                  "so it cannot measure below that ratio here, whatever its wasm does.\n")
+
+
+def attribution(L, c):
+    """The http sink's cost above the floor, taken apart with the bound probes of the same run."""
+    cfg = c["configs"]
+    need = ("usage_http", "probe_floor_post_bare", "probe_floor_post_cut")
+    if not all(k in cfg for k in need):
+        return
+    m = {k: cfg[k]["minus_floor_us"]["median"] for k in need}
+    L.append("Where the http sink's cost above the floor goes (medians of the per-round differences; each "
+             "row the difference of two rows above):\n")
+    L.append("| part | µs per request |")
+    L.append("|---|---:|")
+    L.append(f"| Envoy sending the batches' bytes (`probe_floor_post_bare` − `floor`) | {m['probe_floor_post_bare']:+.2f} |")
+    L.append(f"| the filter's batch work: records held, encoded, answered (`probe_floor_post_cut` − "
+             f"`probe_floor_post_bare`) | {m['probe_floor_post_cut'] - m['probe_floor_post_bare']:+.2f} |")
+    L.append(f"| the rest: the request path (the map parsed, the event made and held) and the filter's own "
+             f"dispatcher (`usage_http` − `probe_floor_post_cut`) | {m['usage_http'] - m['probe_floor_post_cut']:+.2f} |")
+    L.append(f"| **the http sink above the floor** | **{m['usage_http']:+.2f}** |")
+    L.append("")

@@ -674,9 +674,13 @@ def summarize(runs):
     def over(rnd, route, kind):
         return 1e6 / by[(rnd, route, kind)]["rps"] - 1e6 / by[(rnd, route, "none")]["rps"]
 
-    def ratio(route, a, b):
+    def cpu_over(rnd, route, kind):
+        return by[(rnd, route, kind)]["cpu_us"] - by[(rnd, route, "none")]["cpu_us"]
+
+    def ratio(route, a, b, over=over):
         """The ratio of the two rows' median overheads, and the min and max of the per-round
-        ratios (their spread; a headline outside it says the rounds disagree)."""
+        ratios (their spread; a headline outside it says the rounds disagree). By the rate;
+        with `over=cpu_over`, by each Envoy's own CPU time per request."""
         pairs = []
         for n in range(ROUNDS):
             try:
@@ -718,7 +722,9 @@ def summarize(runs):
             ("log sink ÷ http sink, direct_response", "direct", "usage_log", "usage_http", 1.2),
             ("`shared_queue` ÷ floor, direct_response", "direct", "usage_shared_queue", "floor", 1.1)]:
         if route in ROUTES and a in CONFIGS and b in CONFIGS:
-            goals.append({"label": label, "route": route, "a": a, "b": b, "goal": target, **ratio(route, a, b)})
+            by_cpu = ratio(route, a, b, over=cpu_over)
+            goals.append({"label": label, "route": route, "a": a, "b": b, "goal": target, **ratio(route, a, b),
+                          "by_cpu": by_cpu and by_cpu["value"]})
     ratios = []  # more of the same kind, for reading, no goal
     for route in ROUTES:
         for a, b in [("usage_shared_queue", "floor"), ("usage_shared_queue", "usage_http"),

@@ -12,7 +12,6 @@ differ.
 import json
 import os
 import re
-import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -133,16 +132,6 @@ def chart():
     return "\n".join(out)
 
 
-def cpu_ratio(route, a, b):
-    """The same ratio from each Envoy's own CPU time per request (over the no-filter Envoy's in
-    the same round), which other work on the machine disturbs less than the rate."""
-    cpu = {(r["round"], r["config"]): r["cpu_us"] for r in env["runs"] if r["route"] == route}
-    pairs = [(cpu[(n, a)] - cpu[(n, "none")], cpu[(n, b)] - cpu[(n, "none")])
-             for n in range(env["rounds"]) if all((n, k) in cpu for k in (a, b, "none"))]
-    den = statistics.median(y for _, y in pairs) if pairs else 0
-    return statistics.median(x for x, _ in pairs) / den if den else None
-
-
 def goals_table(L):
     L.append("| ratio of overheads (same rounds) | ratio of the medians | per-round min | per-round max | goal "
              "| met | met in every round | the same by Envoy CPU | all at once (b3), by CPU |")
@@ -150,7 +139,7 @@ def goals_table(L):
     for g in env["goals"]:
         met = "yes" if 0 < g["value"] <= g["goal"] else "**no**"
         every = "yes" if 0 < g["min"] and g["max"] <= g["goal"] else "no"
-        c = cpu_ratio(g["route"], g["a"], g["b"])
+        c = g.get("by_cpu")  # the same ratio by each Envoy's CPU time per request (envoy_bench.py)
         b3 = concurrent_report.cell(concurrent_report.goal(CONCURRENT, g["a"], g["b"]))
         L.append(f"| {g['label']} | {g['value']:.2f} | {g['min']:.2f} | {g['max']:.2f} | ≤ {g['goal']} | {met} | "
                  f"{every} | {'—' if c is None else f'{c:.2f}'} | {b3} |")
