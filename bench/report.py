@@ -5,7 +5,7 @@ By default it writes bench/results/bench.md, bench.svg and bench-breakdown.svg (
 the last, where the time goes per request, by bench/breakdown.py), so a benchmark run dirties no
 tracked file. With `--write` (or BENCH_WRITE=1; `make bench-report`) it writes them to docs/
 instead, and nothing else. docs/bench.md begins with
-three headline numbers between `<!-- headline:begin -->` and `<!-- headline:end -->`; README
+four headline numbers between `<!-- headline:begin -->` and `<!-- headline:end -->`; README
 shows the same lines, copied by hand, and docs/check.py (`make docs-check`) fails while they
 differ.
 """
@@ -187,7 +187,7 @@ def calls_count(v):
 
 
 def headline():
-    """The three numbers README shows, between the headline markers (docs/check.py compares them)."""
+    """The four numbers README shows, between the headline markers (docs/check.py compares them)."""
     L = [HEADLINE[0], "", "| headline of the run | value |", "|---|---|"]
     v = S.get("direct/usage_http")
     if v:
@@ -197,6 +197,11 @@ def headline():
     if best:
         L.append(f"| highest rate without a dropped event, the same filter and worker | "
                  f"{best['rps']:,.0f} req/s ({best['callouts_per_s']:.0f} callouts/s) |")
+    http, bare = (concurrent_report.goal(CONCURRENT, a, "floor") for a in ("usage_http", "probe_floor_post_bare"))
+    if http and bare:
+        L.append(f"| http sink ÷ the floor (the four host calls an event needs), every Envoy loaded at once "
+                 f"(part b3): ratio of the overheads (per round) | {concurrent_report.cell(http)}; the floor plus "
+                 f"only the batches' POSTs: {concurrent_report.cell(bare)} |")
     L.append(f"| `usage_filter.wasm` | {fuel['wasm_bytes']:,} bytes |")
     L += ["", HEADLINE[1]]
     return "\n".join(L)
