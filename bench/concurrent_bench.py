@@ -153,23 +153,37 @@ def summarize(rows):
     return result
 
 
+def launch(envoy, workdir, kind, up_port, coll_port):
+    ports = {"listener": eb.free_port(), "admin": eb.free_port(), "upstream": up_port,
+             "collector": coll_port, "sse_upstream": 0}
+    cfg_path = os.path.join(workdir, f"{kind}.json")
+    with open(cfg_path, "w") as f:
+        json.dump(eb.envoy_config(kind, ports, workdir), f)
+    p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
+                          "--disable-hot-restart", "--log-level", "error", "--file-flush-interval-msec", "100"],
+                         stdout=open(os.devnull, "wb"),
+                         stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
+    return ports, p
+
+
 def start_envoys(envoy, workdir, up_port, coll_port, procs):
-    """One Envoy per configuration, all pinned to the Envoy CPU, started together and warmed up."""
-    envoys, starting = {}, []
-    for kind in CONFIGS:
-        ports = {"listener": eb.free_port(), "admin": eb.free_port(), "upstream": up_port,
-                 "collector": coll_port, "sse_upstream": 0}
-        cfg_path = os.path.join(workdir, f"{kind}.json")
-        with open(cfg_path, "w") as f:
-            json.dump(eb.envoy_config(kind, ports, workdir), f)
-        p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
-                              "--disable-hot-restart", "--log-level", "error", "--file-flush-interval-msec", "100"],
-                             stdout=open(os.devnull, "wb"),
-                             stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
-        procs.append(p)
-        starting.append((kind, ports, p))
+    """One Envoy per configuration, all pinned to the Envoy CPU, started together and warmed up.
+    An Envoy that exits at start is started again on new ports (three times at most): a port
+    free when it was picked may be some connection's by the time Envoy binds it, and every round
+    starts them all again, between rounds that open thousands of connections."""
+    envoys = {}
+    starting = [(kind, *launch(envoy, workdir, kind, up_port, coll_port)) for kind in CONFIGS]
     for kind, ports, p in starting:
-        eb.wait_ready(ports["admin"], p, kind)
+        for attempt in (1, 2, 3):
+            procs.append(p)
+            try:
+                eb.wait_ready(ports["admin"], p, kind)
+                break
+            except RuntimeError:
+                if attempt == 3 or p.poll() is None:
+                    raise
+                print(f"{kind} exited at start (attempt {attempt}), started again on new ports", flush=True)
+                ports, p = launch(envoy, workdir, kind, up_port, coll_port)
         ports["pid"], ports["proc"] = p.pid, p
         envoys[kind] = ports
     warm = [threading.Thread(target=eb.wrk, args=(envoys[k]["listener"], "direct", 1)) for k in CONFIGS]
