@@ -147,7 +147,12 @@ pub struct Stream {
     start: u64,
 }
 impl abi::StreamContext for Stream {
-    #[cfg(any(feature = "header", feature = "clock", feature = "map", feature = "floor"))]
+    #[cfg(any(
+        feature = "header",
+        feature = "clock",
+        feature = "map",
+        feature = "floor"
+    ))]
     fn on_request_headers(&mut self) {
         // `floor`: the floor filter's two calls here (bench/floor-filter/src/lib.rs)
         #[cfg(feature = "floor")]
