@@ -2,7 +2,7 @@
 # `make bench`: (a) fuel, host calls and memory in our host, (a2) the wasm alone timed in V8
 # (Node's, when node is installed), (b) overhead in the real Envoy 1.40,
 # per host call and against the floor, (b3) the same with every configuration loaded at once
-# (~2 min), (c) delivery. Writes bench/results/ (git-ignored):
+# (~3 min at its default 10 rounds), (c) delivery. Writes bench/results/ (git-ignored):
 # fuel.json, envoy.json, bench.md, bench.svg, bench-breakdown.svg. With BENCH_WRITE=1 (`make bench-report`) the
 # report goes to docs/bench.md, docs/bench.svg and docs/bench-breakdown.svg instead (README's headline numbers are
 # copied from docs/bench.md by hand; `make docs-check` fails while they differ). Measured once built: 12 minutes with BENCH_ROUNDS=7 (the `chat` route, added since, adds about 2) (175
