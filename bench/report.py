@@ -223,7 +223,7 @@ def bench_md():
     L.append("Overheads are computed within each round (against that round's no-filter rate). A ratio is the "
              "ratio of the two rows' median overheads; beside it, the smallest and largest ratio of a single round. "
              "The last column is part (b3), below: the same ratio with every configuration loaded at once, which "
-             "resolves differences of a µs where part (b) cannot resolve ten.\n")
+             "spreads over a few µs per round where part (b)'s spreads over tens.\n")
     goals_table(L)
     L.append("")
     concurrent_report.section(L, CONCURRENT)

@@ -1,6 +1,7 @@
 //! Probe filters for the per-host-call cost table of `make bench`: the null filter (same
 //! exports, context table and build profile as the floor and the filter, `abi.rs`) plus one host call per request, chosen at build time by a feature, so the
-//! difference to the null filter in the same interleaved run is the cost of that one call:
+//! difference to the null filter in the same interleaved run is the cost of that one call
+//! (`floor` is the exception: the floor's four calls, for part (b3)'s bound):
 //!
 //! | feature | the one host call | where |
 //! |---|---|---|
@@ -139,6 +140,9 @@ impl abi::RootContext for Root {
         batch::answer(token, headers, body);
     }
 }
+
+#[cfg(all(feature = "floor", any(feature = "header", feature = "clock", feature = "map")))]
+compile_error!("`floor` makes the floor's calls itself: build it alone or beside one `post_*` feature");
 
 #[derive(Default)]
 pub struct Stream {
