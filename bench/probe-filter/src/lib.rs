@@ -141,8 +141,13 @@ impl abi::RootContext for Root {
     }
 }
 
-#[cfg(all(feature = "floor", any(feature = "header", feature = "clock", feature = "map")))]
-compile_error!("`floor` makes the floor's calls itself: build it alone or beside one `post_*` feature");
+#[cfg(all(
+    feature = "floor",
+    any(feature = "header", feature = "clock", feature = "map")
+))]
+compile_error!(
+    "`floor` makes the floor's calls itself: build it alone or beside one `post_*` feature"
+);
 
 #[derive(Default)]
 pub struct Stream {
