@@ -101,8 +101,7 @@ def main():
             path = os.path.join(workdir, f"{kind}.json")
             with open(path, "w") as f:
                 json.dump(cfg, f)
-            p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", path, "--concurrency", "1",
-                                  "--disable-hot-restart", "--log-level", "error"],
+            p = subprocess.Popen(eb.envoy_command(envoy, path, eb.ENVOY_CPU),
                                  stdout=subprocess.DEVNULL, stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
             procs.append(p)
             eb.wait_ready(ports["admin"], p, kind)

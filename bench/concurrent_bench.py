@@ -133,8 +133,7 @@ def launch(envoy, workdir, kind, ports_of, up_port, coll_port, procs, attempt):
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
     with open(os.path.join(workdir, f"{kind}.{attempt}.stderr"), "wb") as err:
-        p = subprocess.Popen(["taskset", "-c", eb.ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
-                              "--disable-hot-restart", "--log-level", "error", "--file-flush-interval-msec", "100"],
+        p = subprocess.Popen(eb.envoy_command(envoy, cfg_path, eb.ENVOY_CPU, flush=True),
                              stdout=subprocess.DEVNULL, stderr=err)
     procs.append(p)
     return pmap, p

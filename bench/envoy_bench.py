@@ -383,6 +383,14 @@ def check_chat(envoys, workdir):
     return lines
 
 
+def envoy_command(envoy, cfg_path, cpu, flush=False):
+    """How every bench script starts an Envoy: one worker, pinned to `cpu`, errors only; `flush`:
+    stdout lines written every 100 ms, not every 10 s (the default), for the log sink's lines."""
+    cmd = ["taskset", "-c", cpu, envoy, "-c", cfg_path, "--concurrency", "1", "--disable-hot-restart",
+           "--log-level", "error"]
+    return cmd + (["--file-flush-interval-msec", "100"] if flush else [])
+
+
 def wait_ready(admin_port, proc, kind, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -574,8 +582,7 @@ def main():
             cfg_path = os.path.join(workdir, "sse_upstream.json")
             with open(cfg_path, "w") as f:
                 json.dump(sse_upstream_config(up, workdir), f)
-            p = subprocess.Popen(["taskset", "-c", LOAD_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
-                                  "--disable-hot-restart", "--log-level", "error"],
+            p = subprocess.Popen(envoy_command(envoy, cfg_path, LOAD_CPU),
                                  stdout=subprocess.DEVNULL,
                                  stderr=open(os.path.join(workdir, "sse_upstream.stderr"), "wb"))
             procs.append(p)
@@ -588,10 +595,7 @@ def main():
             with open(cfg_path, "w") as f:
                 json.dump(envoy_config(kind, ports, workdir), f)
             stdout = open(os.path.join(workdir, f"{kind}.stdout"), "wb")
-            p = subprocess.Popen(["taskset", "-c", ENVOY_CPU, envoy, "-c", cfg_path, "--concurrency", "1",
-                                  "--disable-hot-restart", "--log-level", "error",
-                                  # stdout lines flushed every 100 ms, not every 10 s (the default)
-                                  "--file-flush-interval-msec", "100"],
+            p = subprocess.Popen(envoy_command(envoy, cfg_path, ENVOY_CPU, flush=True),
                                  stdout=stdout, stderr=open(os.path.join(workdir, f"{kind}.stderr"), "wb"))
             procs.append(p)
             wait_ready(ports["admin"], p, kind)
