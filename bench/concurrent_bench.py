@@ -132,9 +132,10 @@ def launch(envoy, workdir, kind, ports_of, up_port, coll_port, procs, attempt):
     cfg_path = os.path.join(workdir, f"{kind}.json")
     with open(cfg_path, "w") as f:
         json.dump(cfg, f)
-    with open(os.path.join(workdir, f"{kind}.{attempt}.stderr"), "wb") as err:
-        p = subprocess.Popen(eb.envoy_command(envoy, cfg_path, eb.ENVOY_CPU, flush=True),
-                             stdout=subprocess.DEVNULL, stderr=err)
+    # stdout to a file, as part (b): the log sink's lines are written there
+    with open(os.path.join(workdir, f"{kind}.{attempt}.stderr"), "wb") as err, \
+            open(os.path.join(workdir, f"{kind}.stdout"), "wb") as out:
+        p = subprocess.Popen(eb.envoy_command(envoy, cfg_path, eb.ENVOY_CPU, flush=True), stdout=out, stderr=err)
     procs.append(p)
     return pmap, p
 
