@@ -20,14 +20,10 @@ cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm
 $opt $out/probe_filter.wasm -o dist/null_filter.wasm
 cargo build -q -p floor-filter --target wasm32-wasip1 --profile wasm
 $opt $out/floor_filter.wasm -o dist/floor_filter.wasm
-for kind in header clock map set_property log cel callout tick post_bare post_headers post_hold post_encode post_tickwork post_answer post_handback post_bodyread post_cut; do
-  cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$kind"
-  $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
-done
-# part (b3), bench/concurrent_bench.py: the floor built again (the instrument's own error), and the
-# floor plus a batch step (no http sink at batch_size 100 costs less than floor_post_bare)
-for kind in floor floor_post_bare floor_post_cut; do
-  cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "$(echo "$kind" | sed 's/_post/,post/')"
+# probe_floor*: the floor built again (part b3's own error), and the floor beside a batch step
+# (floor_post_bare: no http sink at batch_size 100 costs less); a name's `_post` is a second feature
+for kind in header clock map set_property log cel callout tick post_bare post_headers post_hold post_encode post_tickwork post_answer post_handback post_bodyread post_cut floor floor_post_bare floor_post_cut; do
+  cargo build -q -p probe-filter --target wasm32-wasip1 --profile wasm --features "${kind/_post/,post}"
   $opt $out/probe_filter.wasm -o "dist/probe_$kind.wasm"
 done
 # the bench build overwrote the shared target path: restore the real artifact

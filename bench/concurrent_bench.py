@@ -84,7 +84,6 @@ GOALS = [("usage_http", "floor", 1.10), ("usage_log", "usage_http", 1.2), ("usag
 # the http sink's cost above the floor, taken apart by the bound probes (each a difference per round)
 PARTS = [("bytes", "probe_floor_post_bare", "floor"), ("batch_work", "probe_floor_post_cut", "probe_floor_post_bare"),
          ("rest", "usage_http", "probe_floor_post_cut"), ("total", "usage_http", "floor")]
-PATH = "/direct/v1/things/42?expand=owner"
 
 
 def cpu_ns(pid):
@@ -115,11 +114,8 @@ def ports(n):
 
 def load(port, out):
     try:
-        p = subprocess.run(["taskset", "-c", eb.LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s",
-                            "--latency", "-H", f"x-subscription-key: {eb.KEY}", f"http://127.0.0.1:{port}{PATH}"],
-                           capture_output=True, text=True)
-        out.update(eb.parse_wrk(p.stdout))
-    except (OSError, AttributeError, ValueError) as e:  # no wrk, or no report to parse
+        out.update(eb.wrk(port, "direct", SECONDS, connections=CONNECTIONS))
+    except (OSError, subprocess.CalledProcessError, AttributeError, ValueError) as e:  # no wrk, or no report
         out["error"] = f"wrk: {e}"
 
 
@@ -202,30 +198,17 @@ def one_round(envoys, order, coll_port):
         if "error" in o or not o.get("requests"):
             refused.append(f"{k}: {o.get('error', 'no requests answered')}")
             continue
-        if o["non2xx"] or o["socket_errors"]:
-            refused.append(f"{k}: non-2xx {o['non2xx']}, socket errors {o['socket_errors']}")
+        refused += [f"{k}: {why}" for why in eb.refusals(k, o, before[k], after[k], CONNECTIONS)]
         served = eb.answered(envoys[k]["admin"]) - answered[k]
         if not o["requests"] <= served <= o["requests"] + CONNECTIONS:
             refused.append(f"{k}: the Envoy answered {served} requests, its wrk counted {o['requests']}")
-        if k.startswith("usage_"):
-            captured = eb.delta(after[k], before[k], "events_captured")
-            if not o["requests"] <= captured <= o["requests"] + CONNECTIONS:
-                refused.append(f"{k}: {captured} events captured for {o['requests']} answered requests")
-        if eb.sends(k):
-            for key in ("batches_failed", "batch_retries", "callouts_refused"):
-                if eb.delta(after[k], before[k], key):
-                    refused.append(f"{k}: {key} +{eb.delta(after[k], before[k], key)}")
-            if after[k].get("buffer_events", 0):
-                refused.append(f"{k}: {after[k]['buffer_events']} events still buffered (settle timed out)")
-            if not eb.balanced(k, after[k]):
-                refused.append(f"{k}: accounting does not hold ({after[k]})")
+        if not eb.balanced(k, after[k]):
+            refused.append(f"{k}: accounting does not hold ({after[k]})")
         if k in posts:
             sent = eb.cluster_stats(envoys[k]["admin"]).get("collector.upstream_rq_total", 0) - posts[k]
             if sent < o["requests"] // 100 - 3:
                 refused.append(f"{k}: {sent} batches sent for {o['requests']} requests")
-    for key in ("rejected_batches", "invalid_events"):
-        if coll_after.get(key, 0) != coll_before.get(key, 0):
-            refused.append(f"collector {key} +{coll_after.get(key, 0) - coll_before.get(key, 0)}")
+    refused += eb.collector_refusals(coll_before, coll_after)
     cost = {k: (cpu_after[k] - cpu_before[k]) / 1e3 / max(outs[k].get("requests", 0), 1) for k in order}
     rates = {k: outs[k].get("requests", 0) / SECONDS for k in order}
     return cost, rates, refused
@@ -274,9 +257,9 @@ def main():
             sys.exit(f"dist/{kind}.wasm missing: run bench/build.sh")
     workdir = os.path.join(eb.OUT, "concurrent")
     os.makedirs(workdir, exist_ok=True)
-    stale = os.path.join(eb.OUT, "concurrent.json")
-    if os.path.exists(stale):  # a run that stops early leaves no report of an earlier one behind
-        os.remove(stale)
+    out_path = os.path.join(eb.OUT, "concurrent.json")
+    if os.path.exists(out_path):  # a run that stops early leaves no report of an earlier one behind
+        os.remove(out_path)
     load_before = os.getloadavg()
     print(f"{len(CONFIGS)} Envoys loaded at once, {ROUNDS} rounds of {SECONDS}s, each round with Envoys "
           "started afresh", flush=True)
@@ -310,7 +293,7 @@ def main():
                   pinning={"envoy_cpu": eb.ENVOY_CPU, "load_cpu": eb.LOAD_CPU}, variants=eb.VARIANTS,
                   order=CONFIGS, runs=rows, refusals=refusals,
                   load_average={"before": load_before[0], "after": os.getloadavg()[0]})
-    with open(stale, "w") as f:
+    with open(out_path, "w") as f:
         json.dump(result, f, indent=2)
     for k, c in result["configs"].items():
         if "minus_floor_us" in c:

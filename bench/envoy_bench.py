@@ -406,12 +406,12 @@ def wait_ready(admin_port, proc, kind, timeout=30):
     raise RuntimeError(f"envoy for {kind} not ready after {timeout}s")
 
 
-def wrk(port, route, seconds):
+def wrk(port, route, seconds, connections=CONNECTIONS):
     path = f"/{route}/v1/things/42?expand=owner"
     script = []
     if route == "chat":  # POST CHAT_BODY (bench/results/chat.lua)
         path, script = "/chat/v1/chat/completions", ["-s", CHAT_LUA]
-    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
+    out = subprocess.run(["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                           *script, "-H", f"x-subscription-key: {KEY}", f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, check=True).stdout
     return {**parse_wrk(out), "wrk_output": out}
@@ -506,6 +506,35 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def refusals(kind, r, before, after, connections=CONNECTIONS):
+    """Why one wrk run `r` of `kind` is refused, from the filter's metrics before and after it
+    (part (b) and part (b3) refuse on the same grounds)."""
+    refused = []
+    if r["socket_errors"]:
+        refused.append(f"wrk socket errors {r['socket_errors']}")
+    if r["non2xx"]:
+        refused.append(f"{r['non2xx']} non-2xx/3xx responses")
+    if kind.startswith("usage_"):
+        captured = delta(after, before, "events_captured")
+        # every answered request is an event; requests still open when wrk stopped may add
+        # up to one per connection
+        if not r["requests"] <= captured <= r["requests"] + connections:
+            refused.append(f"{captured} events captured for {r['requests']} answered requests")
+    if sends(kind):
+        for k in ("batches_failed", "batch_retries", "callouts_refused"):
+            if delta(after, before, k):
+                refused.append(f"{k} +{delta(after, before, k)}")
+        if after.get("buffer_events", 0):
+            refused.append(f"{after['buffer_events']} events still buffered after the load (settle timed out)")
+    return refused
+
+
+def collector_refusals(before, after):
+    """A batch the collector refused, or an invalid event it saw, between two of its /stats."""
+    return [f"collector {k} +{after.get(k, 0) - before.get(k, 0)}"
+            for k in ("rejected_batches", "invalid_events") if after.get(k, 0) != before.get(k, 0)]
+
+
 def measure(kind, ports, route, coll_port, before):
     """One wrk run, checked. Returns (result, reasons it is refused, the metrics after it).
     Besides the rate, the Envoy's own CPU time per answered request (`cpu_us`, its batches to
@@ -517,32 +546,15 @@ def measure(kind, ports, route, coll_port, before):
     after = settle(kind, ports["admin"])
     r["cpu_us"] = (cpu_seconds(ports["pid"]) - cpu_before) * 1e6 / max(r["requests"], 1)
     coll_after = collector_stats(coll_port)
-    refused = []
-    if r["socket_errors"]:
-        refused.append(f"wrk socket errors {r['socket_errors']}")
-    if r["non2xx"]:
-        refused.append(f"{r['non2xx']} non-2xx/3xx responses")
-    for k in ("rejected_batches", "invalid_events"):
-        if coll_after.get(k, 0) != coll_before.get(k, 0):
-            refused.append(f"collector {k} +{coll_after.get(k, 0) - coll_before.get(k, 0)}")
+    refused = refusals(kind, r, before, after) + collector_refusals(coll_before, coll_after)
     if kind.startswith("usage_"):
-        captured = delta(after, before, "events_captured")
-        r["captured"] = captured
-        # every answered request is an event; requests still open when wrk stopped may add
-        # up to one per connection
-        if not r["requests"] <= captured <= r["requests"] + CONNECTIONS:
-            refused.append(f"{captured} events captured for {r['requests']} answered requests")
+        r["captured"] = delta(after, before, "events_captured")
     if sends(kind):
         r["delivered"] = delta(after, before, "events_delivered")
         r["drops"] = sum(delta(after, before, k) for k in DROPS)
         r["batches"] = delta(after, before, "batches_sent")
         # the batches carrying this measurement's events, tail included, per second of load
         r["callouts_per_s"] = r["batches"] / DURATION
-        for k in ("batches_failed", "batch_retries", "callouts_refused"):
-            if delta(after, before, k):
-                refused.append(f"{k} +{delta(after, before, k)}")
-        if after.get("buffer_events", 0):
-            refused.append(f"{after['buffer_events']} events still buffered after the load (settle timed out)")
     return r, refused, after
 
 
